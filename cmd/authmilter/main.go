@@ -1,0 +1,67 @@
+// Command authmilter is a milter daemon for Postfix and Sendmail that
+// DKIM-signs outbound mail and authenticates inbound mail (DKIM, SPF, DMARC).
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+const usage = `usage: authmilter <command> [flags]
+
+Commands:
+  run      [-config FILE]                 run the daemon (default config: built-in,
+                                          or /etc/authmilter/authmilter.toml if present)
+  check    [-config FILE] [-print]        validate a config (and its keys) without starting;
+                                          -print shows the effective config with defaults
+  sign     [-config FILE] [-from-ip IP]   sign a message from stdin as the daemon would,
+                                          print the signed message
+  verify   [-config FILE]                 verify the DKIM signatures of a message from stdin
+  keygen   -d DOMAIN [-s SELECTOR] [-a rsa-2048|rsa-3072|rsa-4096|ed25519] [-config FILE]
+                                          make a key in the key table, print its DNS record
+  keys     [-config FILE] [-json]         list keys with their DNS state
+  version                                 print the version
+
+Every command reads the same TOML config; see README.md for its keys.
+`
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	cmd, args := os.Args[1], os.Args[2:]
+	var err error
+	switch cmd {
+	case "run":
+		err = cmdRun(args)
+	case "check":
+		err = cmdCheck(args)
+	case "sign":
+		err = cmdSign(args)
+	case "verify":
+		err = cmdVerify(args)
+	case "keygen":
+		err = cmdKeygen(args)
+	case "keys":
+		err = cmdKeys(args)
+	case "version", "-version", "--version":
+		fmt.Println("authmilter", version)
+	case "help", "-h", "-help", "--help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "authmilter: unknown command %q\n\n%s", cmd, usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		var ee exitError
+		if asExit(err, &ee) {
+			os.Exit(int(ee))
+		}
+		fmt.Fprintln(os.Stderr, "authmilter "+cmd+":", err)
+		os.Exit(1)
+	}
+}

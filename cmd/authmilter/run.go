@@ -1,0 +1,166 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/authmilter/authmilter/milter"
+	"github.com/authmilter/authmilter/policy"
+)
+
+// daemon holds the one piece of mutable global state the design allows: the
+// current policy snapshot behind an atomic pointer. Everything else is
+// rebuilt into a new snapshot and swapped in.
+type daemon struct {
+	configPath string
+	log        *slog.Logger
+	current    atomic.Pointer[policy.Policy]
+	metrics    *metrics
+	// reloadMu serializes reloads (SIGHUP and the periodic recheck).
+	reloadMu sync.Mutex
+}
+
+func cmdRun(args []string) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	cfgPath := configFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return exitError(2)
+	}
+	cfg, name, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	d := &daemon{configPath: *cfgPath, log: newLogger(cfg, os.Stderr), metrics: newMetrics()}
+	d.log.Info("starting", "version", version, "config", name, "keys", cfg.Keys.Dir)
+	pol, err := d.compile(cfg)
+	if err != nil {
+		return fmt.Errorf("initial config: %w", err)
+	}
+	d.install(nil, pol)
+
+	srv := &milter.Server{Policy: d.current.Load, Logger: d.log, Observer: d.metrics}
+	perm, _ := cfg.SocketPerm()
+	if err := srv.Listen(cfg.Listen, perm, cfg.SocketGroup); err != nil {
+		return err
+	}
+	for _, a := range srv.Addrs() {
+		d.log.Info("listening", "addr", a.Network()+":"+a.String())
+	}
+	if cfg.Metrics.Listen != "" {
+		ln, err := net.Listen("tcp", cfg.Metrics.Listen)
+		if err != nil {
+			srv.Close()
+			return fmt.Errorf("metrics listen %s: %w", cfg.Metrics.Listen, err)
+		}
+		go func() {
+			hs := &http.Server{Handler: d.metrics.handler(), ReadHeaderTimeout: 10 * time.Second}
+			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				d.log.Error("metrics server stopped", "error", err)
+			}
+		}()
+	}
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve() }()
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	recheck := time.NewTicker(cfg.Keys.Recheck.Duration)
+	defer recheck.Stop()
+	for {
+		select {
+		case err := <-serveErr:
+			return err
+		case <-recheck.C:
+			// Same config, fresh look at the key folder and DNS: keys become
+			// active once their record appears, with no signal needed.
+			d.reload(false)
+			recheck.Reset(d.current.Load().Config().Keys.Recheck.Duration)
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				d.log.Info("reload requested", "signal", "SIGHUP")
+				d.reload(true)
+				continue
+			}
+			timeout := d.current.Load().Config().ShutdownTimeout.Duration
+			d.log.Info("stopping", "signal", sig.String(), "timeout", timeout)
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			err := srv.Shutdown(ctx)
+			cancel()
+			if err != nil {
+				d.log.Warn("stopped with transactions open", "error", err)
+			} else {
+				d.log.Info("stopped")
+			}
+			return nil
+		}
+	}
+}
+
+// compile builds a snapshot from cfg with a fresh resolver.
+func (d *daemon) compile(cfg *policy.Config) (*policy.Policy, error) {
+	r, err := newResolver(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), compileTimeout)
+	defer cancel()
+	return policy.Compile(ctx, cfg, r)
+}
+
+// reload builds a new snapshot and swaps it in; on any error the old one
+// stays. rereadConfig is true for SIGHUP; the periodic recheck keeps the
+// config it has and only looks at keys and DNS again.
+func (d *daemon) reload(rereadConfig bool) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	old := d.current.Load()
+	cfg := old.Config()
+	if rereadConfig {
+		c, _, err := loadConfig(d.configPath)
+		if err != nil {
+			d.metrics.reloadFailed()
+			d.log.Error("reload failed; keeping the previous config and keys", "error", err)
+			return
+		}
+		cfg = c
+	}
+	pol, err := d.compile(cfg)
+	if err != nil {
+		d.metrics.reloadFailed()
+		d.log.Error("reload failed; keeping the previous config and keys", "error", err)
+		return
+	}
+	d.install(old, pol)
+	if rereadConfig {
+		d.log.Info("reloaded")
+	}
+}
+
+// install swaps pol in and logs what changed about keys.
+func (d *daemon) install(old, pol *policy.Policy) {
+	d.current.Store(pol)
+	d.metrics.reloaded(pol)
+	for _, msg := range policy.KeyChanges(old, pol) {
+		d.log.Info(msg)
+	}
+	for _, k := range pol.Table().All() {
+		pub := pol.Publication(k)
+		switch pub.State {
+		case "published", "unchecked":
+		default:
+			d.log.Warn("key not usable", "key", k.ID(), "state", string(pub.State), "detail", pub.Detail)
+		}
+	}
+}

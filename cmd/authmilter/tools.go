@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/authmilter/authmilter/policy"
+)
+
+func cmdCheck(args []string) error {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	cfgPath := configFlag(fs)
+	print := fs.Bool("print", false, "print the effective config with defaults filled in")
+	if err := fs.Parse(args); err != nil {
+		return exitError(2)
+	}
+	cfg, name, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	r, err := newResolver(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), compileTimeout)
+	defer cancel()
+	pol, err := policy.Compile(ctx, cfg, r)
+	if err != nil {
+		return err
+	}
+	if *print {
+		if err := toml.NewEncoder(os.Stdout).Encode(cfg); err != nil {
+			return err
+		}
+	}
+	keys := pol.Table().All()
+	active := 0
+	for _, d := range pol.Table().Domains() {
+		active += len(pol.ActiveKeys(d))
+	}
+	fmt.Fprintf(os.Stderr, "%s: OK (%d keys in %s, %d active)\n", name, len(keys), cfg.Keys.Dir, active)
+	for _, k := range keys {
+		if p := pol.Publication(k); p.State != "published" && p.State != "unchecked" {
+			fmt.Fprintf(os.Stderr, "  warning: %s: %s: %s\n", k.ID(), p.State, p.Detail)
+		}
+	}
+	return nil
+}
+
+// readMessage reads a message from r for the offline commands.
+func readMessage(r io.Reader) ([]policy.HeaderField, []byte, error) {
+	raw, err := io.ReadAll(io.LimitReader(r, 64<<20))
+	if err != nil {
+		return nil, nil, fmt.Errorf("read message: %w", err)
+	}
+	return policy.SplitMessage(raw)
+}
+
+// cmdSign signs stdin through the same policy code the daemon uses: the
+// message is an outbound transaction from -from-ip.
+func cmdSign(args []string) error {
+	fs := flag.NewFlagSet("sign", flag.ContinueOnError)
+	cfgPath := configFlag(fs)
+	fromIP := fs.String("from-ip", "127.0.0.1", "client address of the simulated transaction (must be outbound)")
+	authUser := fs.String("auth", "", "simulate SMTP AUTH as this user")
+	if err := fs.Parse(args); err != nil {
+		return exitError(2)
+	}
+	cfg, _, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	ip, err := netip.ParseAddr(*fromIP)
+	if err != nil {
+		return fmt.Errorf("-from-ip: %w", err)
+	}
+	r, err := newResolver(cfg)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), compileTimeout)
+	defer cancel()
+	pol, err := policy.Compile(ctx, cfg, r)
+	if err != nil {
+		return err
+	}
+	header, body, err := readMessage(os.Stdin)
+	if err != nil {
+		return err
+	}
+	env := &policy.Envelope{ClientIP: ip, AuthUser: *authUser, QueueID: "sign"}
+	if out, _ := pol.Direction(env); !out {
+		return fmt.Errorf("a message from %s is inbound under this config (outbound.networks); use -from-ip or -auth", ip)
+	}
+	msg := pol.Begin(env, header)
+	msg.Write(body)
+	d := msg.Finish()
+	var out bytes.Buffer
+	for _, f := range d.Prepend {
+		out.WriteString(f.Name + ":" + f.Value + "\r\n")
+	}
+	for _, f := range header {
+		out.WriteString(f.Name + ":" + f.Value + "\r\n")
+	}
+	out.WriteString("\r\n")
+	out.Write(body)
+	os.Stdout.Write(out.Bytes())
+	fmt.Fprintln(os.Stderr, logLine(d))
+	if len(d.Prepend) == 0 {
+		return exitError(1)
+	}
+	return nil
+}
+
+// logLine renders a decision's log attributes as key=value pairs.
+func logLine(d *policy.Decision) string {
+	var parts []string
+	for _, a := range d.Log {
+		if a.Key == "took" {
+			continue
+		}
+		parts = append(parts, a.Key+"="+a.Value.String())
+	}
+	return strings.Join(parts, " ")
+}
+
+func cmdVerify(args []string) error {
+	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
+	cfgPath := configFlag(fs)
+	if err := fs.Parse(args); err != nil {
+		return exitError(2)
+	}
+	cfg, _, err := loadConfig(*cfgPath)
+	if err != nil {
+		return err
+	}
+	r, err := newResolver(cfg)
+	if err != nil {
+		return err
+	}
+	header, body, err := readMessage(os.Stdin)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Inbound.MessageTimeout.Duration+time.Second)
+	defer cancel()
+	results := policy.VerifyDKIM(ctx, r, header, bytes.NewReader(body), cfg.Inbound.MaxSignatures)
+	if len(results) == 0 {
+		fmt.Println("dkim=none (no signatures)")
+		return exitError(1)
+	}
+	failed := false
+	for _, res := range results {
+		b := res.B
+		if len(b) > 8 {
+			b = b[:8]
+		}
+		line := fmt.Sprintf("dkim=%s header.d=%s header.s=%s header.a=%s header.b=%s", res.Result, res.Domain, res.Selector, res.Algorithm, b)
+		if res.Reason != "" {
+			line += " (" + res.Reason + ")"
+		}
+		fmt.Println(line)
+		if res.Result != "pass" {
+			failed = true
+		}
+	}
+	if failed {
+		return exitError(1)
+	}
+	return nil
+}

@@ -1,0 +1,163 @@
+package keys
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// RetiredDir is the folder inside a domain folder where rotation moves keys
+// that are no longer used; keys there are never loaded.
+const RetiredDir = "retired"
+
+// Table is the key table read from the file system: <dir>/<domain>/<selector>.pem.
+// The folder gives d=, the file name s=, the key itself the algorithm. A
+// Table is immutable once loaded.
+type Table struct {
+	dir     string
+	domains map[string][]*Key // sorted by selector, ascending
+}
+
+// LoadDir reads every key under dir. A missing dir gives an empty table (a
+// fresh install signs nothing until keys are added); any key that cannot be
+// used is an error, so that a reload with a broken key keeps the old table.
+func LoadDir(dir string) (*Table, error) {
+	t := &Table{dir: dir, domains: map[string][]*Key{}}
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return t, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("keys: read key table: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		domain := strings.ToLower(e.Name())
+		if !ValidDomain(domain) {
+			errs = append(errs, fmt.Errorf("keys: %s: folder name is not a domain name (use the A-label form for IDNs)", filepath.Join(dir, e.Name())))
+			continue
+		}
+		files, err := os.ReadDir(filepath.Join(dir, e.Name()))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("keys: %s: %w", domain, err))
+			continue
+		}
+		for _, f := range files {
+			name := f.Name()
+			if f.IsDir() || !strings.HasSuffix(name, ".pem") {
+				continue
+			}
+			selector := strings.TrimSuffix(name, ".pem")
+			if !ValidSelector(selector) {
+				errs = append(errs, fmt.Errorf("keys: %s/%s: %q is not a valid selector (letters, digits, '-', dot-separated labels)", domain, selector, selector))
+				continue
+			}
+			k, err := LoadKey(filepath.Join(dir, e.Name(), name), domain, strings.ToLower(selector))
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			t.domains[domain] = append(t.domains[domain], k)
+		}
+		sort.Slice(t.domains[domain], func(i, j int) bool {
+			return t.domains[domain][i].Selector < t.domains[domain][j].Selector
+		})
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return t, nil
+}
+
+// Dir is the folder the table was read from.
+func (t *Table) Dir() string { return t.dir }
+
+// Keys returns the keys of one domain, sorted by selector.
+func (t *Table) Keys(domain string) []*Key { return t.domains[strings.ToLower(domain)] }
+
+// Domains returns the domains that have keys, sorted.
+func (t *Table) Domains() []string {
+	out := make([]string, 0, len(t.domains))
+	for d := range t.domains {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// All returns every key, by domain then selector.
+func (t *Table) All() []*Key {
+	var out []*Key
+	for _, d := range t.Domains() {
+		out = append(out, t.domains[d]...)
+	}
+	return out
+}
+
+// Active chooses the keys to sign with from one domain's keys: for each
+// algorithm, the usable key with the greatest selector (date-based selectors
+// sort by time, so the newest published key wins and an unpublished new key
+// leaves the old one signing). If pinned is not empty, exactly the usable
+// keys with those selectors are chosen instead.
+func Active(domainKeys []*Key, pinned []string, usable func(*Key) bool) []*Key {
+	var out []*Key
+	if len(pinned) > 0 {
+		for _, k := range domainKeys {
+			for _, s := range pinned {
+				if strings.EqualFold(k.Selector, s) && (usable == nil || usable(k)) {
+					out = append(out, k)
+				}
+			}
+		}
+		return out
+	}
+	best := map[Algorithm]*Key{}
+	for _, k := range domainKeys {
+		if usable != nil && !usable(k) {
+			continue
+		}
+		if b := best[k.Algorithm]; b == nil || k.Selector > b.Selector {
+			best[k.Algorithm] = k
+		}
+	}
+	// RSA first: receivers that do not know Ed25519 see the RSA signature first.
+	for _, a := range []Algorithm{RSASHA256, Ed25519SHA256} {
+		if k := best[a]; k != nil {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// ValidSelector reports whether s is a DKIM selector: dot-separated labels
+// of letters, digits and hyphens (RFC 6376 §3.1).
+func ValidSelector(s string) bool {
+	if s == "" || len(s) > 63*4 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range []byte(label) {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// ValidDomain reports whether s is an ASCII domain name usable as d=.
+func ValidDomain(s string) bool {
+	if s == "" || len(s) > 253 || !strings.Contains(s, ".") {
+		return false
+	}
+	return ValidSelector(s)
+}

@@ -1,0 +1,93 @@
+package milter
+
+import (
+	"encoding/binary"
+	"io"
+	"net"
+	"sync"
+
+	gomilter "github.com/emersion/go-milter"
+)
+
+// negotiatingConn sits between go-milter and the MTA's connection to fix one
+// gap of go-milter v0.5.0: it answers option negotiation with the protocol
+// flags it was configured with, without masking them by what the MTA
+// offered, and tells the milter nothing about the outcome. We read the MTA's
+// SMFIC_OPTNEG, mask our reply with it, and record which flags are in effect
+// (SMFIP_HDR_LEADSPC decides how header values must be rebuilt;
+// SMFIP_NR_HDR whether header callbacks may be answered). Nothing else of the
+// stream is touched.
+type negotiatingConn struct {
+	net.Conn
+
+	mu        sync.Mutex
+	readBuf   []byte // the MTA's OPTNEG packet, replayed to go-milter
+	readDone  bool
+	writeDone bool
+	offered   gomilter.OptProtocol
+	effective gomilter.OptProtocol
+}
+
+const optNegLen = 13 // 'O' + version + actions + protocol
+
+func (c *negotiatingConn) Read(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.readDone {
+		c.readDone = true
+		var hdr [4]byte
+		if _, err := io.ReadFull(c.Conn, hdr[:]); err != nil {
+			return 0, err
+		}
+		n := binary.BigEndian.Uint32(hdr[:])
+		// A packet larger than go-milter's own limit is passed on unread:
+		// go-milter rejects it itself.
+		if n == 0 || n > 1<<20 {
+			c.readBuf = hdr[:]
+		} else {
+			data := make([]byte, n)
+			if _, err := io.ReadFull(c.Conn, data); err != nil {
+				return 0, err
+			}
+			if n >= optNegLen && data[0] == byte(gomilter.CodeOptNeg) {
+				c.offered = gomilter.OptProtocol(binary.BigEndian.Uint32(data[9:13]))
+			}
+			c.readBuf = append(hdr[:], data...)
+		}
+	}
+	if len(c.readBuf) > 0 {
+		n := copy(p, c.readBuf)
+		c.readBuf = c.readBuf[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *negotiatingConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	if !c.writeDone {
+		c.writeDone = true
+		// go-milter writes each packet with one buffered flush, so the reply
+		// arrives whole: length, 'O', version, actions, protocol[, macros].
+		if len(p) >= 4+optNegLen && p[4] == byte(gomilter.CodeOptNeg) {
+			ours := gomilter.OptProtocol(binary.BigEndian.Uint32(p[13:17]))
+			c.effective = ours & c.offered
+			q := append([]byte(nil), p...)
+			binary.BigEndian.PutUint32(q[13:17], uint32(c.effective))
+			c.mu.Unlock()
+			if _, err := c.Conn.Write(q); err != nil {
+				return 0, err
+			}
+			return len(p), nil
+		}
+	}
+	c.mu.Unlock()
+	return c.Conn.Write(p)
+}
+
+// negotiated returns the protocol flags both sides agreed on.
+func (c *negotiatingConn) negotiated() gomilter.OptProtocol {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.effective
+}

@@ -1,0 +1,213 @@
+// Package milter is the daemon side of authmilter: it listens on unix and
+// inet sockets, speaks the milter protocol through go-milter, collects each
+// transaction (client, HELO, macros, envelope, header fields in order, body
+// stream) and applies the policy's decision as milter actions. It makes no
+// authentication decision of its own.
+package milter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	gomilter "github.com/emersion/go-milter"
+
+	"github.com/authmilter/authmilter/policy"
+)
+
+// Observer receives one call per finished message, for metrics.
+type Observer interface {
+	MessageDone(outbound bool, action policy.Action, signatures int, failed bool)
+}
+
+// Server serves milter connections with the policy snapshot that Policy
+// returns at the start of each transaction.
+type Server struct {
+	// Policy returns the current snapshot; a transaction calls it once.
+	Policy func() *policy.Policy
+	// Logger receives the per-message lines and errors.
+	Logger *slog.Logger
+	// Observer, if set, is told about every finished message.
+	Observer Observer
+
+	mu        sync.Mutex
+	listeners []net.Listener
+	servers   []*gomilter.Server
+	inflight  sync.WaitGroup // open transactions
+	conns     atomic.Int64
+	closing   atomic.Bool
+}
+
+// Options negotiated with the MTA: we add, change and delete header fields
+// and quarantine; we need no DATA or unknown-command events; header callbacks
+// are not answered (SMFIP_NR_HDR saves a round trip per field) and carry
+// their leading space (SMFIP_HDR_LEADSPC) so that header fields can be
+// rebuilt byte for byte. Flags the MTA does not offer are masked off by
+// negotiatingConn.
+const (
+	actions  = gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine
+	protocol = gomilter.OptNoUnknown | gomilter.OptNoData | gomilter.OptNoHeaderReply | gomilter.OptHeaderLeadingSpace
+)
+
+// Listen opens every socket in specs ("unix:/path", "inet:host:port"). Unix
+// sockets get mode perm and, if group is set, that group; a stale socket
+// file is replaced.
+func (s *Server) Listen(specs []string, perm os.FileMode, group string) error {
+	for _, spec := range specs {
+		network, addr, err := policy.ParseListen(spec)
+		if err != nil {
+			return err
+		}
+		var ln net.Listener
+		if network == "unix" {
+			ln, err = listenUnix(addr, perm, group)
+		} else {
+			ln, err = net.Listen("tcp", addr)
+		}
+		if err != nil {
+			s.Close()
+			return fmt.Errorf("listen %s: %w", spec, err)
+		}
+		s.mu.Lock()
+		s.listeners = append(s.listeners, ln)
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+func listenUnix(path string, perm os.FileMode, group string) (net.Listener, error) {
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		// A live daemon answers on it; a stale file from a crash does not.
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s is in use by another process", path)
+		}
+		os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(true)
+	if err := os.Chmod(path, perm); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("chmod %s: %w", path, err)
+	}
+	if group != "" {
+		g, err := user.LookupGroup(group)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("socket group: %w", err)
+		}
+		gid, _ := strconv.Atoi(g.Gid)
+		if err := os.Chown(path, -1, gid); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("chown %s: %w", path, err)
+		}
+	}
+	return ln, nil
+}
+
+// Addrs returns the addresses actually listened on (useful with port 0).
+func (s *Server) Addrs() []net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []net.Addr
+	for _, ln := range s.listeners {
+		out = append(out, ln.Addr())
+	}
+	return out
+}
+
+// Serve serves every listener until Close; it returns the first error that
+// is not a normal shutdown.
+func (s *Server) Serve() error {
+	s.mu.Lock()
+	lns := append([]net.Listener(nil), s.listeners...)
+	s.mu.Unlock()
+	errc := make(chan error, len(lns))
+	for _, ln := range lns {
+		tl := &trackingListener{Listener: ln}
+		ms := &gomilter.Server{
+			Actions:  actions,
+			Protocol: protocol,
+			// go-milter calls NewMilter right after Accept in the same
+			// goroutine, so the conn that Accept just returned is this
+			// session's.
+			NewMilter: func() gomilter.Milter {
+				return s.newSession(tl.last.Load())
+			},
+		}
+		s.mu.Lock()
+		s.servers = append(s.servers, ms)
+		s.mu.Unlock()
+		go func() {
+			err := ms.Serve(tl)
+			if s.closing.Load() || errors.Is(err, gomilter.ErrServerClosed) || errors.Is(err, net.ErrClosed) {
+				err = nil
+			}
+			errc <- err
+		}()
+	}
+	var first error
+	for range lns {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+			s.Close()
+		}
+	}
+	return first
+}
+
+// Close stops accepting connections. Open transactions continue; use
+// Shutdown to wait for them.
+func (s *Server) Close() {
+	s.closing.Store(true)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ln := range s.listeners {
+		ln.Close()
+	}
+}
+
+// Shutdown stops accepting and waits until every open transaction has
+// finished or ctx is done.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.Close()
+	done := make(chan struct{})
+	go func() { s.inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("shutdown: transactions still open: %w", ctx.Err())
+	}
+}
+
+// trackingListener wraps accepted connections in negotiatingConn and
+// remembers the last one for NewMilter.
+type trackingListener struct {
+	net.Listener
+	last atomic.Pointer[negotiatingConn]
+}
+
+func (l *trackingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	nc := &negotiatingConn{Conn: c}
+	l.last.Store(nc)
+	return nc, nil
+}

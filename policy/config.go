@@ -1,0 +1,486 @@
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the daemon's configuration as read from the TOML file. Every field
+// has a default (see DefaultConfig); the file only needs what differs.
+type Config struct {
+	// Listen lists the milter sockets: "unix:/path" or "inet:host:port"
+	// ("inet6:[::1]:port" is accepted too). Default:
+	// ["unix:/run/authmilter/authmilter.sock", "inet:127.0.0.1:8891"].
+	Listen []string `toml:"listen"`
+	// SocketMode is the permission of unix sockets, as an octal string.
+	// Default "0660" so that the MTA's group can connect.
+	SocketMode string `toml:"socket_mode"`
+	// SocketGroup, if set, is the group given to unix sockets (e.g. "postfix").
+	SocketGroup string `toml:"socket_group"`
+	// AuthservID is the authserv-id of our Authentication-Results header.
+	// Default: the host name.
+	AuthservID string `toml:"authserv_id"`
+	// OnInternalError is what the MTA is told when the daemon itself fails on a
+	// message (a bug, not a bad message): "accept" or "tempfail" (default).
+	OnInternalError string `toml:"on_internal_error"`
+	// ShutdownTimeout bounds how long SIGTERM waits for in-flight
+	// transactions. Default "30s".
+	ShutdownTimeout Duration `toml:"shutdown_timeout"`
+
+	DNS      DNSConfig      `toml:"dns"`
+	Outbound OutboundConfig `toml:"outbound"`
+	Keys     KeysConfig     `toml:"keys"`
+	Signing  SigningConfig  `toml:"signing"`
+	Inbound  InboundConfig  `toml:"inbound"`
+	DMARC    DMARCConfig    `toml:"dmarc"`
+	Metrics  MetricsConfig  `toml:"metrics"`
+	Log      LogConfig      `toml:"log"`
+}
+
+// DNSConfig configures the resolver shared by DKIM, SPF, DMARC and key checks.
+type DNSConfig struct {
+	// Servers are "ip:port" (or "ip", port 53). Empty: /etc/resolv.conf.
+	Servers []string `toml:"servers"`
+	// Timeout is the per-query timeout. Default "5s".
+	Timeout Duration `toml:"timeout"`
+}
+
+// OutboundConfig says which transactions are our own mail, to be signed.
+type OutboundConfig struct {
+	// Networks are client address prefixes whose mail is outbound.
+	// Default ["127.0.0.0/8", "::1/128"].
+	Networks []string `toml:"networks"`
+	// Authenticated makes SMTP AUTH ({auth_authen} set) outbound. Default true.
+	Authenticated bool `toml:"authenticated"`
+	// DaemonNames are {daemon_name} values that mark outbound mail, as set with
+	// Postfix's milter_macro_daemon_name. Default ["ORIGINATING"].
+	DaemonNames []string `toml:"daemon_names"`
+}
+
+// KeysConfig locates the key table.
+type KeysConfig struct {
+	// Dir holds <domain>/<selector>.pem. Default "/var/lib/authmilter/keys".
+	Dir string `toml:"dir"`
+	// RequirePublished refuses to sign with a key whose DNS record is missing
+	// or does not match. Default true.
+	RequirePublished bool `toml:"require_published"`
+	// Recheck is how often keys are looked up again in DNS. Default "10m".
+	Recheck Duration `toml:"recheck"`
+	// Pin maps a domain to the selectors to use for it, overriding the
+	// "greatest selector wins" rule.
+	Pin map[string][]string `toml:"pin"`
+	// SelectorSuffix is appended by keygen to date-based selectors, e.g.
+	// ".myesp" gives "2026-11.myesp".
+	SelectorSuffix string `toml:"selector_suffix"`
+}
+
+// SigningConfig says what the signatures look like and who gets them.
+type SigningConfig struct {
+	// Headers are the header fields to sign (each occurrence present).
+	Headers []string `toml:"headers"`
+	// Oversign lists fields signed once more than they occur, so that none
+	// can be added after signing.
+	Oversign []string `toml:"oversign"`
+	// Canonicalization is "header/body", each "relaxed" or "simple".
+	// Default "relaxed/relaxed".
+	Canonicalization string `toml:"canonicalization"`
+	// Expire, if set, adds x= that many seconds after t=.
+	Expire Duration `toml:"expire"`
+	// Rules are tried in order; every matching rule adds signatures.
+	Rules []RuleConfig `toml:"rule"`
+}
+
+// RuleConfig is one [[signing.rule]].
+type RuleConfig struct {
+	// From is an exact From domain or "*" for any.
+	From string `toml:"from"`
+	// Subdomains also matches subdomains of From.
+	Subdomains bool `toml:"subdomains"`
+	// Domain is the d= to sign with; default the From domain.
+	Domain string `toml:"domain"`
+}
+
+// InboundConfig configures verification of mail that is not ours.
+type InboundConfig struct {
+	// MaxSignatures bounds the DKIM signatures verified per message. Default 5.
+	MaxSignatures int `toml:"max_signatures"`
+	// VerifyOutbound also verifies (and adds Authentication-Results to)
+	// outbound mail. Default false.
+	VerifyOutbound bool `toml:"verify_outbound"`
+	// MessageTimeout bounds all DNS work for one message. Default "20s".
+	MessageTimeout Duration `toml:"message_timeout"`
+}
+
+// DMARCConfig configures DMARC evaluation.
+type DMARCConfig struct {
+	// Enforce rejects p=reject failures and quarantines p=quarantine ones.
+	Enforce bool `toml:"enforce"`
+	// Mode is "treewalk" (RFC 9989, default) or "psl" (RFC 7489 public suffix list).
+	Mode string `toml:"mode"`
+	// RejectText is the SMTP text of a DMARC rejection.
+	RejectText string `toml:"reject_text"`
+}
+
+// MetricsConfig configures the Prometheus endpoint.
+type MetricsConfig struct {
+	// Listen is host:port for /metrics; empty disables it.
+	Listen string `toml:"listen"`
+}
+
+// LogConfig configures logging.
+type LogConfig struct {
+	// Level is debug, info, warn or error. Default info.
+	Level string `toml:"level"`
+	// Format is text or json. Default text.
+	Format string `toml:"format"`
+}
+
+// Duration is a time.Duration written as "10s", "5m" or "7d" in TOML.
+type Duration struct{ time.Duration }
+
+// UnmarshalText implements encoding.TextUnmarshaler; it accepts Go durations
+// plus a "d" suffix for days, which rotation schedules need.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := ParseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText implements encoding.TextMarshaler.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// ParseDuration parses a Go duration, or a whole number of days ("7d").
+func ParseDuration(s string) (time.Duration, error) {
+	if n, ok := strings.CutSuffix(s, "d"); ok {
+		var days int
+		if _, err := fmt.Sscanf(n, "%d", &days); err != nil || days < 0 || fmt.Sprint(days) != n {
+			return 0, fmt.Errorf("invalid duration %q", s)
+		}
+		return time.Duration(days) * 24 * time.Hour, nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q", s)
+	}
+	if v < 0 {
+		return 0, fmt.Errorf("negative duration %q", s)
+	}
+	return v, nil
+}
+
+// DefaultSignedHeaders is the default signing.headers list.
+var DefaultSignedHeaders = []string{"From", "To", "Cc", "Subject", "Date", "Message-ID", "Reply-To",
+	"In-Reply-To", "References", "MIME-Version", "Content-Type", "Content-Transfer-Encoding",
+	"List-Unsubscribe", "List-Unsubscribe-Post"}
+
+// DefaultConfig returns the configuration used when no file is given, and the
+// base on which a file's settings are laid.
+func DefaultConfig() *Config {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return &Config{
+		Listen:          []string{"unix:/run/authmilter/authmilter.sock", "inet:127.0.0.1:8891"},
+		SocketMode:      "0660",
+		AuthservID:      host,
+		OnInternalError: "tempfail",
+		ShutdownTimeout: Duration{30 * time.Second},
+		DNS:             DNSConfig{Timeout: Duration{5 * time.Second}},
+		Outbound: OutboundConfig{
+			Networks:      []string{"127.0.0.0/8", "::1/128"},
+			Authenticated: true,
+			DaemonNames:   []string{"ORIGINATING"},
+		},
+		Keys: KeysConfig{
+			Dir:              "/var/lib/authmilter/keys",
+			RequirePublished: true,
+			Recheck:          Duration{10 * time.Minute},
+		},
+		Signing: SigningConfig{
+			Headers:          append([]string(nil), DefaultSignedHeaders...),
+			Oversign:         []string{"From", "To", "Cc", "Subject", "Date", "Reply-To"},
+			Canonicalization: "relaxed/relaxed",
+			Rules:            []RuleConfig{{From: "*"}},
+		},
+		Inbound: InboundConfig{MaxSignatures: 5, MessageTimeout: Duration{20 * time.Second}},
+		DMARC: DMARCConfig{
+			Mode:       "treewalk",
+			RejectText: "Message rejected by DMARC policy of the From domain",
+		},
+		Metrics: MetricsConfig{Listen: "127.0.0.1:9891"},
+		Log:     LogConfig{Level: "info", Format: "text"},
+	}
+}
+
+// LoadConfig reads path over the defaults and validates the result. Errors
+// name the file, and the line and key where the TOML decoder knows them.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return ParseConfig(path, data)
+}
+
+// ParseConfig is LoadConfig on bytes already read; name is used in errors.
+func ParseConfig(name string, data []byte) (*Config, error) {
+	cfg := DefaultConfig()
+	// A file that lists rules replaces the default catch-all rule rather than
+	// appending to it.
+	cfg.Signing.Rules = nil
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(cfg)
+	if err != nil {
+		var perr toml.ParseError
+		if errors.As(err, &perr) {
+			key := ""
+			if perr.LastKey != "" {
+				key = " key " + perr.LastKey + ":"
+			}
+			return nil, fmt.Errorf("config %s:%d:%s %s", name, perr.Position.Line, key, perr.Message)
+		}
+		return nil, fmt.Errorf("config %s: %w", name, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		var msgs []string
+		for _, k := range und {
+			msgs = append(msgs, fmt.Sprintf("config %s:%d: unknown key %s", name, lineOfKey(data, k), k.String()))
+		}
+		return nil, errors.New(strings.Join(msgs, "\n"))
+	}
+	if !md.IsDefined("signing", "rule") {
+		cfg.Signing.Rules = []RuleConfig{{From: "*"}}
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", name, err)
+	}
+	return cfg, nil
+}
+
+// lineOfKey finds the line where the last part of key is set, for error
+// messages about keys the decoder does not report positions for.
+func lineOfKey(data []byte, key toml.Key) int {
+	last := key[len(key)-1]
+	for i, line := range strings.Split(string(data), "\n") {
+		t := strings.TrimSpace(line)
+		if strings.HasPrefix(t, last) {
+			rest := strings.TrimSpace(strings.TrimPrefix(t, last))
+			if strings.HasPrefix(rest, "=") {
+				return i + 1
+			}
+		}
+		if strings.HasPrefix(t, "[") && strings.Contains(t, last) {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+// Validate checks values that TOML types cannot express. Each error names
+// the offending key.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{key}, args...)...))
+	}
+	if len(c.Listen) == 0 {
+		bad("listen", "at least one socket is required")
+	}
+	for _, l := range c.Listen {
+		if _, _, err := ParseListen(l); err != nil {
+			bad("listen", "%v", err)
+		}
+	}
+	if _, err := c.SocketPerm(); err != nil {
+		bad("socket_mode", "%v", err)
+	}
+	if c.AuthservID == "" || strings.ContainsAny(c.AuthservID, " \t;\r\n") {
+		bad("authserv_id", "must be a non-empty token without spaces or ';', got %q", c.AuthservID)
+	}
+	switch c.OnInternalError {
+	case "accept", "tempfail":
+	default:
+		bad("on_internal_error", "must be accept or tempfail, got %q", c.OnInternalError)
+	}
+	for _, s := range c.DNS.Servers {
+		if _, err := NormalizeDNSServer(s); err != nil {
+			bad("dns.servers", "%v", err)
+		}
+	}
+	if c.DNS.Timeout.Duration <= 0 {
+		bad("dns.timeout", "must be positive")
+	}
+	for _, n := range c.Outbound.Networks {
+		if _, err := netip.ParsePrefix(n); err != nil {
+			bad("outbound.networks", "%q is not a CIDR prefix (e.g. 192.0.2.0/24 or 2001:db8::/32)", n)
+		}
+	}
+	if c.Keys.Dir == "" {
+		bad("keys.dir", "must not be empty")
+	}
+	if c.Keys.Recheck.Duration < time.Second {
+		bad("keys.recheck", "must be at least 1s")
+	}
+	if _, _, err := parseCanonicalization(c.Signing.Canonicalization); err != nil {
+		bad("signing.canonicalization", "%v", err)
+	}
+	hasFrom := false
+	for _, h := range c.Signing.Headers {
+		if !validFieldName(h) {
+			bad("signing.headers", "%q is not a header field name", h)
+		}
+		if strings.EqualFold(h, "From") {
+			hasFrom = true
+		}
+	}
+	if !hasFrom {
+		bad("signing.headers", "must include From (RFC 6376 §5.4)")
+	}
+	for _, h := range c.Signing.Oversign {
+		if !validFieldName(h) {
+			bad("signing.oversign", "%q is not a header field name", h)
+		}
+	}
+	for i, r := range c.Signing.Rules {
+		key := fmt.Sprintf("signing.rule[%d]", i)
+		if r.From == "" {
+			bad(key+".from", "is required (a domain or \"*\")")
+		} else if r.From != "*" && !validDomain(r.From) {
+			bad(key+".from", "%q is not a domain name", r.From)
+		}
+		if r.From == "*" && r.Subdomains {
+			bad(key+".subdomains", "makes no sense with from = \"*\"")
+		}
+		if r.Domain != "" && !validDomain(r.Domain) {
+			bad(key+".domain", "%q is not a domain name", r.Domain)
+		}
+	}
+	for d, sels := range c.Keys.Pin {
+		if !validDomain(d) {
+			bad("keys.pin", "%q is not a domain name", d)
+		}
+		if len(sels) == 0 {
+			bad("keys.pin."+d, "needs at least one selector")
+		}
+	}
+	if c.Inbound.MaxSignatures < 1 || c.Inbound.MaxSignatures > 50 {
+		bad("inbound.max_signatures", "must be between 1 and 50, got %d", c.Inbound.MaxSignatures)
+	}
+	if c.Inbound.MessageTimeout.Duration <= 0 {
+		bad("inbound.message_timeout", "must be positive")
+	}
+	switch c.DMARC.Mode {
+	case "treewalk", "psl":
+	default:
+		bad("dmarc.mode", "must be treewalk or psl, got %q", c.DMARC.Mode)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "must be debug, info, warn or error, got %q", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		bad("log.format", "must be text or json, got %q", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+// SocketPerm returns socket_mode as a file mode.
+func (c *Config) SocketPerm() (os.FileMode, error) {
+	var m uint32
+	if _, err := fmt.Sscanf(c.SocketMode, "%o", &m); err != nil || m > 0o777 {
+		return 0, fmt.Errorf("%q is not an octal permission such as \"0660\"", c.SocketMode)
+	}
+	return os.FileMode(m), nil
+}
+
+// ParseListen splits "unix:/path" or "inet:host:port" into a Go network and
+// address.
+func ParseListen(s string) (network, addr string, err error) {
+	kind, rest, ok := strings.Cut(s, ":")
+	if !ok || rest == "" {
+		return "", "", fmt.Errorf("%q: want unix:/path or inet:host:port", s)
+	}
+	switch kind {
+	case "unix", "local":
+		if !strings.HasPrefix(rest, "/") {
+			return "", "", fmt.Errorf("%q: unix socket path must be absolute", s)
+		}
+		return "unix", rest, nil
+	case "inet", "inet6", "tcp":
+		// Sendmail writes inet:port@host; accept it too.
+		if port, host, ok := strings.Cut(rest, "@"); ok {
+			rest = joinHostPort(host, port)
+		}
+		if _, err := netip.ParseAddrPort(rest); err != nil {
+			if h, p, ok := strings.Cut(rest, ":"); !ok || h == "" || p == "" || strings.Contains(p, ":") {
+				return "", "", fmt.Errorf("%q: want inet:host:port (IPv6: inet:[::1]:port)", s)
+			}
+		}
+		return "tcp", rest, nil
+	}
+	return "", "", fmt.Errorf("%q: unknown socket type %q (unix or inet)", s, kind)
+}
+
+func joinHostPort(host, port string) string {
+	if strings.Contains(host, ":") {
+		return "[" + host + "]:" + port
+	}
+	return host + ":" + port
+}
+
+// NormalizeDNSServer adds port 53 to a bare IP address.
+func NormalizeDNSServer(s string) (string, error) {
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.String(), nil
+	}
+	if a, err := netip.ParseAddr(strings.Trim(s, "[]")); err == nil {
+		return netip.AddrPortFrom(a, 53).String(), nil
+	}
+	return "", fmt.Errorf("%q is not an IP address or ip:port", s)
+}
+
+func validFieldName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if c <= ' ' || c >= 127 || c == ':' {
+			return false
+		}
+	}
+	return true
+}
+
+// validDomain accepts ASCII (A-label) domain names as used for d= and key
+// folders; a UTF-8 domain in the config is an error so that the key folder
+// and the d= tag cannot disagree.
+func validDomain(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, c := range []byte(label) {
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -1,0 +1,277 @@
+package policy
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/emersion/go-msgauth/dkim"
+
+	"github.com/authmilter/authmilter/keys"
+	"github.com/authmilter/authmilter/policy/mailaddr"
+)
+
+// HeaderField is one header field exactly as the receiver will see it: Value
+// is everything after the colon, including the leading whitespace and any
+// CRLF folding, so that "simple" canonicalization hashes the right bytes.
+type HeaderField struct {
+	Name  string
+	Value string
+}
+
+// Action is the verdict the MTA gets for a message.
+type Action int
+
+// The verdicts a Decision can carry.
+const (
+	// Accept lets the message through, with the Decision's header changes.
+	Accept Action = iota
+	// Reject refuses it permanently with SMTPCode and SMTPText.
+	Reject
+	// TempFail asks the client to retry later.
+	TempFail
+	// Quarantine accepts it into the MTA's hold queue.
+	Quarantine
+)
+
+func (a Action) String() string {
+	return [...]string{"accept", "reject", "tempfail", "quarantine"}[a]
+}
+
+// Decision is what the milter must do with a message.
+type Decision struct {
+	Action Action
+	// SMTPCode, SMTPStatus and SMTPText are the reply for Reject/TempFail.
+	SMTPCode   int
+	SMTPStatus string
+	SMTPText   string
+	// QuarantineReason is given to the MTA for Quarantine.
+	QuarantineReason string
+	// Prepend lists header fields to insert at the very top, first one on top.
+	// Values are single-spaced after the colon and folded with CRLF.
+	Prepend []HeaderField
+	// DeleteAuthResults are 1-based occurrence numbers, among the message's
+	// Authentication-Results fields, of forged fields to delete.
+	DeleteAuthResults []int
+	// Log is the per-message decision line's attributes.
+	Log []slog.Attr
+}
+
+// Message processes one transaction's content: Begin it with the envelope
+// and header, Write the body as it arrives, then Finish. It is used by one
+// goroutine at a time.
+type Message struct {
+	p        *Policy
+	env      *Envelope
+	header   []HeaderField
+	outbound bool
+	reason   string
+	start    time.Time
+
+	fromDomain string
+	notSigned  string // why a message is not signed, for the log
+	signers    []*signing
+}
+
+type signing struct {
+	key    *keys.Key
+	signer *dkim.Signer
+	err    error
+}
+
+// Begin starts processing a message whose header is complete.
+func (p *Policy) Begin(env *Envelope, header []HeaderField) *Message {
+	m := &Message{p: p, env: env, header: header, start: time.Now()}
+	m.outbound, m.reason = p.Direction(env)
+	if m.outbound {
+		m.beginSigning()
+	}
+	return m
+}
+
+// fieldValues returns the values of every field named name.
+func fieldValues(header []HeaderField, name string) []string {
+	var out []string
+	for _, f := range header {
+		if strings.EqualFold(f.Name, name) {
+			out = append(out, f.Value)
+		}
+	}
+	return out
+}
+
+func (m *Message) beginSigning() {
+	from, err := mailaddr.FromDomain(fieldValues(m.header, "From"))
+	if err != nil {
+		m.notSigned = "from: " + err.Error()
+		return
+	}
+	m.fromDomain = from
+	ks := m.p.SigningKeys(from)
+	if len(ks) == 0 {
+		m.notSigned = "no active key for " + from
+		return
+	}
+	headerKeys := m.p.signedHeaderKeys(m.header)
+	var hdr strings.Builder
+	for _, f := range m.header {
+		hdr.WriteString(f.Name)
+		hdr.WriteByte(':')
+		hdr.WriteString(f.Value)
+		hdr.WriteString("\r\n")
+	}
+	hdr.WriteString("\r\n")
+	for _, k := range ks {
+		opts := &dkim.SignOptions{
+			Domain:                 k.Domain,
+			Selector:               k.Selector,
+			Signer:                 k.Signer,
+			HeaderCanonicalization: m.p.headerCanon,
+			BodyCanonicalization:   m.p.bodyCanon,
+			HeaderKeys:             headerKeys,
+		}
+		if e := m.p.cfg.Signing.Expire.Duration; e > 0 {
+			opts.Expiration = time.Now().Add(e)
+		}
+		s := &signing{key: k}
+		s.signer, s.err = dkim.NewSigner(opts)
+		if s.err == nil {
+			_, s.err = s.signer.Write([]byte(hdr.String()))
+		}
+		m.signers = append(m.signers, s)
+	}
+}
+
+// SigningKeys returns the keys a message from fromDomain is signed with:
+// every matching rule adds the active keys of its d= domain, without
+// duplicate (d, s) pairs.
+func (p *Policy) SigningKeys(fromDomain string) []*keys.Key {
+	fromDomain = strings.ToLower(strings.TrimSuffix(fromDomain, "."))
+	var out []*keys.Key
+	seen := map[*keys.Key]bool{}
+	for _, r := range p.rules {
+		d, ok := p.ruleDomain(r, fromDomain)
+		if !ok {
+			continue
+		}
+		for _, k := range p.active[d] {
+			if !seen[k] {
+				seen[k] = true
+				out = append(out, k)
+			}
+		}
+	}
+	return out
+}
+
+// ruleDomain returns the d= a rule gives a From domain. A subdomain match
+// without an explicit domain signs with the subdomain's own keys when it has
+// a key folder, else with the rule's domain (OpenDKIM's SubDomains habit).
+func (p *Policy) ruleDomain(r RuleConfig, from string) (string, bool) {
+	rf := strings.ToLower(strings.TrimSuffix(r.From, "."))
+	switch {
+	case rf == "*" || rf == from:
+	case r.Subdomains && strings.HasSuffix(from, "."+rf):
+		if r.Domain == "" {
+			if _, own := p.active[from]; own {
+				return from, true
+			}
+			return rf, true
+		}
+	default:
+		return "", false
+	}
+	if r.Domain != "" {
+		return strings.ToLower(r.Domain), true
+	}
+	return from, true
+}
+
+// signedHeaderKeys builds h=: every configured field as often as it occurs,
+// plus one more for oversigned fields so none can be added in transit.
+func (p *Policy) signedHeaderKeys(header []HeaderField) []string {
+	count := map[string]int{}
+	for _, f := range header {
+		count[strings.ToLower(f.Name)]++
+	}
+	var out []string
+	for _, h := range p.cfg.Signing.Headers {
+		n := count[strings.ToLower(h)]
+		if p.oversign[strings.ToLower(h)] {
+			n++
+		}
+		for i := 0; i < n; i++ {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// Write feeds a chunk of the body (CRLF line ends, not dot-stuffed) to every
+// signer as it arrives; the body is never kept.
+func (m *Message) Write(chunk []byte) (int, error) {
+	for _, s := range m.signers {
+		if s.err == nil {
+			_, s.err = s.signer.Write(chunk)
+		}
+	}
+	return len(chunk), nil
+}
+
+// Abort releases the message's resources without a decision.
+func (m *Message) Abort() {
+	for _, s := range m.signers {
+		if s.signer != nil {
+			s.signer.Close()
+		}
+	}
+	m.signers = nil
+}
+
+// Finish completes the message and returns the decision.
+func (m *Message) Finish() *Decision {
+	d := &Decision{Action: Accept}
+	if m.env.QueueID != "" {
+		d.Log = append(d.Log, slog.String("queue", m.env.QueueID))
+	}
+	if m.outbound {
+		d.Log = append(d.Log, slog.String("dir", "out"), slog.String("why", m.reason))
+		m.finishSigning(d)
+	} else {
+		d.Log = append(d.Log, slog.String("dir", "in"))
+	}
+	d.Log = append(d.Log, slog.Duration("took", time.Since(m.start)))
+	return d
+}
+
+func (m *Message) finishSigning(d *Decision) {
+	if m.fromDomain != "" {
+		d.Log = append(d.Log, slog.String("from", m.fromDomain))
+	}
+	var signed, failed []string
+	for _, s := range m.signers {
+		if s.err == nil {
+			s.err = s.signer.Close()
+		} else {
+			s.signer.Close()
+		}
+		if s.err != nil {
+			failed = append(failed, fmt.Sprintf("%s: %v", s.key.ID(), s.err))
+			continue
+		}
+		sig := s.signer.Signature()
+		name, value, _ := strings.Cut(strings.TrimSuffix(sig, "\r\n"), ":")
+		d.Prepend = append(d.Prepend, HeaderField{Name: name, Value: value})
+		signed = append(signed, s.key.ID()+"/"+string(s.key.Algorithm))
+	}
+	if len(signed) > 0 {
+		d.Log = append(d.Log, slog.String("signed", strings.Join(signed, ",")))
+	}
+	if len(failed) > 0 {
+		d.Log = append(d.Log, slog.String("sign_error", strings.Join(failed, "; ")))
+	}
+	if m.notSigned != "" {
+		d.Log = append(d.Log, slog.String("not_signed", m.notSigned))
+	}
+}

@@ -1,0 +1,241 @@
+// Package policy is authmilter's brain: an immutable snapshot compiled from
+// the configuration and the key table that decides, for one transaction,
+// whether it is outbound, which DKIM signatures it gets, and how inbound mail
+// is authenticated. It never touches sockets: the milter package feeds it a
+// transaction and applies the Decision it returns.
+package policy
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-msgauth/dkim"
+
+	"github.com/authmilter/authmilter/keys"
+)
+
+// Policy is one compiled snapshot. It is never modified after Compile; a
+// reload compiles a new one and the daemon swaps an atomic pointer, so a
+// transaction that took a snapshot finishes with the keys it started with.
+type Policy struct {
+	cfg         *Config
+	networks    []netip.Prefix
+	daemonNames map[string]bool
+	table       *keys.Table
+	// publication holds the DNS state of every key (Unchecked when
+	// require_published is off).
+	publication map[*keys.Key]keys.Publication
+	// active holds the keys to sign with, per d= domain.
+	active      map[string][]*keys.Key
+	rules       []RuleConfig
+	headerCanon dkim.Canonicalization
+	bodyCanon   dkim.Canonicalization
+	headerSet   map[string]bool
+	oversign    map[string]bool
+	resolver    Resolver
+	// CompiledAt is when the snapshot was built.
+	CompiledAt time.Time
+}
+
+// Resolver is the DNS interface the policy needs. *resolve.Resolver
+// implements it; errors are *net.DNSError so that "no record" and
+// "try later" stay distinguishable.
+type Resolver interface {
+	LookupTXT(ctx context.Context, name string) ([]string, error)
+}
+
+// Compile builds a snapshot: it loads the key table and, when
+// keys.require_published is set, checks every key against DNS. Any error
+// (unreadable or insecure key, bad config) fails the whole compile so that a
+// reload keeps the previous snapshot. A key that is merely not yet published
+// is not an error: it is inactive until a later compile finds it.
+func Compile(ctx context.Context, cfg *Config, r Resolver) (*Policy, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	p := &Policy{
+		cfg:         cfg,
+		daemonNames: map[string]bool{},
+		publication: map[*keys.Key]keys.Publication{},
+		active:      map[string][]*keys.Key{},
+		rules:       cfg.Signing.Rules,
+		headerSet:   map[string]bool{},
+		oversign:    map[string]bool{},
+		resolver:    r,
+		CompiledAt:  time.Now(),
+	}
+	for _, n := range cfg.Outbound.Networks {
+		p.networks = append(p.networks, netip.MustParsePrefix(n).Masked())
+	}
+	for _, d := range cfg.Outbound.DaemonNames {
+		p.daemonNames[d] = true
+	}
+	p.headerCanon, p.bodyCanon, _ = parseCanonicalization(cfg.Signing.Canonicalization)
+	for _, h := range cfg.Signing.Headers {
+		p.headerSet[strings.ToLower(h)] = true
+	}
+	for _, h := range cfg.Signing.Oversign {
+		p.oversign[strings.ToLower(h)] = true
+	}
+	table, err := keys.LoadDir(cfg.Keys.Dir)
+	if err != nil {
+		return nil, err
+	}
+	p.table = table
+	p.checkPublication(ctx)
+	pins := map[string][]string{}
+	for d, s := range cfg.Keys.Pin {
+		pins[strings.ToLower(d)] = s
+	}
+	usable := func(k *keys.Key) bool {
+		st := p.publication[k].State
+		return st == keys.Published || st == keys.Unchecked
+	}
+	for _, d := range table.Domains() {
+		if act := keys.Active(table.Keys(d), pins[d], usable); len(act) > 0 {
+			p.active[d] = act
+		}
+	}
+	return p, nil
+}
+
+// checkPublication looks up every key's record, a bounded number at a time:
+// an ESP's table has thousands of domains.
+func (p *Policy) checkPublication(ctx context.Context) {
+	all := p.table.All()
+	if !p.cfg.Keys.RequirePublished || p.resolver == nil {
+		for _, k := range all {
+			p.publication[k] = keys.Publication{State: keys.Unchecked}
+		}
+		return
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	for _, k := range all {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(k *keys.Key) {
+			defer func() { <-sem; wg.Done() }()
+			pub := keys.CheckPublished(ctx, p.resolver.LookupTXT, k)
+			mu.Lock()
+			p.publication[k] = pub
+			mu.Unlock()
+		}(k)
+	}
+	wg.Wait()
+}
+
+// Config returns the configuration the snapshot was compiled from. Callers
+// must not modify it.
+func (p *Policy) Config() *Config { return p.cfg }
+
+// Table returns the key table of the snapshot.
+func (p *Policy) Table() *keys.Table { return p.table }
+
+// Publication returns the DNS state of a key as seen by this snapshot.
+func (p *Policy) Publication(k *keys.Key) keys.Publication { return p.publication[k] }
+
+// ActiveKeys returns the keys used to sign for d=domain.
+func (p *Policy) ActiveKeys(domain string) []*keys.Key { return p.active[strings.ToLower(domain)] }
+
+// KeyChanges lists, for logging after a reload, the keys that became active
+// and the ones they replaced, e.g. "key activated d=example.com s=2026-12
+// a=rsa-sha256 (replaces 2026-11)".
+func KeyChanges(old, cur *Policy) []string {
+	var out []string
+	for _, d := range cur.table.Domains() {
+		var prev []*keys.Key
+		if old != nil {
+			prev = old.active[d]
+		}
+		for _, k := range cur.active[d] {
+			replaced := ""
+			same := false
+			for _, o := range prev {
+				if o.Algorithm == k.Algorithm {
+					if o.Selector == k.Selector {
+						same = true
+					} else {
+						replaced = o.Selector
+					}
+				}
+			}
+			if same {
+				continue
+			}
+			msg := fmt.Sprintf("key activated d=%s s=%s a=%s", d, k.Selector, k.Algorithm)
+			if replaced != "" {
+				msg += " (replaces " + replaced + ")"
+			}
+			out = append(out, msg)
+		}
+	}
+	return out
+}
+
+// Envelope is what the MTA told us about a transaction before its header.
+type Envelope struct {
+	// ClientIP is the SMTP client's address; invalid for local submission
+	// without one.
+	ClientIP netip.Addr
+	// ClientHost is the client's host name as the MTA reports it.
+	ClientHost string
+	// Helo is the HELO/EHLO argument.
+	Helo string
+	// MailFrom is the envelope sender without angle brackets; empty for <>.
+	MailFrom string
+	// Rcpts are the envelope recipients.
+	Rcpts []string
+	// AuthUser is {auth_authen}: set when the client used SMTP AUTH.
+	AuthUser string
+	// DaemonName is {daemon_name}.
+	DaemonName string
+	// QueueID is the MTA queue ID (macro i), for logs.
+	QueueID string
+}
+
+// Direction tells whether a transaction is our own outbound mail, and why.
+// Inbound mail is never signed, whatever its From domain.
+func (p *Policy) Direction(env *Envelope) (outbound bool, reason string) {
+	if p.cfg.Outbound.Authenticated && env.AuthUser != "" {
+		return true, "auth"
+	}
+	if env.DaemonName != "" && p.daemonNames[env.DaemonName] {
+		return true, "daemon=" + env.DaemonName
+	}
+	if env.ClientIP.IsValid() {
+		ip := env.ClientIP.Unmap()
+		for _, n := range p.networks {
+			if n.Contains(ip) {
+				return true, "network=" + n.String()
+			}
+		}
+	}
+	return false, ""
+}
+
+func parseCanonicalization(s string) (header, body dkim.Canonicalization, err error) {
+	h, b, ok := strings.Cut(s, "/")
+	if !ok {
+		b = "simple" // RFC 6376 §3.5: c=relaxed means relaxed/simple
+	}
+	parse := func(v string) (dkim.Canonicalization, error) {
+		switch v {
+		case "relaxed":
+			return dkim.CanonicalizationRelaxed, nil
+		case "simple":
+			return dkim.CanonicalizationSimple, nil
+		}
+		return "", fmt.Errorf("%q: want relaxed/relaxed, relaxed/simple, simple/relaxed or simple/simple", s)
+	}
+	if header, err = parse(h); err != nil {
+		return
+	}
+	body, err = parse(b)
+	return
+}
