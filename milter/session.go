@@ -244,8 +244,15 @@ func (ss *session) apply(d *policy.Decision, m *gomilter.Modifier) (gomilter.Res
 	}
 	for i := len(d.Prepend) - 1; i >= 0; i-- {
 		f := d.Prepend[i]
-		// The MTA writes "name: value"; go-milter turns CRLF into LF.
-		if err := m.InsertHeader(0, f.Name, strings.TrimLeft(f.Value, " ")); err != nil {
+		// With SMFIP_HDR_LEADSPC the MTA writes "name:" + value verbatim
+		// (observed with Postfix 3.7); without it, it writes "name: " + value.
+		// Either way the field arrives as the policy signed it. go-milter
+		// turns CRLF into LF.
+		value := f.Value
+		if !ss.leadingSpace() {
+			value = strings.TrimPrefix(value, " ")
+		}
+		if err := m.InsertHeader(0, f.Name, value); err != nil {
 			return nil, fmt.Errorf("insert header: %w", err)
 		}
 	}

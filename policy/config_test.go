@@ -1,0 +1,104 @@
+package policy
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseConfigDefaults(t *testing.T) {
+	cfg, err := ParseConfig("empty.toml", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Signing.Canonicalization != "relaxed/relaxed" || !cfg.Keys.RequirePublished ||
+		cfg.Keys.Recheck.Duration != 10*time.Minute || len(cfg.Signing.Rules) != 1 || cfg.Signing.Rules[0].From != "*" {
+		t.Errorf("defaults not applied: %+v", cfg)
+	}
+}
+
+func TestParseConfig(t *testing.T) {
+	good := `
+listen = ["unix:/tmp/a.sock", "inet:127.0.0.1:8891", "inet:[::1]:8892", "inet:8893@127.0.0.1"]
+authserv_id = "mx.example.com"
+[dns]
+servers = ["127.0.0.1:5353", "::1"]
+timeout = "2s"
+[outbound]
+networks = ["10.0.0.0/8", "2001:db8::/32"]
+[keys]
+dir = "/tmp/keys"
+recheck = "1d"
+[keys.pin]
+"example.com" = ["legacy"]
+[signing]
+canonicalization = "simple/relaxed"
+[[signing.rule]]
+from = "example.com"
+subdomains = true
+[[signing.rule]]
+from = "*"
+domain = "fbl.esp.example"
+`
+	cfg, err := ParseConfig("good.toml", []byte(good))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Signing.Rules) != 2 || cfg.Keys.Recheck.Duration != 24*time.Hour || cfg.Keys.Pin["example.com"][0] != "legacy" {
+		t.Errorf("parsed %+v", cfg)
+	}
+
+	bad := []struct {
+		name, text string
+		want       []string // substrings of the error
+	}{
+		{"unknown key", "authserv_id = \"a\"\n[signing]\nheadres = [\"From\"]\n", []string{"bad.toml:3", "unknown key signing.headres"}},
+		{"unknown table", "[dkim]\nx = 1\n", []string{"bad.toml:", "unknown key dkim"}},
+		{"wrong type", "listen = 5\n", []string{"bad.toml", "listen"}},
+		{"syntax", "listen = [\n", []string{"bad.toml:"}},
+		{"bad duration", "[dns]\ntimeout = \"soon\"\n", []string{"bad.toml", "soon"}},
+		{"bad network", "[outbound]\nnetworks = [\"10.0.0.0/33\"]\n", []string{"outbound.networks", "10.0.0.0/33"}},
+		{"bad listen", "listen = [\"tcp6\"]\n", []string{"listen"}},
+		{"relative unix", "listen = [\"unix:run/x.sock\"]\n", []string{"absolute"}},
+		{"bad canon", "[signing]\ncanonicalization = \"loose\"\n", []string{"signing.canonicalization"}},
+		{"no From signed", "[signing]\nheaders = [\"Subject\"]\n", []string{"must include From"}},
+		{"rule without from", "[[signing.rule]]\ndomain = \"x.example\"\n", []string{"signing.rule[0].from"}},
+		{"bad rule domain", "[[signing.rule]]\nfrom = \"*\"\ndomain = \"not a domain\"\n", []string{"signing.rule[0].domain"}},
+		{"bad socket mode", "socket_mode = \"rw\"\n", []string{"socket_mode"}},
+		{"bad internal error", "on_internal_error = \"reject\"\n", []string{"on_internal_error"}},
+		{"bad dns server", "[dns]\nservers = [\"dns.example\"]\n", []string{"dns.servers"}},
+		{"bad log level", "[log]\nlevel = \"loud\"\n", []string{"log.level"}},
+		{"bad max sigs", "[inbound]\nmax_signatures = 0\n", []string{"inbound.max_signatures"}},
+	}
+	for _, tt := range bad {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseConfig("bad.toml", []byte(tt.text))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestParseListen(t *testing.T) {
+	tests := []struct{ in, network, addr string }{
+		{"unix:/run/a.sock", "unix", "/run/a.sock"},
+		{"local:/run/a.sock", "unix", "/run/a.sock"},
+		{"inet:127.0.0.1:8891", "tcp", "127.0.0.1:8891"},
+		{"inet:[::1]:8891", "tcp", "[::1]:8891"},
+		{"inet6:[::1]:8891", "tcp", "[::1]:8891"},
+		{"inet:8891@localhost", "tcp", "localhost:8891"},
+		{"inet:8891@::1", "tcp", "[::1]:8891"},
+	}
+	for _, tt := range tests {
+		n, a, err := ParseListen(tt.in)
+		if err != nil || n != tt.network || a != tt.addr {
+			t.Errorf("ParseListen(%q) = %q, %q, %v", tt.in, n, a, err)
+		}
+	}
+}
