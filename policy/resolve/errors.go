@@ -1,0 +1,70 @@
+package resolve
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+)
+
+// Error texts. errNoSuchHost is the text net.Resolver uses for NXDOMAIN.
+const (
+	errNoSuchHost   = "no such host"
+	errInvalidName  = "invalid domain name"
+	errInvalidAddr  = "unrecognized address"
+	errTimeout      = "i/o timeout"
+	errCanceled     = "operation was canceled"
+	errLongChain    = "CNAME chain longer than 8 names"
+	errNoServers    = "no DNS servers configured"
+	errWrongAnswer  = "answer does not match the question"
+	errTCPTruncated = "answer truncated over TCP"
+)
+
+// IsNotFound reports whether err is a permanent "does not exist" answer:
+// NXDOMAIN, NODATA (the name exists without records of the asked type), or a
+// name that cannot exist in the DNS. It looks through wrapping.
+func IsNotFound(err error) bool {
+	var de *net.DNSError
+	return errors.As(err, &de) && de.IsNotFound
+}
+
+// IsTemporary reports whether err is a temporary DNS failure that may go
+// away if the lookup is tried again later: a timeout, SERVFAIL, REFUSED, a
+// network error, a malformed or mismatched answer, a canceled context. It
+// looks through wrapping.
+func IsTemporary(err error) bool {
+	var de *net.DNSError
+	return errors.As(err, &de) && (de.IsTemporary || de.IsTimeout)
+}
+
+// notFound returns the permanent error for name.
+func notFound(name, server, text string) *net.DNSError {
+	return &net.DNSError{Err: text, Name: name, Server: server, IsNotFound: true}
+}
+
+// temporary returns a temporary error for name that is not a timeout.
+func temporary(name, server, text string) *net.DNSError {
+	return &net.DNSError{Err: text, Name: name, Server: server, IsTemporary: true}
+}
+
+// netError classifies an error from talking to server. ctx is the caller's
+// context: when it is done, its error is what the caller gets, so that
+// errors.Is(err, context.DeadlineExceeded) and context.Canceled work.
+func netError(ctx context.Context, name, server, prefix string, err error) *net.DNSError {
+	e := &net.DNSError{Name: name, Server: server, IsTemporary: true}
+	var nerr net.Error
+	switch cerr := ctx.Err(); {
+	case errors.Is(cerr, context.Canceled):
+		e.Err, e.UnwrapErr = errCanceled, cerr
+	case errors.Is(cerr, context.DeadlineExceeded):
+		e.Err, e.UnwrapErr, e.IsTimeout = errTimeout, cerr, true
+	case errors.Is(err, os.ErrDeadlineExceeded), errors.As(err, &nerr) && nerr.Timeout():
+		e.Err, e.IsTimeout = errTimeout, true
+	default:
+		e.Err = err.Error()
+	}
+	if prefix != "" {
+		e.Err = prefix + ": " + e.Err
+	}
+	return e
+}
