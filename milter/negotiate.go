@@ -25,7 +25,10 @@ type negotiatingConn struct {
 	readDone  bool
 	writeDone bool
 	offered   gomilter.OptProtocol
+	mtaVer    uint32
 	effective gomilter.OptProtocol
+	onClose   func()
+	closed    bool
 }
 
 const optNegLen = 13 // 'O' + version + actions + protocol
@@ -50,6 +53,7 @@ func (c *negotiatingConn) Read(p []byte) (int, error) {
 				return 0, err
 			}
 			if n >= optNegLen && data[0] == byte(gomilter.CodeOptNeg) {
+				c.mtaVer = binary.BigEndian.Uint32(data[1:5])
 				c.offered = gomilter.OptProtocol(binary.BigEndian.Uint32(data[9:13]))
 			}
 			c.readBuf = append(hdr[:], data...)
@@ -73,6 +77,15 @@ func (c *negotiatingConn) Write(p []byte) (int, error) {
 			ours := gomilter.OptProtocol(binary.BigEndian.Uint32(p[13:17]))
 			c.effective = ours & c.offered
 			q := append([]byte(nil), p...)
+			// go-milter claims version 2 but asks for version 6 flags
+			// (SMFIP_NR_HDR, SMFIP_HDR_LEADSPC). Postfix honours them
+			// anyway; stricter MTAs (and go-milter's own client) refuse a
+			// version 2 answer that carries them. Everything go-milter's
+			// server does is valid version 6, so we say 6 when the MTA
+			// speaks it.
+			if c.mtaVer >= 6 {
+				binary.BigEndian.PutUint32(q[5:9], 6)
+			}
 			binary.BigEndian.PutUint32(q[13:17], uint32(c.effective))
 			c.mu.Unlock()
 			if _, err := c.Conn.Write(q); err != nil {
@@ -83,6 +96,20 @@ func (c *negotiatingConn) Write(p []byte) (int, error) {
 	}
 	c.mu.Unlock()
 	return c.Conn.Write(p)
+}
+
+// Close runs the session's close hook once (go-milter has none, and an MTA
+// that drops the connection mid-message sends no ABORT), then closes.
+func (c *negotiatingConn) Close() error {
+	c.mu.Lock()
+	hook := c.onClose
+	first := !c.closed
+	c.closed = true
+	c.mu.Unlock()
+	if first && hook != nil {
+		hook()
+	}
+	return c.Conn.Close()
 }
 
 // negotiated returns the protocol flags both sides agreed on.

@@ -41,8 +41,7 @@ type Server struct {
 	mu        sync.Mutex
 	listeners []net.Listener
 	servers   []*gomilter.Server
-	inflight  sync.WaitGroup // open transactions
-	conns     atomic.Int64
+	inflight  atomic.Int64 // open transactions
 	closing   atomic.Bool
 }
 
@@ -185,14 +184,18 @@ func (s *Server) Close() {
 // finished or ctx is done.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.Close()
-	done := make(chan struct{})
-	go func() { s.inflight.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("shutdown: transactions still open: %w", ctx.Err())
+	// Polled rather than a WaitGroup: a connection still open may start a
+	// new transaction while we wait, which WaitGroup forbids.
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for s.inflight.Load() > 0 {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return fmt.Errorf("shutdown: %d transactions still open: %w", s.inflight.Load(), ctx.Err())
+		}
 	}
+	return nil
 }
 
 // trackingListener wraps accepted connections in negotiatingConn and

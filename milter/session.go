@@ -45,8 +45,15 @@ type transaction struct {
 }
 
 func (s *Server) newSession(c *negotiatingConn) *session {
-	s.conns.Add(1)
-	return &session{srv: s, conn: c}
+	ss := &session{srv: s, conn: c}
+	if c != nil {
+		// go-milter closes the conn from the session goroutine, so the
+		// hook runs where every callback runs.
+		c.mu.Lock()
+		c.onClose = ss.endTransaction
+		c.mu.Unlock()
+	}
+	return ss
 }
 
 // leadingSpace reports whether header values arrive with the whitespace
@@ -228,7 +235,7 @@ func (ss *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error
 	}
 	ss.srv.Logger.LogAttrs(context.Background(), level, "message", d.Log...)
 	if ss.srv.Observer != nil {
-		ss.srv.Observer.MessageDone(len(d.Prepend) > 0, d.Action, len(d.Prepend), level == slog.LevelError)
+		ss.srv.Observer.MessageDone(d.Outbound, d.Action, d.Signatures, level == slog.LevelError)
 	}
 	return resp, nil
 }
@@ -284,5 +291,5 @@ func (ss *session) endTransaction() {
 		ss.tx.msg.Abort()
 	}
 	ss.tx = nil
-	ss.srv.inflight.Done()
+	ss.srv.inflight.Add(-1)
 }

@@ -54,6 +54,10 @@ type Decision struct {
 	// DeleteAuthResults are 1-based occurrence numbers, among the message's
 	// Authentication-Results fields, of forged fields to delete.
 	DeleteAuthResults []int
+	// Outbound tells whether the message was our own mail.
+	Outbound bool
+	// Signatures is the number of DKIM signatures added.
+	Signatures int
 	// Log is the per-message decision line's attributes.
 	Log []slog.Attr
 }
@@ -72,6 +76,7 @@ type Message struct {
 	fromDomain string
 	notSigned  string // why a message is not signed, for the log
 	signers    []*signing
+	in         *inbound // nil when the message is not authenticated
 }
 
 type signing struct {
@@ -86,6 +91,9 @@ func (p *Policy) Begin(env *Envelope, header []HeaderField) *Message {
 	m.outbound, m.reason = p.Direction(env)
 	if m.outbound {
 		m.beginSigning()
+	}
+	if !m.outbound || p.cfg.Inbound.VerifyOutbound {
+		m.beginInbound()
 	}
 	return m
 }
@@ -216,6 +224,9 @@ func (m *Message) Write(chunk []byte) (int, error) {
 			_, s.err = s.signer.Write(chunk)
 		}
 	}
+	if m.in != nil {
+		m.in.write(chunk)
+	}
 	return len(chunk), nil
 }
 
@@ -227,19 +238,30 @@ func (m *Message) Abort() {
 		}
 	}
 	m.signers = nil
+	if m.in != nil {
+		m.in.abort()
+		m.in = nil
+	}
 }
 
 // Finish completes the message and returns the decision.
 func (m *Message) Finish() *Decision {
-	d := &Decision{Action: Accept}
+	d := &Decision{Action: Accept, Outbound: m.outbound}
 	if m.env.QueueID != "" {
 		d.Log = append(d.Log, slog.String("queue", m.env.QueueID))
 	}
 	if m.outbound {
 		d.Log = append(d.Log, slog.String("dir", "out"), slog.String("why", m.reason))
-		m.finishSigning(d)
 	} else {
 		d.Log = append(d.Log, slog.String("dir", "in"))
+	}
+	// Authentication-Results goes first so that it ends on top.
+	if m.in != nil {
+		m.finishInbound(d)
+		m.in = nil
+	}
+	if m.outbound {
+		m.finishSigning(d)
 	}
 	d.Log = append(d.Log, slog.Duration("took", time.Since(m.start)))
 	return d
@@ -265,6 +287,7 @@ func (m *Message) finishSigning(d *Decision) {
 		d.Prepend = append(d.Prepend, HeaderField{Name: name, Value: value})
 		signed = append(signed, s.key.ID()+"/"+string(s.key.Algorithm))
 	}
+	d.Signatures = len(signed)
 	if len(signed) > 0 {
 		d.Log = append(d.Log, slog.String("signed", strings.Join(signed, ",")))
 	}

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"blitiri.com.ar/go/spf"
 	"github.com/emersion/go-msgauth/dkim"
 
 	"github.com/authmilter/authmilter/keys"
@@ -41,11 +42,11 @@ type Policy struct {
 	CompiledAt time.Time
 }
 
-// Resolver is the DNS interface the policy needs. *resolve.Resolver
-// implements it; errors are *net.DNSError so that "no record" and
-// "try later" stay distinguishable.
+// Resolver is the DNS interface the policy needs for DKIM keys, SPF and
+// DMARC. *resolve.Resolver implements it; errors are *net.DNSError so that
+// "no record" and "try later" stay distinguishable.
 type Resolver interface {
-	LookupTXT(ctx context.Context, name string) ([]string, error)
+	spf.DNSResolver
 }
 
 // Compile builds a snapshot: it loads the key table and, when

@@ -17,6 +17,7 @@ import (
 
 	"github.com/authmilter/authmilter/milter"
 	"github.com/authmilter/authmilter/policy"
+	"github.com/authmilter/authmilter/policy/resolve"
 )
 
 // daemon holds the one piece of mutable global state the design allows: the
@@ -29,6 +30,10 @@ type daemon struct {
 	metrics    *metrics
 	// reloadMu serializes reloads (SIGHUP and the periodic recheck).
 	reloadMu sync.Mutex
+	// resolver is kept across reloads, with its cache, while [dns] is
+	// unchanged.
+	resolver    *resolve.Resolver
+	resolverCfg string
 }
 
 func cmdRun(args []string) error {
@@ -108,12 +113,25 @@ func cmdRun(args []string) error {
 	}
 }
 
-// compile builds a snapshot from cfg with a fresh resolver.
+// compile builds a snapshot from cfg, reusing the resolver (and its
+// cache) unless the DNS settings changed.
 func (d *daemon) compile(cfg *policy.Config) (*policy.Policy, error) {
-	r, err := newResolver(cfg)
-	if err != nil {
-		return nil, err
+	key := fmt.Sprint(cfg.DNS.Servers, cfg.DNS.Timeout)
+	r := d.resolver
+	if r == nil || key != d.resolverCfg {
+		var err error
+		if r, err = newResolver(cfg); err != nil {
+			return nil, err
+		}
 	}
+	pol, err := d.compileWith(cfg, r)
+	if err == nil {
+		d.resolver, d.resolverCfg = r, key
+	}
+	return pol, err
+}
+
+func (d *daemon) compileWith(cfg *policy.Config, r *resolve.Resolver) (*policy.Policy, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), compileTimeout)
 	defer cancel()
 	return policy.Compile(ctx, cfg, r)

@@ -1,0 +1,305 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+
+	"blitiri.com.ar/go/spf"
+	"github.com/emersion/go-msgauth/authres"
+
+	"github.com/authmilter/authmilter/policy/dmarc"
+	"github.com/authmilter/authmilter/policy/mailaddr"
+)
+
+// inbound is the authentication of one message: DKIM verification fed by
+// the body stream, and SPF started as soon as the header is complete so
+// that its DNS work overlaps the body transfer.
+type inbound struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	dkimW    *io.PipeWriter
+	dkimDone chan []DKIMResult
+	spfDone  chan spfOutcome
+	// forged are the 1-based occurrence numbers of Authentication-Results
+	// fields that carry our authserv-id.
+	forged []int
+}
+
+type spfOutcome struct {
+	result   string
+	identity string // "mailfrom" or "helo"
+	domain   string
+	reason   string
+}
+
+func (m *Message) beginInbound() {
+	p := m.p
+	in := &inbound{}
+	m.in = in
+	in.ctx, in.cancel = context.WithTimeout(context.Background(), p.cfg.Inbound.MessageTimeout.Duration)
+
+	n := 0
+	hasSig := false
+	for _, f := range m.header {
+		switch {
+		case strings.EqualFold(f.Name, "Authentication-Results"):
+			n++
+			if strings.EqualFold(AuthservID(f.Value), p.cfg.AuthservID) {
+				in.forged = append(in.forged, n)
+			}
+		case strings.EqualFold(f.Name, "DKIM-Signature"):
+			hasSig = true
+		}
+	}
+
+	in.spfDone = make(chan spfOutcome, 1)
+	go func() { in.spfDone <- p.checkSPF(in.ctx, m.env) }()
+
+	if hasSig {
+		pr, pw := io.Pipe()
+		in.dkimW = pw
+		in.dkimDone = make(chan []DKIMResult, 1)
+		go func() {
+			res := VerifyDKIM(in.ctx, p.resolver, m.header, pr, p.cfg.Inbound.MaxSignatures)
+			// Drain what the verifier did not read so the writer never blocks.
+			io.Copy(io.Discard, pr)
+			in.dkimDone <- res
+		}()
+	}
+}
+
+func (in *inbound) write(chunk []byte) {
+	if in.dkimW != nil {
+		in.dkimW.Write(chunk)
+	}
+}
+
+func (in *inbound) abort() {
+	if in.dkimW != nil {
+		in.dkimW.CloseWithError(io.ErrUnexpectedEOF)
+	}
+	in.cancel()
+}
+
+// checkSPF evaluates SPF for the MAIL FROM identity, or for HELO when MAIL
+// FROM is null (RFC 7208 §2.4).
+func (p *Policy) checkSPF(ctx context.Context, env *Envelope) spfOutcome {
+	out := spfOutcome{identity: "mailfrom"}
+	sender := env.MailFrom
+	if sender == "" {
+		out.identity = "helo"
+		out.domain = strings.ToLower(strings.TrimSuffix(env.Helo, "."))
+		sender = "postmaster@" + out.domain
+	} else if d, err := mailaddr.AddressDomain(sender); err == nil {
+		out.domain = d
+	} else {
+		out.result, out.reason = "none", "MAIL FROM has no usable domain"
+		return out
+	}
+	if !env.ClientIP.IsValid() {
+		out.result, out.reason = "none", "no client IP address"
+		return out
+	}
+	if out.domain == "" {
+		out.result, out.reason = "none", "no HELO name"
+		return out
+	}
+	res, err := spf.CheckHostWithSender(net.IP(env.ClientIP.AsSlice()), env.Helo, sender,
+		spf.WithResolver(p.resolver), spf.WithContext(ctx))
+	out.result = string(res)
+	if err != nil && res != spf.Pass {
+		out.reason = err.Error()
+	}
+	return out
+}
+
+// finishInbound completes DKIM, SPF and DMARC and writes the
+// Authentication-Results field and the enforcement verdict into d.
+func (m *Message) finishInbound(d *Decision) {
+	in := m.in
+	defer in.cancel()
+	p := m.p
+	var sigs []DKIMResult
+	if in.dkimW != nil {
+		in.dkimW.Close()
+		sigs = <-in.dkimDone
+	}
+	spfRes := <-in.spfDone
+
+	var results []arEntry
+	var dkimLog []string
+	if len(sigs) == 0 {
+		results = append(results, arEntry{result: &authres.DKIMResult{Value: authres.ResultNone}})
+		dkimLog = append(dkimLog, "none")
+	}
+	var dmarcDKIM []dmarc.DKIMResult
+	for _, s := range sigs {
+		b := s.B
+		if len(b) > 8 {
+			b = b[:8]
+		}
+		results = append(results, arEntry{
+			result: &authres.GenericResult{Method: "dkim", Value: authres.ResultValue(s.Result), Params: map[string]string{
+				"header.d": s.Domain, "header.s": s.Selector, "header.a": s.Algorithm, "header.b": b,
+			}},
+			comment: s.Reason,
+		})
+		dmarcDKIM = append(dmarcDKIM, dmarc.DKIMResult{Domain: s.Domain, Pass: s.Result == "pass"})
+		dkimLog = append(dkimLog, fmt.Sprintf("%s(%s/%s)", s.Result, s.Domain, s.Selector))
+	}
+
+	spfAR := &authres.SPFResult{Value: authres.ResultValue(spfRes.result)}
+	if spfRes.identity == "helo" {
+		spfAR.Helo = spfRes.domain
+	} else {
+		spfAR.From = strings.ToLower(m.env.MailFrom)
+	}
+	results = append(results, arEntry{result: spfAR, comment: spfRes.reason})
+
+	dmarcEntry, dres := m.evaluateDMARC(dmarcDKIM, spfRes)
+	results = append(results, dmarcEntry)
+
+	d.Prepend = append(d.Prepend, HeaderField{Name: "Authentication-Results", Value: " " + formatAuthResults(p.cfg.AuthservID, results)})
+	d.DeleteAuthResults = in.forged
+	d.Log = append(d.Log,
+		slog.String("dkim", strings.Join(dkimLog, ",")),
+		slog.String("spf", spfRes.result),
+		slog.String("dmarc", string(dmarcEntry.result.(*authres.DMARCResult).Value)))
+	if dres != nil && dres.FromDomain != "" {
+		d.Log = append(d.Log, slog.String("from", dres.FromDomain))
+	}
+	if len(in.forged) > 0 {
+		d.Log = append(d.Log, slog.Int("removed_forged_ar", len(in.forged)))
+	}
+	if dres != nil && p.cfg.DMARC.Enforce && dres.Outcome == dmarc.OutcomeFail {
+		switch dres.Disposition {
+		case dmarc.PolicyReject:
+			d.Action, d.SMTPCode, d.SMTPStatus = Reject, 550, "5.7.1"
+			d.SMTPText = p.cfg.DMARC.RejectText + " (" + dres.FromDomain + ")"
+		case dmarc.PolicyQuarantine:
+			d.Action = Quarantine
+			d.QuarantineReason = "DMARC policy of " + dres.FromDomain + ": quarantine"
+		}
+		if d.Action != Accept {
+			d.Log = append(d.Log, slog.String("enforced", dres.Disposition))
+		}
+	}
+}
+
+// evaluateDMARC runs DMARC for the single From domain. A message without
+// exactly one parsable From address is permerror (RFC 9989 §4.4, §5.7.1).
+func (m *Message) evaluateDMARC(sigs []dmarc.DKIMResult, spfRes spfOutcome) (arEntry, *dmarc.Result) {
+	from, err := mailaddr.FromDomain(fieldValues(m.header, "From"))
+	if err != nil {
+		return arEntry{result: &authres.DMARCResult{Value: authres.ResultPermError}, comment: err.Error()}, nil
+	}
+	mode := dmarc.TreeWalk
+	if m.p.cfg.DMARC.Mode == "psl" {
+		mode = dmarc.PSL
+	}
+	spfResult := spfRes.result
+	res := dmarc.Evaluate(m.in.ctx, m.p.resolver, dmarc.Input{
+		FromDomain: from, SPFResult: spfResult, SPFDomain: spfRes.domain, DKIM: sigs,
+	}, mode)
+	entry := arEntry{result: &authres.DMARCResult{Value: authres.ResultValue(res.Outcome), From: from}}
+	if res.Policy != "" {
+		entry.comment = "p=" + res.Policy + " dis=" + strings.ToUpper(res.Disposition)
+		if res.Testing {
+			entry.comment += " t=y"
+		}
+	} else if res.Reason != "" && res.Outcome != dmarc.OutcomeNone {
+		entry.comment = res.Reason
+	}
+	return entry, &res
+}
+
+// arEntry is one resinfo of our Authentication-Results field, with an
+// optional comment placed right after the result as RFC 8601 §2.2 allows.
+type arEntry struct {
+	result  authres.Result
+	comment string
+}
+
+// formatAuthResults renders our field value. go-msgauth's authres.Format
+// cannot place comments, so each resinfo is formatted by it alone and the
+// comment is inserted after its "method=result"; resinfos are folded one a
+// line.
+func formatAuthResults(authservID string, entries []arEntry) string {
+	var b strings.Builder
+	b.WriteString(authservID)
+	for _, e := range entries {
+		one := authres.Format(authservID, []authres.Result{e.result})
+		one = strings.TrimSpace(strings.TrimPrefix(one, authservID+"; "))
+		if e.comment != "" {
+			method, rest, _ := strings.Cut(one, " ")
+			one = method + " (" + sanitizeComment(e.comment) + ")"
+			if rest != "" {
+				one += " " + rest
+			}
+		}
+		b.WriteString(";\r\n\t")
+		b.WriteString(one)
+	}
+	return b.String()
+}
+
+// sanitizeComment keeps a comment valid inside RFC 5322 parentheses and on
+// one short line.
+func sanitizeComment(s string) string {
+	s = strings.Map(func(r rune) rune {
+		switch {
+		case r == '(' || r == ')':
+			return '['
+		case r == '\\':
+			return '/'
+		case r < ' ' || r == 0x7f:
+			return ' '
+		}
+		return r
+	}, s)
+	s = strings.ReplaceAll(s, "[", "")
+	if len(s) > 120 {
+		s = s[:120] + "..."
+	}
+	return s
+}
+
+// AuthservID returns the authserv-id of an Authentication-Results value:
+// its first token, skipping whitespace and comments. It does not need the
+// rest of the field to be well-formed, so a forged field with garbage after
+// our id is still recognised (RFC 8601 §5).
+func AuthservID(value string) string {
+	s := value
+	depth := 0
+	var out strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case depth > 0:
+			switch c {
+			case '\\':
+				i++
+			case '(':
+				depth++
+			case ')':
+				depth--
+			}
+		case c == '(':
+			depth++
+		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
+			if out.Len() > 0 {
+				return out.String()
+			}
+		case c == ';':
+			return out.String()
+		default:
+			out.WriteByte(c)
+		}
+	}
+	return out.String()
+}
