@@ -157,7 +157,7 @@ func Evaluate(ctx context.Context, r TXTResolver, in Input, mode Mode) Result {
 			notes = append(notes, fmt.Sprintf("DKIM d=%s not aligned", truncate(k.Domain)))
 		}
 	}
-	mode2 := func(s string) string {
+	alignMode := func(s string) string {
 		if s == "s" {
 			return "strict"
 		}
@@ -169,10 +169,10 @@ func Evaluate(ctx context.Context, r TXTResolver, in Input, mode Mode) Result {
 		res.Outcome = OutcomePass
 		var via []string
 		if res.AlignedDKIM {
-			via = append(via, fmt.Sprintf("DKIM d=%s (%s)", res.AlignedDKIMDomain, mode2(rec.ADKIM)))
+			via = append(via, fmt.Sprintf("DKIM d=%s (%s)", res.AlignedDKIMDomain, alignMode(rec.ADKIM)))
 		}
 		if res.AlignedSPF {
-			via = append(via, fmt.Sprintf("SPF %s (%s)", strings.ToLower(in.SPFDomain), mode2(rec.ASPF)))
+			via = append(via, fmt.Sprintf("SPF %s (%s)", strings.ToLower(in.SPFDomain), alignMode(rec.ASPF)))
 		}
 		res.Reason = "aligned " + strings.Join(via, " and ")
 	case tempErr != nil:
