@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -93,6 +94,11 @@ func listenUnix(path string, perm os.FileMode, group string) (net.Listener, erro
 			return nil, fmt.Errorf("%s is in use by another process", path)
 		}
 		os.Remove(path)
+	}
+	// Like systemd's RuntimeDirectory=, create the socket's folder when
+	// it is missing (it lives under /run, which is emptied at boot).
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
 	}
 	ln, err := net.Listen("unix", path)
 	if err != nil {

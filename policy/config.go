@@ -16,8 +16,10 @@ import (
 // has a default (see DefaultConfig); the file only needs what differs.
 type Config struct {
 	// Listen lists the milter sockets: "unix:/path" or "inet:host:port"
-	// ("inet6:[::1]:port" is accepted too). Default:
-	// ["unix:/run/authmilter/authmilter.sock", "inet:127.0.0.1:8891"].
+	// ("inet:[::1]:port" for IPv6; Sendmail's "inet:port@host" is accepted
+	// too). Default ["inet:127.0.0.1:8891"], which works without root and
+	// without a runtime directory; contrib/authmilter.toml adds the unix
+	// socket that Postfix's chroot setups prefer.
 	Listen []string `toml:"listen"`
 	// SocketMode is the permission of unix sockets, as an octal string.
 	// Default "0660" so that the MTA's group can connect.
@@ -191,7 +193,7 @@ func DefaultConfig() *Config {
 		host = "localhost"
 	}
 	return &Config{
-		Listen:          []string{"unix:/run/authmilter/authmilter.sock", "inet:127.0.0.1:8891"},
+		Listen:          []string{"inet:127.0.0.1:8891"},
 		SocketMode:      "0660",
 		AuthservID:      host,
 		OnInternalError: "tempfail",

@@ -102,3 +102,14 @@ func TestParseListen(t *testing.T) {
 		}
 	}
 }
+
+// The example config shipped in contrib/ must stay valid.
+func TestContribConfigParses(t *testing.T) {
+	cfg, err := LoadConfig("../contrib/authmilter.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.SocketGroup != "postfix" || len(cfg.Listen) != 2 || len(cfg.Signing.Rules) != 1 {
+		t.Errorf("unexpected contrib config: %+v", cfg)
+	}
+}

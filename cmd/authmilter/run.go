@@ -53,6 +53,9 @@ func cmdRun(args []string) error {
 		return fmt.Errorf("initial config: %w", err)
 	}
 	d.install(nil, pol)
+	if len(pol.Table().All()) == 0 {
+		d.log.Warn("no keys in the key table: nothing will be signed; add one with: authmilter keygen -d YOUR.DOMAIN", "keys", cfg.Keys.Dir)
+	}
 
 	srv := &milter.Server{Policy: d.current.Load, Logger: d.log, Observer: d.metrics}
 	perm, _ := cfg.SocketPerm()

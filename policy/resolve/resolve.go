@@ -50,6 +50,7 @@ package resolve
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -440,3 +441,20 @@ func unescapeTXT(s string) string {
 }
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// DomainExists reports whether a domain name exists in the DNS: false only
+// for NXDOMAIN (RFC 8020: nothing exists at or below it), true for any other
+// final answer, NODATA included. DMARC's np tag needs exactly this
+// distinction (RFC 9989 §3.2.13), which IsNotFound blurs. Temporary failures
+// are returned as errors.
+func (r *Resolver) DomainExists(ctx context.Context, domain string) (bool, error) {
+	_, err := r.lookup(ctx, domain, domain, dns.TypeA)
+	if err == nil {
+		return true, nil
+	}
+	var de *net.DNSError
+	if errors.As(err, &de) && de.IsNotFound {
+		return de.Err != errNoSuchHost && de.Err != errInvalidName, nil
+	}
+	return false, err
+}

@@ -704,3 +704,30 @@ func TestUnescapeTXT(t *testing.T) {
 		}
 	}
 }
+
+func TestDomainExists(t *testing.T) {
+	s := exampleServer(t)
+	r, _ := newTest(t, Config{Timeout: 300 * time.Millisecond}, s)
+	s.Fail("broken.example.net", dns.RcodeServerFailure)
+	tests := []struct {
+		name    string
+		exists  bool
+		wantErr bool
+	}{
+		{"host.example.net", true, false},
+		{"v6only.example.net", true, false}, // NODATA for A: exists
+		{"two.example.net", true, false},    // only TXT: exists
+		{"nothing.example.net", false, false},
+		{"bad..name", false, false},
+		{"broken.example.net", false, true},
+	}
+	for _, tt := range tests {
+		got, err := r.DomainExists(context.Background(), tt.name)
+		if got != tt.exists || (err != nil) != tt.wantErr {
+			t.Errorf("DomainExists(%q) = %v, %v; want %v, err %v", tt.name, got, err, tt.exists, tt.wantErr)
+		}
+		if tt.wantErr && !IsTemporary(err) {
+			t.Errorf("DomainExists(%q) error %v is not temporary", tt.name, err)
+		}
+	}
+}
