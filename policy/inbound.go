@@ -25,9 +25,6 @@ type inbound struct {
 	dkimW    *io.PipeWriter
 	dkimDone chan []DKIMResult
 	spfDone  chan spfOutcome
-	// forged are the 1-based occurrence numbers of Authentication-Results
-	// fields that carry our authserv-id.
-	forged []int
 }
 
 type spfOutcome struct {
@@ -43,16 +40,9 @@ func (m *Message) beginInbound() {
 	m.in = in
 	in.ctx, in.cancel = context.WithTimeout(context.Background(), p.cfg.Inbound.MessageTimeout.Duration)
 
-	n := 0
 	hasSig := false
 	for _, f := range m.header {
-		switch {
-		case strings.EqualFold(f.Name, "Authentication-Results"):
-			n++
-			if strings.EqualFold(AuthservID(f.Value), p.cfg.AuthservID) {
-				in.forged = append(in.forged, n)
-			}
-		case strings.EqualFold(f.Name, "DKIM-Signature"):
+		if strings.EqualFold(f.Name, "DKIM-Signature") {
 			hasSig = true
 		}
 	}
@@ -165,16 +155,12 @@ func (m *Message) finishInbound(d *Decision) {
 	results = append(results, dmarcEntry)
 
 	d.Prepend = append(d.Prepend, HeaderField{Name: "Authentication-Results", Value: " " + formatAuthResults(p.cfg.AuthservID, results)})
-	d.DeleteAuthResults = in.forged
 	d.Log = append(d.Log,
 		slog.String("dkim", strings.Join(dkimLog, ",")),
 		slog.String("spf", spfRes.result),
 		slog.String("dmarc", string(dmarcEntry.result.(*authres.DMARCResult).Value)))
 	if dres != nil && dres.FromDomain != "" {
 		d.Log = append(d.Log, slog.String("from", dres.FromDomain))
-	}
-	if len(in.forged) > 0 {
-		d.Log = append(d.Log, slog.Int("removed_forged_ar", len(in.forged)))
 	}
 	if dres != nil && p.cfg.DMARC.Enforce && dres.Outcome == dmarc.OutcomeFail {
 		switch dres.Disposition {
@@ -208,7 +194,7 @@ func (m *Message) evaluateDMARC(sigs []dmarc.DKIMResult, spfRes spfOutcome) (arE
 	}, mode)
 	entry := arEntry{result: &authres.DMARCResult{Value: authres.ResultValue(res.Outcome), From: from}}
 	if res.Policy != "" {
-		entry.comment = "p=" + res.Policy + " dis=" + strings.ToUpper(res.Disposition)
+		entry.comment = "p=" + res.Policy + " dis=" + res.Disposition
 		if res.Testing {
 			entry.comment += " t=y"
 		}

@@ -263,6 +263,20 @@ func (m *Message) Finish() *Decision {
 	if m.outbound {
 		m.finishSigning(d)
 	}
+	// Any Authentication-Results that claims to be ours is a forgery,
+	// whatever the direction (RFC 8601 §5).
+	n := 0
+	for _, f := range m.header {
+		if strings.EqualFold(f.Name, "Authentication-Results") {
+			n++
+			if strings.EqualFold(AuthservID(f.Value), m.p.cfg.AuthservID) {
+				d.DeleteAuthResults = append(d.DeleteAuthResults, n)
+			}
+		}
+	}
+	if len(d.DeleteAuthResults) > 0 {
+		d.Log = append(d.Log, slog.Int("removed_forged_ar", len(d.DeleteAuthResults)))
+	}
 	d.Log = append(d.Log, slog.Duration("took", time.Since(m.start)))
 	return d
 }

@@ -71,7 +71,7 @@ func testPolicy(t testing.TB, extra string) (*Policy, *fakeDNS) {
 	copyKey(t, dir, "example.com", "2026-11", "rsa2048-pkcs8.pem")
 	copyKey(t, dir, "example.com", "2026-11e", "ed25519-pkcs8.pem")
 	copyKey(t, dir, "fbl.esp.example", "esp1", "rsa2048-pkcs1.pem")
-	cfg, err := ParseConfig("test.toml", []byte("[keys]\ndir = \""+dir+"\"\nrequire_published = false\n"+extra))
+	cfg, err := ParseConfig("test.toml", []byte("keys.dir = \""+dir+"\"\nkeys.require_published = false\n"+extra))
 	if err != nil {
 		t.Fatal(err)
 	}
