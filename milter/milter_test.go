@@ -354,3 +354,29 @@ func TestUnixSocketMode(t *testing.T) {
 	}
 	s2.Close()
 }
+
+// A panic while handling one message (here: no policy at all) is a logged
+// internal error answered per on_internal_error, and the daemon goes on.
+func TestPanicIsContained(t *testing.T) {
+	logs := &syncBuffer{}
+	srv := &Server{Policy: func() *policy.Policy { return nil }, Logger: slog.New(slog.NewTextHandler(logs, nil))}
+	if err := srv.Listen([]string{"inet:127.0.0.1:0"}, 0o600, ""); err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	defer srv.Close()
+	addr := srv.Addrs()[0].String()
+	for i := 0; i < 2; i++ {
+		tx := miltertest.Transaction{ClientIP: "127.0.0.1", MailFrom: "a@example.com", RcptTo: []string{"b@example.org"}, QueueID: fmt.Sprintf("PANIC%d", i)}
+		res, err := miltertest.Run(context.Background(), "tcp", addr, tx, []byte("From: a@example.com\r\n\r\nbody\r\n"))
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		if res.Accepted() || res.Action.SMTPCode != 451 {
+			t.Fatalf("message %d: %+v, want a 451 tempfail", i, res.Action)
+		}
+	}
+	if !strings.Contains(logs.String(), "internal error") || !strings.Contains(logs.String(), "queue=PANIC") {
+		t.Errorf("no internal error logged with the queue ID:\n%s", logs.String())
+	}
+}
