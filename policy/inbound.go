@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -85,8 +86,8 @@ func (p *Policy) checkSPF(ctx context.Context, env *Envelope) spfOutcome {
 		out.identity = "helo"
 		out.domain = strings.ToLower(strings.TrimSuffix(env.Helo, "."))
 		sender = "postmaster@" + out.domain
-	} else if d, err := mailaddr.AddressDomain(sender); err == nil {
-		out.domain = d
+	} else if s, d, ok := spfSender(sender); ok {
+		sender, out.domain = s, d
 	} else {
 		out.result, out.reason = "none", "MAIL FROM has no usable domain"
 		return out
@@ -103,9 +104,54 @@ func (p *Policy) checkSPF(ctx context.Context, env *Envelope) spfOutcome {
 		spf.WithResolver(p.resolver), spf.WithContext(ctx))
 	out.result = string(res)
 	if err != nil && res != spf.Pass {
-		out.reason = err.Error()
+		out.reason = spfReason(err)
 	}
 	return out
+}
+
+// spfReason is the Authentication-Results comment for an SPF error. A DNS
+// error is given without the address of our DNS server, which is none of
+// the reader's business (and changes from one server to the next).
+func spfReason(err error) string {
+	var de *net.DNSError
+	if errors.As(err, &de) {
+		return "lookup " + de.Name + ": " + de.Err
+	}
+	return err.Error()
+}
+
+// spfSender returns the <sender> for check_host() (RFC 7208 §4.1) and its
+// domain, from a non-null MAIL FROM. The domain is what follows the last
+// "@", checked and normalized as a domain name. The local part is kept as
+// the MTA accepted it (macros expand it, RFC 7208 §7.3), even when our
+// strict address parser would refuse it (an unquoted space, say), except
+// that an empty one becomes "postmaster" (RFC 7208 §4.3), and so does one
+// that contains "@" (a quoted local part): the SPF library splits <sender>
+// at its first "@" and would check the wrong domain.
+func spfSender(mailFrom string) (sender, domain string, ok bool) {
+	s := strings.TrimSpace(mailFrom)
+	if strings.HasPrefix(s, "<") && strings.HasSuffix(s, ">") {
+		s = s[1 : len(s)-1]
+	}
+	if strings.HasPrefix(s, "@") {
+		// A source route (RFC 5321 §4.1.2) is ignored.
+		if _, rest, route := strings.Cut(s, ":"); route {
+			s = rest
+		}
+	}
+	at := strings.LastIndexByte(s, '@')
+	if at < 0 {
+		return "", "", false
+	}
+	domain, err := mailaddr.AddressDomain("postmaster@" + s[at+1:])
+	if err != nil {
+		return "", "", false
+	}
+	local := s[:at]
+	if local == "" || strings.Contains(local, "@") {
+		local = "postmaster"
+	}
+	return local + "@" + domain, domain, true
 }
 
 // finishInbound completes DKIM, SPF and DMARC and writes the
@@ -138,6 +184,7 @@ func (m *Message) finishInbound(d *Decision) {
 				"header.d": s.Domain, "header.s": s.Selector, "header.a": s.Algorithm, "header.b": b,
 			}},
 			comment: s.Reason,
+			order:   []string{"header.d", "header.s", "header.a", "header.b"},
 		})
 		dmarcDKIM = append(dmarcDKIM, dmarc.DKIMResult{Domain: s.Domain, Pass: s.Result == "pass"})
 		dkimLog = append(dkimLog, fmt.Sprintf("%s(%s/%s)", s.Result, s.Domain, s.Selector))
@@ -209,6 +256,9 @@ func (m *Message) evaluateDMARC(sigs []dmarc.DKIMResult, spfRes spfOutcome) (arE
 type arEntry struct {
 	result  authres.Result
 	comment string
+	// order, when set, lists the properties of a GenericResult in the
+	// order they are written (authres.Format sorts them by name).
+	order []string
 }
 
 // formatAuthResults renders our field value. go-msgauth's authres.Format
@@ -221,6 +271,14 @@ func formatAuthResults(authservID string, entries []arEntry) string {
 	for _, e := range entries {
 		one := authres.Format(authservID, []authres.Result{e.result})
 		one = strings.TrimSpace(strings.TrimPrefix(one, authservID+"; "))
+		if g, ok := e.result.(*authres.GenericResult); ok && len(e.order) > 0 {
+			one = g.Method + "=" + string(g.Value)
+			for _, k := range e.order {
+				if v := g.Params[k]; v != "" {
+					one += " " + formatProperty(k, v)
+				}
+			}
+		}
 		if e.comment != "" {
 			method, rest, _ := strings.Cut(one, " ")
 			one = method + " (" + sanitizeComment(e.comment) + ")"
@@ -234,8 +292,17 @@ func formatAuthResults(authservID string, entries []arEntry) string {
 	return b.String()
 }
 
-// sanitizeComment keeps a comment valid inside RFC 5322 parentheses and on
-// one short line.
+// formatProperty formats one "ptype.property=pvalue" with authres's
+// quoting rules.
+func formatProperty(k, v string) string {
+	s := authres.Format("", []authres.Result{&authres.GenericResult{Method: "m", Value: "v", Params: map[string]string{k: v}}})
+	return strings.TrimPrefix(s, "; m=v ")
+}
+
+// sanitizeComment keeps a comment valid inside RFC 5322 parentheses, in
+// ASCII (a header field without SMTPUTF8) and on one short line. ';' becomes
+// ',' because simple parsers (go-msgauth's authres among them) split
+// resinfos on ';' without skipping comments.
 func sanitizeComment(s string) string {
 	s = strings.Map(func(r rune) rune {
 		switch {
@@ -243,8 +310,12 @@ func sanitizeComment(s string) string {
 			return '['
 		case r == '\\':
 			return '/'
+		case r == ';':
+			return ','
 		case r < ' ' || r == 0x7f:
 			return ' '
+		case r > 0x7f:
+			return '?'
 		}
 		return r
 	}, s)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"time"
 )
 
 // Error texts. errNoSuchHost is the text net.Resolver uses for NXDOMAIN.
@@ -53,7 +54,14 @@ func temporary(name, server, text string) *net.DNSError {
 func netError(ctx context.Context, name, server, prefix string, err error) *net.DNSError {
 	e := &net.DNSError{Name: name, Server: server, IsTemporary: true}
 	var nerr net.Error
-	switch cerr := ctx.Err(); {
+	cerr := ctx.Err()
+	// The socket deadline is the context's deadline, and its timer can fire
+	// before the context's own: a timeout at or past the context deadline is
+	// the context's.
+	if dl, ok := ctx.Deadline(); ok && cerr == nil && !time.Now().Before(dl) {
+		cerr = context.DeadlineExceeded
+	}
+	switch {
 	case errors.Is(cerr, context.Canceled):
 		e.Err, e.UnwrapErr = errCanceled, cerr
 	case errors.Is(cerr, context.DeadlineExceeded):

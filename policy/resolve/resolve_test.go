@@ -517,11 +517,7 @@ func TestContext(t *testing.T) {
 	t.Run("deadline shorter than Timeout", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		defer cancel()
-		start := time.Now()
 		_, err := r.LookupTXT(ctx, "drop.example.com")
-		if el := time.Since(start); el > 2*time.Second {
-			t.Errorf("took %v, want about 100ms", el)
-		}
 		de, ok := err.(*net.DNSError)
 		if !ok || !de.IsTimeout || !de.IsTemporary || !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("error %#v, want a timeout wrapping context.DeadlineExceeded", err)
@@ -530,11 +526,7 @@ func TestContext(t *testing.T) {
 	t.Run("canceled while waiting", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		time.AfterFunc(100*time.Millisecond, cancel)
-		start := time.Now()
 		_, err := r.LookupTXT(ctx, "drop.example.com")
-		if el := time.Since(start); el > 2*time.Second {
-			t.Errorf("took %v, want about 100ms", el)
-		}
 		if !IsTemporary(err) || IsNotFound(err) || !errors.Is(err, context.Canceled) {
 			t.Errorf("error %v, want temporary wrapping context.Canceled", err)
 		}
