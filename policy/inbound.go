@@ -187,7 +187,11 @@ func (m *Message) finishInbound(d *Decision) {
 			order:   []string{"header.d", "header.s", "header.a", "header.b"},
 		})
 		dmarcDKIM = append(dmarcDKIM, dmarc.DKIMResult{Domain: s.Domain, Pass: s.Result == "pass"})
-		dkimLog = append(dkimLog, fmt.Sprintf("%s(%s/%s)", s.Result, s.Domain, s.Selector))
+		if s.Domain == "" {
+			dkimLog = append(dkimLog, s.Result+"("+s.Reason+")")
+		} else {
+			dkimLog = append(dkimLog, fmt.Sprintf("%s(%s/%s)", s.Result, s.Domain, s.Selector))
+		}
 	}
 
 	spfAR := &authres.SPFResult{Value: authres.ResultValue(spfRes.result)}

@@ -165,6 +165,9 @@ func cmdVerify(args []string) error {
 			b = b[:8]
 		}
 		line := fmt.Sprintf("dkim=%s header.d=%s header.s=%s header.a=%s header.b=%s", res.Result, res.Domain, res.Selector, res.Algorithm, b)
+		if res.Domain == "" {
+			line = "dkim=" + res.Result
+		}
 		if res.Reason != "" {
 			line += " (" + res.Reason + ")"
 		}
