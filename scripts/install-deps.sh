@@ -1,35 +1,32 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs on Debian 12, non-interactively.
-# Idempotent: packages already present are not downloaded again.
+# Installs everything the test suite needs on Debian 12, non-interactively
+# (run as root; safe to run again):
+#  - test/e2e/install-deps.sh: Postfix, Dovecot (SASL), OpenDKIM and its tools,
+#    dkimpy, swaks, m4, and an unpacked Sendmail (it conflicts with postfix);
+#  - the packages below, for the key publication tests (RFC 2136 updates to
+#    a real authoritative server).
 set -euo pipefail
+cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(
-  opendkim opendkim-tools      # interop peer: verifies our signatures, signs for us
-  python3-dkim python3-dnspython  # interop peer: dkimpy
-  postfix swaks                # end-to-end: a real MTA and an SMTP client
-  dovecot-core                 # end-to-end: SASL for the SMTP AUTH case
-  knot knot-dnsutils           # key publication: RFC 2136 updates to a real server
-  m4 procps iproute2 ca-certificates
-)
-missing=()
-for p in "${pkgs[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "install-deps: need root to install: ${missing[*]}" >&2
-    exit 1
-  fi
-  # Keep the postfix package from asking questions or touching a system setup.
-  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+extra=(knot knot-dnsutils procps iproute2)
+
+have_all() {
+  for p in postfix dovecot-core opendkim opendkim-tools miltertest python3-dkim python3-dnspython \
+           python3-nacl swaks m4 "${extra[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || return 1
+  done
+  [ -x "${AUTHMILTER_E2E_SENDMAIL:-/opt/authmilter-e2e/sendmail}/usr/libexec/sendmail/sendmail" ]
+}
+
+if have_all; then
+  echo "install-deps: everything is installed"
+  exit 0
 fi
-# Debian's packages start their daemons where an init system runs; the tests
-# start private instances and need the ports, so stop system ones we started.
-for svc in opendkim postfix dovecot knot; do
-  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
-    systemctl stop "$svc" || true
-  fi
-done
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages; run as root: sudo $0" >&2
+  exit 1
+fi
+sh test/e2e/install-deps.sh
+apt-get install -y -q --no-install-recommends "${extra[@]}"
 echo "install-deps: ok"
