@@ -43,6 +43,7 @@ type Server struct {
 	listeners []net.Listener
 	servers   []*gomilter.Server
 	inflight  atomic.Int64 // open transactions
+	conns     atomic.Int64 // open MTA connections
 	closing   atomic.Bool
 }
 
@@ -201,8 +202,26 @@ func (s *Server) Shutdown(ctx context.Context) error {
 			return fmt.Errorf("shutdown: %d transactions still open: %w", s.inflight.Load(), ctx.Err())
 		}
 	}
+	// The MTA still owes the end of its exchange (Postfix sends two ABORTs
+	// after each message, then QUIT): let it, briefly, so that it does not
+	// see a broken connection. Idle connections are not waited for.
+	linger := time.NewTimer(shutdownLinger)
+	defer linger.Stop()
+	for s.conns.Load() > 0 {
+		select {
+		case <-tick.C:
+		case <-linger.C:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+	}
 	return nil
 }
+
+// shutdownLinger is how long Shutdown lets connections wind down after the
+// last transaction ended.
+const shutdownLinger = time.Second
 
 // trackingListener wraps accepted connections in negotiatingConn and
 // remembers the last one for NewMilter.

@@ -47,10 +47,14 @@ type transaction struct {
 func (s *Server) newSession(c *negotiatingConn) *session {
 	ss := &session{srv: s, conn: c}
 	if c != nil {
+		s.conns.Add(1)
 		// go-milter closes the conn from the session goroutine, so the
 		// hook runs where every callback runs.
 		c.mu.Lock()
-		c.onClose = ss.endTransaction
+		c.onClose = func() {
+			ss.endTransaction()
+			s.conns.Add(-1)
+		}
 		c.mu.Unlock()
 	}
 	return ss
