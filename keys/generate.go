@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -15,20 +16,81 @@ import (
 	"time"
 )
 
+// Algorithms lists the algo values Generate accepts, for usage texts.
+const Algorithms = "rsa-2048, rsa-3072, rsa-4096 or ed25519"
+
 // DateSelector returns the default selector for a key made at t: "YYYY-MM",
 // with "e" appended for Ed25519 so RSA and Ed25519 keys of one month can sit
 // side by side, then the configured suffix (e.g. ".myesp"). Selectors made
-// this way sort by time, which is what picks the active key.
+// this way sort by time, which is what picks the active key. NextSelector
+// adds a letter when the month already has a key.
 func DateSelector(t time.Time, algo, suffix string) string {
+	return datePart(t, algo) + suffix
+}
+
+func datePart(t time.Time, algo string) string {
 	s := t.UTC().Format("2006-01")
-	if algo == "ed25519" {
+	if algo == "ed25519" || algo == string(Ed25519SHA256) {
 		s += "e"
 	}
-	return s + suffix
+	return s
+}
+
+// maxSequence bounds the letters NextSelector tries after a date.
+const maxSequence = 100
+
+// NextSelector returns the selector for a new key of algo ("rsa-2048",
+// "ed25519", ... or an Algorithm) made at t. taken lists every selector the
+// domain has ever used, of any algorithm, retired ones included: a selector
+// is never reused, because resolvers and verifiers may still hold its old
+// record. newest is the greatest selector of the domain's keys of the same
+// algorithm ("" if none): the new key must sort after it, or it would never
+// become active.
+//
+// The answer is DateSelector(t, algo, suffix) when that is free and sorts
+// after newest; otherwise a letter goes between the date and the suffix:
+// 2026-11, 2026-11b, 2026-11c, ... 2026-11z, 2026-11zb, ... (2026-11e,
+// 2026-11eb, ... for Ed25519), each sorting after the one before it and
+// before the next month's 2026-12. It fails when no selector of t's month
+// sorts after newest: newest is from a later month, or not date-based at
+// all (for example "mail" or "default" taken over from another signer, which
+// sort after every date); then choose a selector with -s, or pin one with
+// keys.pin.
+func NextSelector(t time.Time, algo, suffix string, taken []string, newest string) (string, error) {
+	used := map[string]bool{}
+	for _, s := range taken {
+		used[strings.ToLower(s)] = true
+	}
+	date := datePart(t, algo)
+	tag := ""
+	for range maxSequence {
+		cand := date + tag + suffix
+		if !used[cand] && cand > strings.ToLower(newest) {
+			return cand, nil
+		}
+		tag = nextTag(tag)
+	}
+	return "", fmt.Errorf("keys: no selector of the form %s[b-z]%s sorts after the newest selector %q; choose one with -s (it must sort after %q to become active) or pin selectors with keys.pin",
+		date, suffix, newest, newest)
+}
+
+// nextTag returns the letter sequence after tag: "" → "b" → ... → "z" →
+// "zb" → ... → "zz" → "zzb". Each value sorts after the one before.
+func nextTag(tag string) string {
+	if tag == "" {
+		return "b"
+	}
+	if last := tag[len(tag)-1]; last < 'z' {
+		return tag[:len(tag)-1] + string(last+1)
+	}
+	return tag + "b"
 }
 
 // Generate makes a new key and writes it as <dir>/<domain>/<selector>.pem
-// (PKCS#8, mode 0600). It refuses to overwrite an existing key.
+// (PKCS#8, mode 0600). It refuses to overwrite an existing key. The file
+// appears atomically (written under a temporary name that the key table
+// ignores, then linked into place), so a daemon reloading at the same moment
+// never reads half a key.
 func Generate(dir, domain, selector, algo string) (*Key, error) {
 	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
 	if !ValidDomain(domain) {
@@ -37,6 +99,7 @@ func Generate(dir, domain, selector, algo string) (*Key, error) {
 	if !ValidSelector(selector) {
 		return nil, fmt.Errorf("keys: %q is not a valid selector", selector)
 	}
+	selector = strings.ToLower(selector)
 	var signer crypto.Signer
 	var err error
 	switch algo {
@@ -49,36 +112,177 @@ func Generate(dir, domain, selector, algo string) (*Key, error) {
 	case "ed25519":
 		_, signer, err = ed25519.GenerateKey(rand.Reader)
 	default:
-		return nil, fmt.Errorf("keys: unknown algorithm %q (rsa-2048, rsa-3072, rsa-4096, ed25519)", algo)
+		return nil, fmt.Errorf("keys: unknown algorithm %q (%s)", algo, Algorithms)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("keys: generate %s: %w", algo, err)
+		return nil, fmt.Errorf("keys: %s/%s: generate %s: %w", domain, selector, algo, err)
 	}
 	der, err := x509.MarshalPKCS8PrivateKey(signer)
 	if err != nil {
-		return nil, fmt.Errorf("keys: encode: %w", err)
+		return nil, fmt.Errorf("keys: %s/%s: encode: %w", domain, selector, err)
 	}
 	ddir := filepath.Join(dir, domain)
 	if err := os.MkdirAll(ddir, 0o700); err != nil {
-		return nil, fmt.Errorf("keys: %w", err)
+		return nil, fmt.Errorf("keys: %s/%s: %w", domain, selector, err)
 	}
 	path := filepath.Join(ddir, selector+".pem")
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if errors.Is(err, os.ErrExist) {
+	if _, err := os.Lstat(path); err == nil {
 		return nil, fmt.Errorf("keys: %s already exists; choose another selector", path)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("keys: %w", err)
-	}
-	if err := pem.Encode(f, &pem.Block{Type: "PRIVATE KEY", Bytes: der}); err != nil {
-		f.Close()
-		os.Remove(path)
-		return nil, fmt.Errorf("keys: write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return nil, fmt.Errorf("keys: write %s: %w", path, err)
+	data := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	if err := writeNew(path, data, 0o600); err != nil {
+		return nil, fmt.Errorf("keys: %s/%s: %w", domain, selector, err)
 	}
 	return LoadKey(path, domain, selector)
+}
+
+// errExists is returned by writeNew when path exists.
+var errExists = errors.New("already exists; choose another selector")
+
+// writeNew creates path with data and mode, atomically and never replacing
+// an existing file: the data goes to a temporary file in the same folder
+// whose name starts with a dot (the key table skips it), is synced, and is
+// hard-linked to path.
+func writeNew(path string, data []byte, mode os.FileMode) error {
+	tmp, err := tempFile(filepath.Dir(path), "."+filepath.Base(path), mode)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", tmp.Name(), err)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("%s %w", path, errExists)
+		}
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	syncDir(filepath.Dir(path))
+	return nil
+}
+
+// writeReplace writes path atomically, replacing it if it exists.
+func writeReplace(path string, data []byte, mode os.FileMode) error {
+	tmp, err := tempFile(filepath.Dir(path), "."+filepath.Base(path), mode)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	_, werr := tmp.Write(data)
+	if werr == nil {
+		werr = tmp.Sync()
+	}
+	if cerr := tmp.Close(); werr == nil {
+		werr = cerr
+	}
+	if werr != nil {
+		return fmt.Errorf("write %s: %w", tmp.Name(), werr)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	syncDir(filepath.Dir(path))
+	return nil
+}
+
+// tempFile creates dir/prefix.tmp-RANDOM with mode.
+func tempFile(dir, prefix string, mode os.FileMode) (*os.File, error) {
+	var rnd [6]byte
+	for range 10 {
+		if _, err := rand.Read(rnd[:]); err != nil {
+			return nil, err
+		}
+		name := filepath.Join(dir, prefix+".tmp-"+hex.EncodeToString(rnd[:]))
+		f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return f, nil
+	}
+	return nil, fmt.Errorf("create temporary file in %s: too many collisions", dir)
+}
+
+// syncDir makes a rename or link in dir durable; errors are ignored (not
+// every file system supports syncing a directory).
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+}
+
+// GenAlgorithm returns the Generate algorithm that makes a key like k: the
+// same type, and for RSA the same size rounded up to 2048, 3072 or 4096 bits
+// (keys under 2048 bits are replaced by 2048-bit ones, RFC 8301 §3.2).
+func GenAlgorithm(k *Key) string {
+	if k.Algorithm == Ed25519SHA256 {
+		return "ed25519"
+	}
+	switch {
+	case k.Bits > 3072:
+		return "rsa-4096"
+	case k.Bits > 2048:
+		return "rsa-3072"
+	}
+	return "rsa-2048"
+}
+
+// AlgorithmOf returns the DKIM algorithm of a Generate algorithm name.
+func AlgorithmOf(genAlgo string) Algorithm {
+	if genAlgo == "ed25519" {
+		return Ed25519SHA256
+	}
+	return RSASHA256
+}
+
+// RecordStrings splits a TXT value into character-strings of at most 255
+// bytes (RFC 1035 §3.3.14), in order.
+func RecordStrings(value string) []string {
+	var out []string
+	for len(value) > 0 {
+		n := min(len(value), 255)
+		out = append(out, value[:n])
+		value = value[n:]
+	}
+	return out
+}
+
+// quoteStrings formats character-strings for zone files and nsupdate. The
+// values we make hold only base64 and "v=DKIM1; k=...; p=", but quotes
+// and backslashes are escaped anyway (RFC 1035 §5.1).
+func quoteStrings(parts []string) string {
+	var b strings.Builder
+	for i, p := range parts {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteByte('"')
+		for _, c := range []byte(p) {
+			switch {
+			case c == '"' || c == '\\':
+				b.WriteByte('\\')
+				b.WriteByte(c)
+			case c < ' ' || c > '~':
+				fmt.Fprintf(&b, "\\%03d", c)
+			default:
+				b.WriteByte(c)
+			}
+		}
+		b.WriteByte('"')
+	}
+	return b.String()
 }
 
 // ZoneRecord formats k's record for a zone file, the TXT data split into
@@ -86,14 +290,39 @@ func Generate(dir, domain, selector, algo string) (*Key, error) {
 //
 //	2026-11._domainkey.example.com. IN TXT ( "v=DKIM1; k=rsa; p=MIIB..." "..." )
 func ZoneRecord(k *Key) string {
-	value := FormatRecord(k)
+	return fmt.Sprintf("%s.\tIN\tTXT\t( %s )\n", RecordName(k.Domain, k.Selector), quoteStrings(RecordStrings(FormatRecord(k))))
+}
+
+// NSUpdateScript returns an nsupdate(1) script that replaces the TXT
+// records at k's record name with k's record, e.g.
+//
+//	server 192.0.2.53 53          (when server is not empty)
+//	zone example.com.             (when zone is not empty)
+//	update delete 2026-11._domainkey.example.com. TXT
+//	update add 2026-11._domainkey.example.com. 3600 IN TXT "v=DKIM1; k=rsa; p=..." "..."
+//	send
+//
+// Without a zone line, nsupdate finds the zone itself. Run it with
+// `nsupdate -y hmac-sha256:NAME:SECRET script` or `nsupdate -k keyfile`.
+func NSUpdateScript(k *Key, ttl int, server, zone string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s.\tIN\tTXT\t(", RecordName(k.Domain, k.Selector))
-	for len(value) > 0 {
-		n := min(len(value), 255)
-		fmt.Fprintf(&b, " %q", value[:n])
-		value = value[n:]
+	if server != "" {
+		host, port := server, ""
+		if i := strings.LastIndexByte(server, ':'); i > 0 && !strings.HasSuffix(server, "]") {
+			host, port = strings.Trim(server[:i], "[]"), server[i+1:]
+		}
+		fmt.Fprintf(&b, "server %s", host)
+		if port != "" {
+			fmt.Fprintf(&b, " %s", port)
+		}
+		b.WriteByte('\n')
 	}
-	b.WriteString(" )\n")
+	if zone != "" {
+		fmt.Fprintf(&b, "zone %s.\n", strings.TrimSuffix(zone, "."))
+	}
+	name := RecordName(k.Domain, k.Selector) + "."
+	fmt.Fprintf(&b, "update delete %s TXT\n", name)
+	fmt.Fprintf(&b, "update add %s %d IN TXT %s\n", name, ttl, quoteStrings(RecordStrings(FormatRecord(k))))
+	b.WriteString("send\n")
 	return b.String()
 }

@@ -43,36 +43,62 @@ func LoadDir(dir string) (*Table, error) {
 			errs = append(errs, fmt.Errorf("keys: %s: folder name is not a domain name (use the A-label form for IDNs)", filepath.Join(dir, e.Name())))
 			continue
 		}
-		files, err := os.ReadDir(filepath.Join(dir, e.Name()))
+		ks, err := loadDomain(filepath.Join(dir, e.Name()), domain)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("keys: %s: %w", domain, err))
+			errs = append(errs, err)
 			continue
 		}
-		for _, f := range files {
-			name := f.Name()
-			if f.IsDir() || !strings.HasSuffix(name, ".pem") {
-				continue
-			}
-			selector := strings.TrimSuffix(name, ".pem")
-			if !ValidSelector(selector) {
-				errs = append(errs, fmt.Errorf("keys: %s/%s: %q is not a valid selector (letters, digits, '-', dot-separated labels)", domain, selector, selector))
-				continue
-			}
-			k, err := LoadKey(filepath.Join(dir, e.Name(), name), domain, strings.ToLower(selector))
-			if err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			t.domains[domain] = append(t.domains[domain], k)
+		if len(ks) > 0 {
+			t.domains[domain] = ks
 		}
-		sort.Slice(t.domains[domain], func(i, j int) bool {
-			return t.domains[domain][i].Selector < t.domains[domain][j].Selector
-		})
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
 	return t, nil
+}
+
+// LoadDomain reads the keys of one domain folder, <dir>/<domain>, sorted by
+// selector; a missing folder has no keys. Keys in retired/ are not loaded.
+func LoadDomain(dir, domain string) ([]*Key, error) {
+	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
+	if !ValidDomain(domain) {
+		return nil, fmt.Errorf("keys: %q is not a domain name (use the A-label form for IDNs)", domain)
+	}
+	ks, err := loadDomain(filepath.Join(dir, domain), domain)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	return ks, err
+}
+
+// loadDomain loads the keys of the folder ddir for domain.
+func loadDomain(ddir, domain string) ([]*Key, error) {
+	files, err := os.ReadDir(ddir)
+	if err != nil {
+		return nil, fmt.Errorf("keys: %s: %w", domain, err)
+	}
+	var out []*Key
+	var errs []error
+	for _, f := range files {
+		name := f.Name()
+		if f.IsDir() || !strings.HasSuffix(name, ".pem") || strings.HasPrefix(name, ".") {
+			continue
+		}
+		selector := strings.TrimSuffix(name, ".pem")
+		if !ValidSelector(selector) {
+			errs = append(errs, fmt.Errorf("keys: %s/%s: %q is not a valid selector (letters, digits, '-', dot-separated labels)", domain, selector, selector))
+			continue
+		}
+		k, err := LoadKey(filepath.Join(ddir, name), domain, strings.ToLower(selector))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Selector < out[j].Selector })
+	return out, errors.Join(errs...)
 }
 
 // Dir is the folder the table was read from.

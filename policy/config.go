@@ -81,6 +81,50 @@ type KeysConfig struct {
 	// SelectorSuffix is appended by keygen to date-based selectors, e.g.
 	// ".myesp" gives "2026-11.myesp".
 	SelectorSuffix string `toml:"selector_suffix"`
+	// RotateAfter is the age of a domain's newest key (its file's
+	// modification time) at which `authmilter rotate` makes the next one.
+	// Default "30d".
+	RotateAfter Duration `toml:"rotate_after"`
+	// Grace is how long `authmilter rotate` keeps a key after it first sees
+	// a newer key of the same algorithm active, plus keys.recheck, before it
+	// moves the old key to retired/ and withdraws its record, so that mail
+	// signed with it can still be verified while in transit. The --grace
+	// flag overrides it. Default "7d".
+	Grace Duration `toml:"grace"`
+	// Publish enables automatic publication of key records by RFC 2136
+	// dynamic update; without publish.server, keygen and rotate print the
+	// records for the administrator to publish.
+	Publish PublishConfig `toml:"publish"`
+}
+
+// PublishConfig is [keys.publish]: where keygen and rotate send RFC 2136
+// dynamic updates (signed with TSIG) to publish new key records and
+// withdraw retired ones.
+type PublishConfig struct {
+	// Server is the primary server of the zone(s), "ip:port" or "ip" (port
+	// 53). Empty (the default) disables automatic publication.
+	Server string `toml:"server"`
+	// Zone is the zone to update, e.g. "example.com". Empty: each record's
+	// zone is found by asking Server for the SOA of the record's name.
+	Zone string `toml:"zone"`
+	// TSIGName is the TSIG key name, as configured on the server. Empty
+	// sends unsigned updates (only for servers that allow updates by address).
+	TSIGName string `toml:"tsig_name"`
+	// TSIGAlgorithm is hmac-sha256 (default), hmac-sha384, hmac-sha512,
+	// hmac-sha224 or hmac-sha1. A key file that names its algorithm wins.
+	TSIGAlgorithm string `toml:"tsig_algorithm"`
+	// TSIGSecretFile holds the base64 TSIG secret alone, or a BIND
+	// (tsig-keygen) or Knot (keymgr -t) key file. It must not be readable by
+	// others. Required with TSIGName.
+	TSIGSecretFile string `toml:"tsig_secret_file"`
+	// TTL of the published records, in seconds. Default 3600.
+	TTL int `toml:"ttl"`
+	// Retire says what happens to the record of a retired key: "remove"
+	// (default) deletes it; "revoke" replaces it with an empty p= (RFC 6376
+	// §3.6.1), which tells verifiers the key is revoked.
+	Retire string `toml:"retire"`
+	// Timeout bounds each exchange with the server. Default "10s".
+	Timeout Duration `toml:"timeout"`
 }
 
 // SigningConfig says what the signatures look like and who gets them.
@@ -158,8 +202,15 @@ func (d *Duration) UnmarshalText(b []byte) error {
 	return nil
 }
 
-// MarshalText implements encoding.TextMarshaler.
-func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+// MarshalText implements encoding.TextMarshaler; whole days are written
+// as "7d".
+func (d Duration) MarshalText() ([]byte, error) {
+	const day = 24 * time.Hour
+	if d.Duration >= day && d.Duration%day == 0 {
+		return []byte(fmt.Sprintf("%dd", d.Duration/day)), nil
+	}
+	return []byte(d.String()), nil
+}
 
 // ParseDuration parses a Go duration, or a whole number of days ("7d").
 func ParseDuration(s string) (time.Duration, error) {
@@ -208,6 +259,9 @@ func DefaultConfig() *Config {
 			Dir:              "/var/lib/authmilter/keys",
 			RequirePublished: true,
 			Recheck:          Duration{10 * time.Minute},
+			RotateAfter:      Duration{30 * 24 * time.Hour},
+			Grace:            Duration{7 * 24 * time.Hour},
+			Publish:          PublishConfig{TSIGAlgorithm: "hmac-sha256", TTL: 3600, Retire: "remove", Timeout: Duration{10 * time.Second}},
 		},
 		Signing: SigningConfig{
 			Headers:          append([]string(nil), DefaultSignedHeaders...),
@@ -332,6 +386,36 @@ func (c *Config) Validate() error {
 	}
 	if c.Keys.Recheck.Duration < time.Second {
 		bad("keys.recheck", "must be at least 1s")
+	}
+	if c.Keys.RotateAfter.Duration < time.Hour {
+		bad("keys.rotate_after", "must be at least 1h")
+	}
+	if pc := c.Keys.Publish; pc.Server != "" {
+		if _, err := NormalizeDNSServer(pc.Server); err != nil {
+			bad("keys.publish.server", "%v", err)
+		}
+		if pc.Zone != "" && !validDomain(pc.Zone) {
+			bad("keys.publish.zone", "%q is not a domain name", pc.Zone)
+		}
+		if pc.TSIGName != "" && pc.TSIGSecretFile == "" {
+			bad("keys.publish.tsig_secret_file", "is required with tsig_name")
+		}
+		switch pc.TSIGAlgorithm {
+		case "hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1":
+		default:
+			bad("keys.publish.tsig_algorithm", "must be hmac-sha256, hmac-sha384, hmac-sha512, hmac-sha224 or hmac-sha1, got %q", pc.TSIGAlgorithm)
+		}
+		if pc.TTL < 1 || pc.TTL > 86400*7 {
+			bad("keys.publish.ttl", "must be between 1 and 604800 seconds, got %d", pc.TTL)
+		}
+		switch pc.Retire {
+		case "remove", "revoke":
+		default:
+			bad("keys.publish.retire", "must be remove or revoke, got %q", pc.Retire)
+		}
+		if pc.Timeout.Duration <= 0 {
+			bad("keys.publish.timeout", "must be positive")
+		}
 	}
 	if _, _, err := parseCanonicalization(c.Signing.Canonicalization); err != nil {
 		bad("signing.canonicalization", "%v", err)

@@ -18,8 +18,16 @@ Commands:
                                           print the signed message
   verify   [-config FILE]                 verify the DKIM signatures of a message from stdin
   keygen   -d DOMAIN [-s SELECTOR] [-a rsa-2048|rsa-3072|rsa-4096|ed25519] [-config FILE]
+           [-format zone|value|nsupdate|json] [-no-publish]
                                           make a key in the key table, print its DNS record
-  keys     [-config FILE] [-json]         list keys with their DNS state
+                                          (and publish it when [keys.publish] is configured)
+  keys     [-config FILE] [-json] [-d DOMAIN]
+                                          list keys with their DNS state and whether they sign;
+                                          exit 1 if an active key's record is not right
+  rotate   [-config FILE] (-d DOMAIN | -all) [-grace 7d] [-dry-run] [-force] [-v]
+                                          make the next key when the newest is older than
+                                          keys.rotate_after, retire superseded keys after the
+                                          grace period; safe to run from cron
   version                                 print the version
 
 Every command reads the same TOML config; see README.md for its keys.
@@ -48,6 +56,8 @@ func main() {
 		err = cmdKeygen(args)
 	case "keys":
 		err = cmdKeys(args)
+	case "rotate":
+		err = cmdRotate(args)
 	case "version", "-version", "--version":
 		fmt.Println("authmilter", version)
 	case "help", "-h", "-help", "--help":

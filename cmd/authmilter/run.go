@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/authmilter/authmilter/keys"
 	"github.com/authmilter/authmilter/milter"
 	"github.com/authmilter/authmilter/policy"
 	"github.com/authmilter/authmilter/policy/resolve"
@@ -34,6 +35,31 @@ type daemon struct {
 	// unchanged.
 	resolver    *resolve.Resolver
 	resolverCfg string
+	// keyLookup answers the key publication checks of a compile: uncached
+	// (a key published a minute ago is seen at the next SIGHUP or recheck,
+	// not when a cached NXDOMAIN expires), and with the last good answer
+	// when DNS fails temporarily (a DNS outage during a recheck must not
+	// deactivate keys and leave mail unsigned).
+	keyLookup keys.TXTLookup
+	lastGood  keys.LastGood
+}
+
+// keyCheckResolver is the resolver given to policy.Compile. While the
+// snapshot is being compiled, TXT lookups (the publication checks) go
+// through the daemon's keyLookup; once compiled, every lookup (inbound
+// DKIM, SPF, DMARC) goes to the shared caching resolver.
+type keyCheckResolver struct {
+	*resolve.Resolver
+	compiling atomic.Bool
+	keyLookup keys.TXTLookup
+}
+
+// LookupTXT implements policy.Resolver.
+func (k *keyCheckResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	if k.compiling.Load() {
+		return k.keyLookup(ctx, name)
+	}
+	return k.Resolver.LookupTXT(ctx, name)
 }
 
 func cmdRun(args []string) error {
@@ -47,6 +73,9 @@ func cmdRun(args []string) error {
 		return err
 	}
 	d := &daemon{configPath: *cfgPath, log: newLogger(cfg, os.Stderr), metrics: newMetrics()}
+	d.lastGood.Stale = func(name string, err error) {
+		d.log.Warn("key record lookup failed; using the last good answer", "name", name, "error", err)
+	}
 	d.log.Info("starting", "version", version, "config", name, "keys", cfg.Keys.Dir)
 	pol, err := d.compile(cfg)
 	if err != nil {
@@ -99,6 +128,7 @@ func cmdRun(args []string) error {
 			if sig == syscall.SIGHUP {
 				d.log.Info("reload requested", "signal", "SIGHUP")
 				d.reload(true)
+				recheck.Reset(d.current.Load().Config().Keys.Recheck.Duration)
 				continue
 			}
 			timeout := d.current.Load().Config().ShutdownTimeout.Duration
@@ -120,23 +150,30 @@ func cmdRun(args []string) error {
 // cache) unless the DNS settings changed.
 func (d *daemon) compile(cfg *policy.Config) (*policy.Policy, error) {
 	key := fmt.Sprint(cfg.DNS.Servers, cfg.DNS.Timeout)
-	r := d.resolver
+	r, keyLookup := d.resolver, d.keyLookup
 	if r == nil || key != d.resolverCfg {
 		var err error
 		if r, err = newResolver(cfg); err != nil {
 			return nil, err
 		}
+		uncached, err := resolve.New(resolve.Config{Servers: r.Servers(), Timeout: cfg.DNS.Timeout.Duration, CacheSize: -1})
+		if err != nil {
+			return nil, err
+		}
+		keyLookup = d.lastGood.Wrap(uncached.LookupTXT)
 	}
-	pol, err := d.compileWith(cfg, r)
+	pol, err := d.compileWith(cfg, &keyCheckResolver{Resolver: r, keyLookup: keyLookup})
 	if err == nil {
-		d.resolver, d.resolverCfg = r, key
+		d.resolver, d.resolverCfg, d.keyLookup = r, key, keyLookup
 	}
 	return pol, err
 }
 
-func (d *daemon) compileWith(cfg *policy.Config, r *resolve.Resolver) (*policy.Policy, error) {
+func (d *daemon) compileWith(cfg *policy.Config, r *keyCheckResolver) (*policy.Policy, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), compileTimeout)
 	defer cancel()
+	r.compiling.Store(true)
+	defer r.compiling.Store(false)
 	return policy.Compile(ctx, cfg, r)
 }
 
@@ -176,12 +213,35 @@ func (d *daemon) install(old, pol *policy.Policy) {
 	for _, msg := range policy.KeyChanges(old, pol) {
 		d.log.Info(msg)
 	}
+	// Keys that stop being used with nothing to replace them.
+	if old != nil {
+		for _, dom := range old.Table().Domains() {
+			for _, o := range old.ActiveKeys(dom) {
+				replaced := false
+				for _, k := range pol.ActiveKeys(dom) {
+					replaced = replaced || k.Algorithm == o.Algorithm
+				}
+				if !replaced {
+					d.log.Warn(fmt.Sprintf("key deactivated d=%s s=%s a=%s; nothing replaces it", dom, o.Selector, o.Algorithm))
+				}
+			}
+		}
+	}
+	// Unusable keys, each time what is wrong changes (not at every recheck).
+	before := map[string]keys.Publication{}
+	if old != nil {
+		for _, k := range old.Table().All() {
+			before[k.ID()] = old.Publication(k)
+		}
+	}
 	for _, k := range pol.Table().All() {
 		pub := pol.Publication(k)
 		switch pub.State {
-		case "published", "unchecked":
+		case keys.Published, keys.Unchecked:
 		default:
-			d.log.Warn("key not usable", "key", k.ID(), "state", string(pub.State), "detail", pub.Detail)
+			if prev, ok := before[k.ID()]; !ok || prev != pub {
+				d.log.Warn("key not usable", "key", k.ID(), "state", string(pub.State), "detail", pub.Detail)
+			}
 		}
 	}
 }

@@ -1,0 +1,334 @@
+// Package publish publishes and withdraws DKIM key records by DNS dynamic
+// update (RFC 2136) signed with TSIG (RFC 8945), sent to the primary
+// (master) server of the zone that holds the records. keygen and rotate use
+// it when [keys.publish] is configured.
+//
+// An update replaces the whole TXT RRset at the record's name (delete, then
+// add, in one atomic update message), so publishing the same key twice is
+// harmless and a stale record at the name is replaced. Withdrawing deletes
+// the RRset, or replaces it with a revocation (empty p=).
+package publish
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/authmilter/authmilter/keys"
+)
+
+// Config says where and how to send updates.
+type Config struct {
+	// Server is the primary server, "ip:port".
+	Server string
+	// Zone is the zone to update; empty: found per record by asking Server
+	// for the SOA of the record's name.
+	Zone string
+	// TSIGName, TSIGAlgorithm and TSIGSecret (base64) sign the updates;
+	// empty TSIGName sends unsigned updates (for servers that allow updates
+	// by address only).
+	TSIGName, TSIGAlgorithm, TSIGSecret string
+	// TTL is the TTL of published records, in seconds.
+	TTL uint32
+	// Timeout bounds each exchange with the server. Default 10s.
+	Timeout time.Duration
+}
+
+// Updater sends dynamic updates to one server.
+type Updater struct {
+	cfg  Config
+	algo string // canonical TSIG algorithm name (fqdn)
+	name string // canonical TSIG key name (fqdn)
+}
+
+// TSIG algorithms accepted in the config, by their usual names.
+var tsigAlgorithms = map[string]string{
+	"hmac-sha1":   dns.HmacSHA1,
+	"hmac-sha224": dns.HmacSHA224,
+	"hmac-sha256": dns.HmacSHA256,
+	"hmac-sha384": dns.HmacSHA384,
+	"hmac-sha512": dns.HmacSHA512,
+}
+
+// TSIGAlgorithmNames lists the accepted TSIG algorithm names, for messages.
+const TSIGAlgorithmNames = "hmac-sha256, hmac-sha384, hmac-sha512, hmac-sha224 or hmac-sha1"
+
+// New checks cfg and returns an Updater.
+func New(cfg Config) (*Updater, error) {
+	if _, _, err := net.SplitHostPort(cfg.Server); err != nil {
+		return nil, fmt.Errorf("publish: server %q: want ip:port", cfg.Server)
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	u := &Updater{cfg: cfg}
+	if cfg.TSIGName != "" {
+		a := strings.ToLower(strings.TrimSuffix(cfg.TSIGAlgorithm, "."))
+		if a == "" {
+			a = "hmac-sha256"
+		}
+		var ok bool
+		if u.algo, ok = tsigAlgorithms[a]; !ok {
+			return nil, fmt.Errorf("publish: TSIG algorithm %q: want %s", cfg.TSIGAlgorithm, TSIGAlgorithmNames)
+		}
+		if _, err := base64.StdEncoding.DecodeString(cfg.TSIGSecret); err != nil || cfg.TSIGSecret == "" {
+			return nil, fmt.Errorf("publish: TSIG secret of key %s is not base64", cfg.TSIGName)
+		}
+		u.name = dns.CanonicalName(cfg.TSIGName)
+	}
+	if cfg.Zone != "" {
+		u.cfg.Zone = dns.CanonicalName(cfg.Zone)
+	}
+	return u, nil
+}
+
+// Server returns the server updates go to.
+func (u *Updater) Server() string { return u.cfg.Server }
+
+// TTL returns the TTL of published records.
+func (u *Updater) TTL() uint32 { return u.cfg.TTL }
+
+// Publish replaces the TXT records at k's record name with k's record and
+// returns the zone it updated.
+func (u *Updater) Publish(ctx context.Context, k *keys.Key) (string, error) {
+	name := keys.RecordName(k.Domain, k.Selector)
+	zone, err := u.replace(ctx, name, keys.FormatRecord(k))
+	if err != nil {
+		return "", fmt.Errorf("publish: %s: %w", k.ID(), err)
+	}
+	return zone, nil
+}
+
+// Revoke replaces the TXT records of domain/selector with a revocation
+// record (empty p=, RFC 6376 §3.6.1) and returns the zone it updated.
+func (u *Updater) Revoke(ctx context.Context, domain, selector string, a keys.Algorithm) (string, error) {
+	zone, err := u.replace(ctx, keys.RecordName(domain, selector), keys.RevokedRecord(a))
+	if err != nil {
+		return "", fmt.Errorf("publish: %s/%s: revoke: %w", domain, selector, err)
+	}
+	return zone, nil
+}
+
+// Remove deletes the TXT records of domain/selector and returns the zone it
+// updated. Removing a record that is not there succeeds.
+func (u *Updater) Remove(ctx context.Context, domain, selector string) (string, error) {
+	name := dns.Fqdn(keys.RecordName(domain, selector))
+	zone, err := u.zoneOf(ctx, name)
+	if err != nil {
+		return "", fmt.Errorf("publish: %s/%s: remove: %w", domain, selector, err)
+	}
+	m := new(dns.Msg)
+	m.SetUpdate(zone)
+	m.RemoveRRset([]dns.RR{&dns.ANY{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeTXT, Class: dns.ClassINET}}})
+	if err := u.send(ctx, m); err != nil {
+		return "", fmt.Errorf("publish: %s/%s: remove: %w", domain, selector, err)
+	}
+	return zone, nil
+}
+
+// replace sends one update that deletes the TXT RRset at name and adds
+// value.
+func (u *Updater) replace(ctx context.Context, name, value string) (string, error) {
+	name = dns.Fqdn(name)
+	zone, err := u.zoneOf(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	m := new(dns.Msg)
+	m.SetUpdate(zone)
+	hdr := dns.RR_Header{Name: name, Rrtype: dns.TypeTXT, Class: dns.ClassINET}
+	m.RemoveRRset([]dns.RR{&dns.ANY{Hdr: hdr}})
+	hdr.Ttl = u.cfg.TTL
+	m.Insert([]dns.RR{&dns.TXT{Hdr: hdr, Txt: escape(keys.RecordStrings(value))}})
+	return zone, u.send(ctx, m)
+}
+
+// escape puts TXT strings into miekg/dns's presentation form.
+func escape(parts []string) []string {
+	out := make([]string, len(parts))
+	for i, p := range parts {
+		out[i] = strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(p)
+	}
+	return out
+}
+
+// zoneOf returns the configured zone, or asks the server for the SOA that
+// covers name: the answer's SOA for a zone apex, the authority section's
+// otherwise.
+func (u *Updater) zoneOf(ctx context.Context, name string) (string, error) {
+	if u.cfg.Zone != "" {
+		if !dns.IsSubDomain(u.cfg.Zone, name) {
+			return "", fmt.Errorf("%s is not in zone %s (keys.publish.zone)", name, u.cfg.Zone)
+		}
+		return u.cfg.Zone, nil
+	}
+	q := new(dns.Msg)
+	q.SetQuestion(dns.CanonicalName(name), dns.TypeSOA)
+	q.RecursionDesired = false
+	r, err := u.exchange(ctx, q, false)
+	if err != nil {
+		return "", fmt.Errorf("find zone of %s: %w", name, err)
+	}
+	if r.Rcode != dns.RcodeSuccess && r.Rcode != dns.RcodeNameError {
+		return "", fmt.Errorf("find zone of %s: server %s answered %s (is it authoritative for the zone? set keys.publish.zone)",
+			name, u.cfg.Server, dns.RcodeToString[r.Rcode])
+	}
+	for _, sec := range [][]dns.RR{r.Answer, r.Ns} {
+		for _, rr := range sec {
+			if soa, ok := rr.(*dns.SOA); ok && dns.IsSubDomain(soa.Hdr.Name, name) {
+				return dns.CanonicalName(soa.Hdr.Name), nil
+			}
+		}
+	}
+	return "", fmt.Errorf("find zone of %s: server %s sent no SOA (is it authoritative for the zone? set keys.publish.zone)", name, u.cfg.Server)
+}
+
+// send sends an update and checks the answer.
+func (u *Updater) send(ctx context.Context, m *dns.Msg) error {
+	r, err := u.exchange(ctx, m, true)
+	if err != nil {
+		return err
+	}
+	if r.Rcode != dns.RcodeSuccess {
+		return fmt.Errorf("server %s refused the update of zone %s: %s%s", u.cfg.Server, m.Question[0].Name,
+			dns.RcodeToString[r.Rcode], rcodeHint(r.Rcode))
+	}
+	return nil
+}
+
+func rcodeHint(rcode int) string {
+	switch rcode {
+	case dns.RcodeRefused:
+		return " (does the server allow updates from this address with this TSIG key?)"
+	case dns.RcodeNotAuth:
+		return " (TSIG key name, algorithm or secret wrong, or the server is not authoritative for the zone)"
+	case dns.RcodeNotZone:
+		return " (the record is not in that zone)"
+	}
+	return ""
+}
+
+// exchange sends m over TCP, signed when a TSIG key is configured and sign
+// is set, and checks the answer's signature.
+func (u *Updater) exchange(ctx context.Context, m *dns.Msg, sign bool) (*dns.Msg, error) {
+	c := &dns.Client{Net: "tcp", Timeout: u.cfg.Timeout}
+	if sign && u.name != "" {
+		c.TsigSecret = map[string]string{u.name: u.cfg.TSIGSecret}
+		m.SetTsig(u.name, u.algo, 300, time.Now().Unix())
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < c.Timeout {
+		c.Timeout = max(time.Until(dl), time.Millisecond)
+	}
+	r, _, err := c.ExchangeContext(ctx, m, u.cfg.Server)
+	if err != nil {
+		if errors.Is(err, dns.ErrAuth) || errors.Is(err, dns.ErrSig) || errors.Is(err, dns.ErrSecret) || errors.Is(err, dns.ErrKey) {
+			return nil, fmt.Errorf("server %s rejected the TSIG signature (check keys.publish.tsig_name, tsig_algorithm and the secret): %w", u.cfg.Server, err)
+		}
+		return nil, fmt.Errorf("server %s: %w", u.cfg.Server, err)
+	}
+	if sign && u.name != "" && r.IsTsig() == nil && r.Rcode == dns.RcodeSuccess {
+		return nil, fmt.Errorf("server %s: answer is not signed with TSIG", u.cfg.Server)
+	}
+	return r, nil
+}
+
+// Lookup asks the server itself for the TXT records at name, bypassing any
+// cache, as a keys.TXTLookup: used to confirm an update. A name without TXT
+// records gives a *net.DNSError with IsNotFound.
+func (u *Updater) Lookup(ctx context.Context, name string) ([]string, error) {
+	q := new(dns.Msg)
+	q.SetQuestion(dns.Fqdn(name), dns.TypeTXT)
+	q.RecursionDesired = false
+	r, err := u.exchange(ctx, q, false)
+	if err != nil {
+		return nil, &net.DNSError{Err: err.Error(), Name: name, Server: u.cfg.Server, IsTemporary: true}
+	}
+	switch r.Rcode {
+	case dns.RcodeSuccess:
+	case dns.RcodeNameError:
+		return nil, &net.DNSError{Err: "no such host", Name: name, Server: u.cfg.Server, IsNotFound: true}
+	default:
+		return nil, &net.DNSError{Err: dns.RcodeToString[r.Rcode], Name: name, Server: u.cfg.Server, IsTemporary: true}
+	}
+	var out []string
+	for _, rr := range r.Answer {
+		if t, ok := rr.(*dns.TXT); ok && strings.EqualFold(t.Hdr.Name, dns.Fqdn(name)) {
+			out = append(out, unescape(strings.Join(t.Txt, "")))
+		}
+	}
+	if len(out) == 0 {
+		return nil, &net.DNSError{Err: "no TXT record", Name: name, Server: u.cfg.Server, IsNotFound: true}
+	}
+	return out, nil
+}
+
+// unescape undoes miekg/dns's presentation-form escapes (\" \\ \DDD).
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == '\\' && i+1 < len(s) {
+			if i+3 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) {
+				b.WriteByte((s[i+1]-'0')*100 + (s[i+2]-'0')*10 + (s[i+3] - '0'))
+				i += 3
+				continue
+			}
+			i++
+			c = s[i]
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}
+
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+// secretPatterns find a TSIG secret in the key file formats of BIND
+// (`secret "..."`), Knot (`secret: ...`) and in a bare base64 file.
+var (
+	secretRE = regexp.MustCompile(`(?m)secret\s*[:=]?\s*"?([A-Za-z0-9+/=]+)"?`)
+	algoRE   = regexp.MustCompile(`(?m)algorithm\s*[:=]?\s*"?([A-Za-z0-9.-]+)"?`)
+)
+
+// ReadSecretFile reads a TSIG secret from path: a file holding only the
+// base64 secret, a BIND key file (`key "name" { algorithm hmac-sha256;
+// secret "..."; };`, as tsig-keygen writes) or a Knot key file (`secret:
+// ...`, as keymgr -t writes). It returns the secret and, if the file names
+// one, the algorithm. The file must not be readable by others.
+func ReadSecretFile(path string) (secret, algorithm string, err error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", "", fmt.Errorf("publish: TSIG secret: %w", err)
+	}
+	if fi.Mode().Perm()&0o007 != 0 {
+		return "", "", fmt.Errorf("publish: TSIG secret %s has mode %04o: readable by others (run chmod 600 %s)", path, fi.Mode().Perm(), path)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", "", fmt.Errorf("publish: TSIG secret: %w", err)
+	}
+	text := strings.TrimSpace(string(data))
+	if m := secretRE.FindStringSubmatch(text); m != nil {
+		secret = m[1]
+		if a := algoRE.FindStringSubmatch(text); a != nil {
+			algorithm = strings.ToLower(a[1])
+		}
+	} else {
+		secret = text
+	}
+	if raw, err := base64.StdEncoding.DecodeString(secret); err != nil || len(raw) == 0 {
+		return "", "", fmt.Errorf("publish: TSIG secret %s: no base64 secret found", path)
+	}
+	return secret, algorithm, nil
+}

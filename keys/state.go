@@ -1,0 +1,122 @@
+package keys
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+)
+
+// StateFile is the name of the rotation state file in each domain folder,
+// <dir>/<domain>/.state.json. It starts with a dot and does not end in .pem,
+// so the key table ignores it. Only `authmilter rotate` and keygen write it;
+// the daemon never reads it.
+const StateFile = ".state.json"
+
+// stateVersion is the format version written to StateFile.
+const stateVersion = 1
+
+// KeyState is what rotation has observed about one key of a domain. Times
+// are when `authmilter rotate` (or keygen) saw or did something, never
+// guesses: a missing time means "not seen yet", which only ever delays a
+// retirement.
+type KeyState struct {
+	// Algorithm is the key's a=.
+	Algorithm Algorithm `json:"algorithm,omitempty"`
+	// Created is when keygen or rotate made the key.
+	Created time.Time `json:"created,omitzero"`
+	// Published is when its record was last published by an RFC 2136 update.
+	Published time.Time `json:"published,omitzero"`
+	// FirstActive is when rotate first saw the key active (chosen for signing).
+	FirstActive time.Time `json:"first_active,omitzero"`
+	// Superseded is when rotate first saw a newer key of the same algorithm
+	// active while this one was not: the daemon stops signing with a key at
+	// most keys.recheck after that. It is cleared if the key becomes active
+	// again. The grace period counts from here.
+	Superseded time.Time `json:"superseded,omitzero"`
+	// Retired is when the key file was moved to retired/.
+	Retired time.Time `json:"retired,omitzero"`
+	// Withdrawn is when its DNS record was removed or revoked by an RFC 2136
+	// update (zero: not yet, or left to the administrator).
+	Withdrawn time.Time `json:"withdrawn,omitzero"`
+}
+
+// DomainState is the content of a domain's StateFile: the keys by selector.
+type DomainState struct {
+	// Version is the file format version (1).
+	Version int `json:"version"`
+	// Keys maps a selector to what is known about its key.
+	Keys map[string]*KeyState `json:"keys"`
+}
+
+// Key returns the state of selector, creating an empty one if needed.
+func (s *DomainState) Key(selector string) *KeyState {
+	if s.Keys == nil {
+		s.Keys = map[string]*KeyState{}
+	}
+	ks := s.Keys[selector]
+	if ks == nil {
+		ks = &KeyState{}
+		s.Keys[selector] = ks
+	}
+	return ks
+}
+
+// Created returns when k was made: as recorded by keygen or rotate, or
+// else its file's modification time (keys made by other tools, or by hand).
+func (s *DomainState) Created(k *Key) time.Time {
+	if ks := s.Keys[k.Selector]; ks != nil && !ks.Created.IsZero() {
+		return ks.Created
+	}
+	return k.ModTime
+}
+
+// Selectors returns the selectors in the state, sorted.
+func (s *DomainState) Selectors() []string {
+	out := make([]string, 0, len(s.Keys))
+	for sel := range s.Keys {
+		out = append(out, sel)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// LoadState reads the StateFile of a domain folder; a missing file is an
+// empty state.
+func LoadState(domainDir string) (*DomainState, error) {
+	path := filepath.Join(domainDir, StateFile)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return &DomainState{Version: stateVersion, Keys: map[string]*KeyState{}}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("keys: %s: %w", path, err)
+	}
+	var s DomainState
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, fmt.Errorf("keys: %s: %w (move the file away to start over; rotation then only waits longer)", path, err)
+	}
+	if s.Version != stateVersion {
+		return nil, fmt.Errorf("keys: %s: unknown version %d (want %d)", path, s.Version, stateVersion)
+	}
+	if s.Keys == nil {
+		s.Keys = map[string]*KeyState{}
+	}
+	return &s, nil
+}
+
+// Save writes the state atomically to domainDir's StateFile (mode 0600).
+func (s *DomainState) Save(domainDir string) error {
+	s.Version = stateVersion
+	data, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return fmt.Errorf("keys: %s: %w", domainDir, err)
+	}
+	if err := writeReplace(filepath.Join(domainDir, StateFile), append(data, '\n'), 0o600); err != nil {
+		return fmt.Errorf("keys: %s: %w", domainDir, err)
+	}
+	return nil
+}
