@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 )
 
 // Record is a parsed DKIM key record (RFC 6376 §3.6.1).
@@ -194,4 +195,27 @@ func CheckPublished(ctx context.Context, lookup TXTLookup, k *Key) Publication {
 		return Publication{Mismatch, fmt.Sprintf("record at %s holds a different public key", name)}
 	}
 	return Publication{State: Published}
+}
+
+// CheckAllPublished checks many keys at once, a bounded number of lookups
+// at a time: an ESP's table has thousands of domains.
+func CheckAllPublished(ctx context.Context, lookup TXTLookup, ks []*Key) map[*Key]Publication {
+	const parallel = 32
+	out := make(map[*Key]Publication, len(ks))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, parallel)
+	for _, k := range ks {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			pub := CheckPublished(ctx, lookup, k)
+			mu.Lock()
+			out[k] = pub
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out
 }

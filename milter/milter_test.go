@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/authmilter/authmilter/internal/miltertest"
+	"github.com/authmilter/authmilter/internal/syncbuf"
 	"github.com/authmilter/authmilter/internal/testdns"
 	"github.com/authmilter/authmilter/keys"
 	"github.com/authmilter/authmilter/policy"
@@ -28,32 +29,15 @@ type env struct {
 	dns  *testdns.Server
 	res  *resolve.Resolver
 	pol  atomic.Pointer[policy.Policy]
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 	keys string
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // start runs the milter on 127.0.0.1:0 with keys for example.com (RSA and
 // Ed25519), published in a test DNS server, and the given extra config.
 func start(t *testing.T, extra string) *env {
 	t.Helper()
-	e := &env{dns: testdns.Start(t), logs: &syncBuffer{}, keys: t.TempDir()}
+	e := &env{dns: testdns.Start(t), logs: &syncbuf.Buffer{}, keys: t.TempDir()}
 	for _, g := range []struct{ sel, algo string }{{"2026-11", "rsa-2048"}, {"2026-11e", "ed25519"}} {
 		k, err := keys.Generate(e.keys, "example.com", g.sel, g.algo)
 		if err != nil {
@@ -358,7 +342,7 @@ func TestUnixSocketMode(t *testing.T) {
 // A panic while handling one message (here: no policy at all) is a logged
 // internal error answered per on_internal_error, and the daemon goes on.
 func TestPanicIsContained(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	srv := &Server{Policy: func() *policy.Policy { return nil }, Logger: slog.New(slog.NewTextHandler(logs, nil))}
 	if err := srv.Listen([]string{"inet:127.0.0.1:0"}, 0o600, ""); err != nil {
 		t.Fatal(err)

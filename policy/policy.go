@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
-	"sync"
 	"time"
 
 	"blitiri.com.ar/go/spf"
@@ -104,8 +103,7 @@ func Compile(ctx context.Context, cfg *Config, r Resolver) (*Policy, error) {
 	return p, nil
 }
 
-// checkPublication looks up every key's record, a bounded number at a time:
-// an ESP's table has thousands of domains.
+// checkPublication looks up every key's record.
 func (p *Policy) checkPublication(ctx context.Context) {
 	all := p.table.All()
 	if !p.cfg.Keys.RequirePublished || p.resolver == nil {
@@ -114,21 +112,7 @@ func (p *Policy) checkPublication(ctx context.Context) {
 		}
 		return
 	}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 32)
-	for _, k := range all {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func(k *keys.Key) {
-			defer func() { <-sem; wg.Done() }()
-			pub := keys.CheckPublished(ctx, p.resolver.LookupTXT, k)
-			mu.Lock()
-			p.publication[k] = pub
-			mu.Unlock()
-		}(k)
-	}
-	wg.Wait()
+	p.publication = keys.CheckAllPublished(ctx, p.resolver.LookupTXT, all)
 }
 
 // Config returns the configuration the snapshot was compiled from. Callers

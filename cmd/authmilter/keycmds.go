@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -246,21 +245,7 @@ func loadKeyView(ctx context.Context, cfg *policy.Config) (*keyView, error) {
 		}
 		return v, nil
 	}
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 32)
-	for _, k := range all {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			p := keys.CheckPublished(ctx, r.LookupTXT, k)
-			mu.Lock()
-			v.pub[k] = p
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
+	v.pub = keys.CheckAllPublished(ctx, r.LookupTXT, all)
 	return v, nil
 }
 

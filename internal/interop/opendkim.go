@@ -11,10 +11,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/authmilter/authmilter/internal/miltertest"
+	"github.com/authmilter/authmilter/internal/syncbuf"
 	"github.com/emersion/go-milter"
 )
 
@@ -230,26 +230,8 @@ type openDKIMInstance struct {
 	cmd    *exec.Cmd
 	dir    string
 	sock   string
-	output *syncBuffer
+	output *syncbuf.Buffer
 	done   chan error
-}
-
-// syncBuffer is a bytes.Buffer safe for the process's writers and readers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // startOpenDKIM writes conf (plus the settings every instance needs) and
@@ -289,7 +271,7 @@ func startOpenDKIM(ctx context.Context, conf string, files map[string][]byte) (*
 			return nil, fmt.Errorf("interop: opendkim: write %s: %w", name, err)
 		}
 	}
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	cmd := exec.Command(opendkimBin, "-f", "-x", filepath.Join(dir, "opendkim.conf"))
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.Dir = dir

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/authmilter/authmilter/internal/miltertest"
+	"github.com/authmilter/authmilter/internal/syncbuf"
 	"github.com/authmilter/authmilter/keys"
 	"github.com/authmilter/authmilter/policy"
 	"github.com/authmilter/authmilter/policy/resolve"
@@ -48,28 +49,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer collects a process's output.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // daemon is a running `authmilter run`.
 type daemon struct {
 	cmd     *exec.Cmd
-	logs    *syncBuffer
+	logs    *syncbuf.Buffer
 	cfgPath string
 	sock    string
 	metrics string // host:port of /metrics
@@ -119,7 +102,7 @@ dir = %q
 // listens. It is stopped with SIGTERM (by PID) when the test ends.
 func startDaemon(t testing.TB, cfgPath, sock, metrics string) *daemon {
 	t.Helper()
-	d := &daemon{logs: &syncBuffer{}, cfgPath: cfgPath, sock: sock, metrics: metrics, done: make(chan struct{})}
+	d := &daemon{logs: &syncbuf.Buffer{}, cfgPath: cfgPath, sock: sock, metrics: metrics, done: make(chan struct{})}
 	d.cmd = exec.Command(binary, "run", "-config", cfgPath)
 	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
 	if err := d.cmd.Start(); err != nil {

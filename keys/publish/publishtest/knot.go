@@ -18,11 +18,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/authmilter/authmilter/internal/syncbuf"
 )
 
 // KnotBinary is the Knot DNS server binary.
@@ -46,25 +47,8 @@ type Knot struct {
 	SecretFile string
 
 	cmd  *exec.Cmd
-	logs *syncBuffer
+	logs *syncbuf.Buffer
 	done chan struct{}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // StartKnot starts knotd authoritative for zones (e.g. "example.com"), each
@@ -101,7 +85,7 @@ func startKnot(t testing.TB, zones []string) (*Knot, error) {
 	raw := make([]byte, 32)
 	rand.Read(raw)
 	k := &Knot{Addr: addr, Dir: dir, TSIGSecret: base64.StdEncoding.EncodeToString(raw),
-		SecretFile: filepath.Join(dir, "tsig.secret"), logs: &syncBuffer{}, done: make(chan struct{})}
+		SecretFile: filepath.Join(dir, "tsig.secret"), logs: &syncbuf.Buffer{}, done: make(chan struct{})}
 	if err := os.WriteFile(k.SecretFile, []byte(k.TSIGSecret+"\n"), 0o600); err != nil {
 		return nil, err
 	}
