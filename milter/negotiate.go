@@ -1,6 +1,7 @@
 package milter
 
 import (
+	"bufio"
 	"encoding/binary"
 	"io"
 	"net"
@@ -19,6 +20,9 @@ import (
 // stream is touched.
 type negotiatingConn struct {
 	net.Conn
+	// br buffers reads: go-milter reads each packet's length and payload
+	// with separate unbuffered reads, two system calls per packet.
+	br *bufio.Reader
 
 	mu        sync.Mutex
 	readBuf   []byte // the MTA's OPTNEG packet, replayed to go-milter
@@ -36,10 +40,13 @@ const optNegLen = 13 // 'O' + version + actions + protocol
 func (c *negotiatingConn) Read(p []byte) (int, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.br == nil {
+		c.br = bufio.NewReaderSize(c.Conn, readBufferSize)
+	}
 	if !c.readDone {
 		c.readDone = true
 		var hdr [4]byte
-		if _, err := io.ReadFull(c.Conn, hdr[:]); err != nil {
+		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
 			return 0, err
 		}
 		n := binary.BigEndian.Uint32(hdr[:])
@@ -49,7 +56,7 @@ func (c *negotiatingConn) Read(p []byte) (int, error) {
 			c.readBuf = hdr[:]
 		} else {
 			data := make([]byte, n)
-			if _, err := io.ReadFull(c.Conn, data); err != nil {
+			if _, err := io.ReadFull(c.br, data); err != nil {
 				return 0, err
 			}
 			if n >= optNegLen && data[0] == byte(gomilter.CodeOptNeg) {
@@ -64,8 +71,13 @@ func (c *negotiatingConn) Read(p []byte) (int, error) {
 		c.readBuf = c.readBuf[n:]
 		return n, nil
 	}
-	return c.Conn.Read(p)
+	return c.br.Read(p)
 }
+
+// readBufferSize holds many small packets (macros, headers, commands) in
+// one read; body chunks larger than it are read straight into go-milter's
+// buffer by bufio.
+const readBufferSize = 8 << 10
 
 func (c *negotiatingConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
