@@ -47,7 +47,7 @@ ttl = 300
 	rotateAt := func(when time.Time, args ...string) string {
 		return runCmd(t, append([]string{"rotate", "-config", cfgPath, "-test-now", when.Format(time.RFC3339)}, args...)...)
 	}
-	published := map[string]time.Time{} // selector -> when rotate returned, its record published
+	published := map[string]time.Time{} // selector -> a moment before its record was published
 
 	// Day 0: the domain's first keys, published by dynamic update.
 	out := rotateAt(t0, "-d", "example.com", "-a", "rsa-2048,ed25519")
@@ -104,6 +104,10 @@ ttl = 300
 			}
 		}
 		from := d.logLen()
+		// rotate publishes while it runs: the record cannot have been in
+		// DNS before this moment, so a message finished earlier and signed
+		// with the new key would be signed before publication.
+		rotateStarted := time.Now()
 		out := rotateAt(now, "-all")
 		ev := event{day: n}
 		for _, line := range strings.Split(out, "\n") {
@@ -127,7 +131,7 @@ ttl = 300
 			if !strings.Contains(out, "published "+sel+"._domainkey.example.com. TXT by RFC 2136 update") {
 				t.Errorf("day %d: %s not published by dynamic update", n, sel)
 			}
-			published[sel] = time.Now()
+			published[sel] = rotateStarted
 			k, err := keys.LoadKey(filepath.Join(keyDir, "example.com", sel+".pem"), "example.com", sel)
 			if err != nil {
 				t.Fatal(err)
