@@ -7,10 +7,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -362,5 +364,49 @@ func TestPanicIsContained(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "internal error") || !strings.Contains(logs.String(), "queue=PANIC") {
 		t.Errorf("no internal error logged with the queue ID:\n%s", logs.String())
+	}
+}
+
+// IPv4 and IPv6 inet sockets and a unix socket with a group, served at once.
+func TestListenEveryKind(t *testing.T) {
+	e := start(t, "")
+	grp, err := user.LookupGroupId(fmt.Sprint(os.Getgid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "run", "am.sock")
+	srv := &Server{Policy: e.pol.Load, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if err := srv.Listen([]string{"inet:127.0.0.1:0", "inet:[::1]:0", "unix:" + sock}, 0o640, grp.Name); err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve()
+	defer srv.Close()
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); !ok || fmt.Sprint(st.Gid) != grp.Gid || fi.Mode().Perm() != 0o640 {
+		t.Errorf("socket %s: mode %v, group %v; want 0640, %s", sock, fi.Mode(), fi.Sys(), grp.Gid)
+	}
+	addrs := srv.Addrs()
+	if len(addrs) != 3 {
+		t.Fatalf("listening on %v", addrs)
+	}
+	for _, a := range addrs {
+		network := "tcp"
+		if a.Network() == "unix" {
+			network = "unix"
+		}
+		tx := miltertest.Transaction{ClientIP: "127.0.0.1", MailFrom: "a@example.com", RcptTo: []string{"b@example.org"}, QueueID: "L"}
+		res, err := miltertest.Run(context.Background(), network, a.String(), tx, []byte("From: a@example.com\r\n\r\nbody\r\n"))
+		if err != nil {
+			t.Fatalf("%s: %v", a, err)
+		}
+		if n := bytes.Count(res.Message, []byte("DKIM-Signature:")); n != 2 {
+			t.Errorf("%s: %d signatures", a, n)
+		}
+	}
+	if err := srv.Listen([]string{"unix:" + filepath.Join(t.TempDir(), "b.sock")}, 0o600, "no-such-group-here"); err == nil || !strings.Contains(err.Error(), "no-such-group-here") {
+		t.Errorf("unknown group: %v", err)
 	}
 }
