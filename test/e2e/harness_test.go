@@ -61,6 +61,7 @@ type env struct {
 	main     *milterProc // Postfix smtpd_milters/non_smtpd_milters, Sendmail
 	enforce  *milterProc // [dmarc] enforce = true
 	down     *milterProc // stopped and started by TestPostfix/milter_down
+	simple   *milterProc // [signing] canonicalization = "simple/simple"
 	spy      *spyMilter  // asks for SMFIP_HDR_LEADSPC, as authmilter does
 	spyPlain *spyMilter  // asks for nothing
 
@@ -162,13 +163,16 @@ func (e *env) setup() error {
 		return err
 	}
 	e.onClose(func() { e.spyPlain.close() })
-	if e.main, err = e.startMilter("main", 0, false); err != nil {
+	if e.main, err = e.startMilter("main", false, canonRelaxed); err != nil {
 		return err
 	}
-	if e.enforce, err = e.startMilter("enforce", 0, true); err != nil {
+	if e.enforce, err = e.startMilter("enforce", true, canonRelaxed); err != nil {
 		return err
 	}
-	if e.down, err = e.startMilter("down", 0, false); err != nil {
+	if e.down, err = e.startMilter("down", false, canonRelaxed); err != nil {
+		return err
+	}
+	if e.simple, err = e.startMilter("simple", false, canonSimple); err != nil {
 		return err
 	}
 	return nil
@@ -243,7 +247,7 @@ func (e *env) startDNS() error {
 // records it prints, and makes sender.example's key for dkimpy.
 func (e *env) makeKeys() error {
 	e.keysDir = filepath.Join(e.root, "keys")
-	cfg, err := e.writeMilterConfig("keygen", 1, false)
+	cfg, err := e.writeMilterConfig("keygen", 1, false, canonRelaxed)
 	if err != nil {
 		return err
 	}
@@ -470,40 +474,46 @@ func tailFile(path string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
+// The two [signing] canonicalization settings the daemons use.
+const (
+	canonRelaxed = "relaxed/relaxed" // the default
+	canonSimple  = "simple/simple"
+)
+
 // milterProc is one authmilter daemon.
 type milterProc struct {
-	name string
-	port int
-	cfg  string
-	log  string
-	p    *proc
-	mu   sync.Mutex
+	name  string
+	port  int
+	canon string // [signing] canonicalization
+	cfg   string
+	log   string
+	p     *proc
+	mu    sync.Mutex
 }
 
 func (m *milterProc) addr() string { return fmt.Sprintf("127.0.0.1:%d", m.port) }
 
 // writeMilterConfig renders testdata/e2e/authmilter.toml for an instance.
-func (e *env) writeMilterConfig(name string, port int, enforce bool) (string, error) {
+func (e *env) writeMilterConfig(name string, port int, enforce bool, canon string) (string, error) {
 	path := filepath.Join(e.root, "authmilter", name+".toml")
 	err := e.render("authmilter.toml", path, map[string]any{
 		"Name": name, "Port": port, "DNS": e.dnsAddr, "KeysDir": e.keysDir, "Enforce": enforce,
+		"Canonicalization": canon,
 	})
 	return path, err
 }
 
-// startMilter starts an authmilter instance on port (0: a free one).
-func (e *env) startMilter(name string, port int, enforce bool) (*milterProc, error) {
-	if port == 0 {
-		var err error
-		if port, err = freePort(); err != nil {
-			return nil, err
-		}
-	}
-	cfg, err := e.writeMilterConfig(name, port, enforce)
+// startMilter starts an authmilter instance on a free port.
+func (e *env) startMilter(name string, enforce bool, canon string) (*milterProc, error) {
+	port, err := freePort()
 	if err != nil {
 		return nil, err
 	}
-	m := &milterProc{name: name, port: port, cfg: cfg, log: filepath.Join(e.root, "authmilter", name+".log")}
+	cfg, err := e.writeMilterConfig(name, port, enforce, canon)
+	if err != nil {
+		return nil, err
+	}
+	m := &milterProc{name: name, port: port, canon: canon, cfg: cfg, log: filepath.Join(e.root, "authmilter", name+".log")}
 	if err := e.runMilter(m); err != nil {
 		return nil, err
 	}

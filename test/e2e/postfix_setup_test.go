@@ -21,7 +21,7 @@ type postfix struct {
 	p   *proc  // postfix start-fg: the master daemon
 	// Ports of the smtpd listeners (see testdata/e2e/postfix/master.cf).
 	Ports struct {
-		Main, Originating, Enforce, DownTempfail, DownAccept, Spy, SpyPlain int
+		Main, Originating, Enforce, DownTempfail, DownAccept, Simple, Spy, SpyPlain int
 	}
 }
 
@@ -118,7 +118,7 @@ func (e *env) startPostfix(dovecotPort int) (*postfix, error) {
 	if err := os.Chown(filepath.Join(pf.dir, "data"), uid, gid); err != nil {
 		return nil, err
 	}
-	for _, p := range []*int{&pf.Ports.Main, &pf.Ports.Originating, &pf.Ports.Enforce, &pf.Ports.DownTempfail, &pf.Ports.DownAccept, &pf.Ports.Spy, &pf.Ports.SpyPlain} {
+	for _, p := range []*int{&pf.Ports.Main, &pf.Ports.Originating, &pf.Ports.Enforce, &pf.Ports.DownTempfail, &pf.Ports.DownAccept, &pf.Ports.Simple, &pf.Ports.Spy, &pf.Ports.SpyPlain} {
 		if *p, err = freePort(); err != nil {
 			return nil, err
 		}
@@ -132,6 +132,7 @@ func (e *env) startPostfix(dovecotPort int) (*postfix, error) {
 		"MilterPort":        e.main.port,
 		"EnforceMilterPort": e.enforce.port,
 		"DownMilterPort":    e.down.port,
+		"SimpleMilterPort":  e.simple.port,
 		"SpyPort":           e.spy.port,
 		"SpyPlainPort":      e.spyPlain.port,
 	}
@@ -149,7 +150,7 @@ func (e *env) startPostfix(dovecotPort int) (*postfix, error) {
 	// The master daemon forks its services; stopping it is postfix stop.
 	watch.add(pf.p, "postfix -c "+pf.etc+" stop")
 	e.onClose(pf.stop)
-	for _, port := range []int{pf.Ports.Main, pf.Ports.Originating, pf.Ports.Enforce, pf.Ports.DownTempfail, pf.Ports.DownAccept, pf.Ports.Spy, pf.Ports.SpyPlain} {
+	for _, port := range []int{pf.Ports.Main, pf.Ports.Originating, pf.Ports.Enforce, pf.Ports.DownTempfail, pf.Ports.DownAccept, pf.Ports.Simple, pf.Ports.Spy, pf.Ports.SpyPlain} {
 		if err := waitPort(pf.addr(port), 15*time.Second, pf.p); err != nil {
 			return nil, fmt.Errorf("postfix: %v\n%s", err, pf.diagnose())
 		}

@@ -31,7 +31,7 @@ type sendmail struct {
 	cf    string
 	p     *proc
 	Ports struct {
-		Main, Enforce, DownTempfail, DownAccept int
+		Main, Enforce, DownTempfail, DownAccept, Simple int
 	}
 }
 
@@ -79,7 +79,7 @@ func (e *env) startSendmail() (*sendmail, error) {
 		return nil, err
 	}
 	var err error
-	for _, p := range []*int{&sm.Ports.Main, &sm.Ports.Enforce, &sm.Ports.DownTempfail, &sm.Ports.DownAccept} {
+	for _, p := range []*int{&sm.Ports.Main, &sm.Ports.Enforce, &sm.Ports.DownTempfail, &sm.Ports.DownAccept, &sm.Ports.Simple} {
 		if *p, err = freePort(); err != nil {
 			return nil, err
 		}
@@ -114,6 +114,7 @@ func (e *env) startSendmail() (*sendmail, error) {
 		"MilterPort":        e.main.port,
 		"EnforceMilterPort": e.enforce.port,
 		"DownMilterPort":    e.down.port,
+		"SimpleMilterPort":  e.simple.port,
 		"SpyPort":           e.spy.port,
 		"SpyPlainPort":      e.spyPlain.port,
 	})
@@ -143,7 +144,7 @@ func (e *env) startSendmail() (*sendmail, error) {
 		return nil, err
 	}
 	e.onClose(sm.p.stop)
-	for _, port := range []int{sm.Ports.Main, sm.Ports.Enforce, sm.Ports.DownTempfail, sm.Ports.DownAccept} {
+	for _, port := range []int{sm.Ports.Main, sm.Ports.Enforce, sm.Ports.DownTempfail, sm.Ports.DownAccept, sm.Ports.Simple} {
 		if err := waitPort(sm.addr(port), 20*time.Second, sm.p); err != nil {
 			return nil, fmt.Errorf("sendmail: %v", err)
 		}
