@@ -152,10 +152,7 @@ func TestRecordRoundTripAndPublication(t *testing.T) {
 		t.Fatal(err)
 	}
 	odkTXT, _ := os.ReadFile("../testdata/keys/rsa2048-pkcs1-opendkim.txt")
-	var parts []string
-	for _, f := range strings.Split(string(odkTXT), "\"")[1:] {
-		parts = append(parts, f)
-	}
+	parts := strings.Split(string(odkTXT), "\"")[1:]
 	var odkRecord strings.Builder
 	for i := 0; i < len(parts); i += 2 {
 		odkRecord.WriteString(parts[i])

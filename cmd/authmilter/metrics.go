@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/authmilter/authmilter/policy"
@@ -43,7 +44,7 @@ func newMetrics() *metrics {
 		}),
 	}
 	m.reg.MustRegister(m.messages, m.signatures, m.errors, m.reloads, m.activeKeys, m.loadedAt,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 

@@ -88,9 +88,6 @@ func ParseRecord(txt string) (*Record, error) {
 	return rec, nil
 }
 
-// isWSP reports RFC 5234 WSP.
-func isWSP(c byte) bool { return c == ' ' || c == '\t' }
-
 func trimWSP(s string) string { return strings.Trim(s, " \t") }
 
 func isAlpha(s string) bool {

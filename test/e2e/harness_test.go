@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -69,7 +68,6 @@ type env struct {
 	dovecot *proc
 
 	mu       sync.Mutex
-	procs    []*proc // started processes, stopped in reverse order
 	cleanups []func()
 }
 
@@ -205,11 +203,9 @@ func (e *env) close() {
 
 // build compiles the authmilter binary once.
 func (e *env) build() error {
-	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	if _, err := os.Stat(goBin); err != nil {
-		if goBin, err = exec.LookPath("go"); err != nil {
-			return missing("go", "golang (Go 1.26)", err)
-		}
+	goBin, err := exec.LookPath("go")
+	if err != nil {
+		return missing("go", "golang (Go 1.26)", err)
 	}
 	e.bin = filepath.Join(e.root, "bin", "authmilter")
 	cmd := exec.Command(goBin, "build", "-o", e.bin, "./cmd/authmilter")

@@ -188,23 +188,6 @@ func (pf *postfix) logFor(queueID string) string {
 	return strings.Join(out, "\n")
 }
 
-// maillogSince returns the maillog from byte offset off.
-func (pf *postfix) maillogSince(off int64) string {
-	b, _ := os.ReadFile(filepath.Join(pf.dir, "maillog"))
-	if off > int64(len(b)) {
-		return ""
-	}
-	return string(b[off:])
-}
-
-func (pf *postfix) maillogSize() int64 {
-	st, err := os.Stat(filepath.Join(pf.dir, "maillog"))
-	if err != nil {
-		return 0
-	}
-	return st.Size()
-}
-
 // sendmailCmd submits msg with Postfix's sendmail command to this instance
 // (the postdrop/pickup path, so non_smtpd_milters applies).
 func (pf *postfix) sendmailCmd(from string, msg []byte) error {

@@ -117,9 +117,7 @@ func (s *sink) serve(c net.Conn) {
 				if l == ".\r\n" || l == ".\n" {
 					break
 				}
-				if strings.HasPrefix(l, ".") {
-					l = l[1:]
-				}
+				l = strings.TrimPrefix(l, ".") // dot-stuffing
 				data.WriteString(l)
 			}
 			m := cur

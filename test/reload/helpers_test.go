@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,8 +36,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binary = filepath.Join(dir, "authmilter")
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-	build := exec.Command(gobin, "build", "-o", binary, "github.com/authmilter/authmilter/cmd/authmilter")
+	build := exec.Command("go", "build", "-o", binary, "github.com/authmilter/authmilter/cmd/authmilter")
 	if out, err := build.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "build authmilter: %v\n%s", err, out)
 		os.RemoveAll(dir)
