@@ -6,9 +6,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/emersion/go-msgauth/dkim"
-
 	"github.com/authmilter/authmilter/keys"
+	"github.com/authmilter/authmilter/policy/dkimsign"
 	"github.com/authmilter/authmilter/policy/mailaddr"
 )
 
@@ -75,14 +74,11 @@ type Message struct {
 
 	fromDomain string
 	notSigned  string // why a message is not signed, for the log
-	signers    []*signing
-	in         *inbound // nil when the message is not authenticated
-}
-
-type signing struct {
-	key    *keys.Key
-	signer *dkim.Signer
-	err    error
+	signKeys   []*keys.Key
+	// bodyHash hashes the body once for all signatures (they share the
+	// body canonicalization).
+	bodyHash *dkimsign.BodyHasher
+	in       *inbound // nil when the message is not authenticated
 }
 
 // Begin starts processing a message whose header is complete.
@@ -121,34 +117,8 @@ func (m *Message) beginSigning() {
 		m.notSigned = "no active key for " + from
 		return
 	}
-	headerKeys := m.p.signedHeaderKeys(m.header)
-	var hdr strings.Builder
-	for _, f := range m.header {
-		hdr.WriteString(f.Name)
-		hdr.WriteByte(':')
-		hdr.WriteString(f.Value)
-		hdr.WriteString("\r\n")
-	}
-	hdr.WriteString("\r\n")
-	for _, k := range ks {
-		opts := &dkim.SignOptions{
-			Domain:                 k.Domain,
-			Selector:               k.Selector,
-			Signer:                 k.Signer,
-			HeaderCanonicalization: m.p.headerCanon,
-			BodyCanonicalization:   m.p.bodyCanon,
-			HeaderKeys:             headerKeys,
-		}
-		if e := m.p.cfg.Signing.Expire.Duration; e > 0 {
-			opts.Expiration = time.Now().Add(e)
-		}
-		s := &signing{key: k}
-		s.signer, s.err = dkim.NewSigner(opts)
-		if s.err == nil {
-			_, s.err = s.signer.Write([]byte(hdr.String()))
-		}
-		m.signers = append(m.signers, s)
-	}
+	m.signKeys = ks
+	m.bodyHash = dkimsign.NewBodyHasher(m.p.bodyCanon)
 }
 
 // SigningKeys returns the keys a message from fromDomain is signed with:
@@ -216,13 +186,11 @@ func (p *Policy) signedHeaderKeys(header []HeaderField) []string {
 	return out
 }
 
-// Write feeds a chunk of the body (CRLF line ends, not dot-stuffed) to every
-// signer as it arrives; the body is never kept.
+// Write feeds a chunk of the body (CRLF line ends, not dot-stuffed) to the
+// body hash and the verifier as it arrives; the body is never kept.
 func (m *Message) Write(chunk []byte) (int, error) {
-	for _, s := range m.signers {
-		if s.err == nil {
-			_, s.err = s.signer.Write(chunk)
-		}
+	if m.bodyHash != nil {
+		m.bodyHash.Write(chunk)
 	}
 	if m.in != nil {
 		m.in.write(chunk)
@@ -232,12 +200,7 @@ func (m *Message) Write(chunk []byte) (int, error) {
 
 // Abort releases the message's resources without a decision.
 func (m *Message) Abort() {
-	for _, s := range m.signers {
-		if s.signer != nil {
-			s.signer.Close()
-		}
-	}
-	m.signers = nil
+	m.signKeys, m.bodyHash = nil, nil
 	if m.in != nil {
 		m.in.abort()
 		m.in = nil
@@ -286,20 +249,30 @@ func (m *Message) finishSigning(d *Decision) {
 		d.Log = append(d.Log, slog.String("from", m.fromDomain))
 	}
 	var signed, failed []string
-	for _, s := range m.signers {
-		if s.err == nil {
-			s.err = s.signer.Close()
-		} else {
-			s.signer.Close()
+	if len(m.signKeys) > 0 {
+		bh := m.bodyHash.Sum()
+		header := make([]dkimsign.Field, len(m.header))
+		for i, f := range m.header {
+			header[i] = dkimsign.Field{Name: f.Name, Value: f.Value}
 		}
-		if s.err != nil {
-			failed = append(failed, fmt.Sprintf("%s: %v", s.key.ID(), s.err))
-			continue
+		now := time.Now()
+		params := dkimsign.Params{
+			HeaderCanon: m.p.headerCanon, BodyCanon: m.p.bodyCanon,
+			HeaderKeys: m.p.signedHeaderKeys(m.header), Time: now,
 		}
-		sig := s.signer.Signature()
-		name, value, _ := strings.Cut(strings.TrimSuffix(sig, "\r\n"), ":")
-		d.Prepend = append(d.Prepend, HeaderField{Name: name, Value: value})
-		signed = append(signed, s.key.ID()+"/"+string(s.key.Algorithm))
+		if e := m.p.cfg.Signing.Expire.Duration; e > 0 {
+			params.Expire = now.Add(e)
+		}
+		for _, k := range m.signKeys {
+			params.Domain, params.Selector, params.Signer = k.Domain, k.Selector, k.Signer
+			value, err := dkimsign.Sign(params, header, bh)
+			if err != nil {
+				failed = append(failed, fmt.Sprintf("%s: %v", k.ID(), err))
+				continue
+			}
+			d.Prepend = append(d.Prepend, HeaderField{Name: "DKIM-Signature", Value: value})
+			signed = append(signed, k.ID()+"/"+string(k.Algorithm))
+		}
 	}
 	d.Signatures = len(signed)
 	if len(signed) > 0 {

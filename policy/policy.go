@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"blitiri.com.ar/go/spf"
-	"github.com/emersion/go-msgauth/dkim"
 
 	"github.com/authmilter/authmilter/keys"
+	"github.com/authmilter/authmilter/policy/dkimsign"
 )
 
 // Policy is one compiled snapshot. It is never modified after Compile; a
@@ -32,8 +32,8 @@ type Policy struct {
 	// active holds the keys to sign with, per d= domain.
 	active      map[string][]*keys.Key
 	rules       []RuleConfig
-	headerCanon dkim.Canonicalization
-	bodyCanon   dkim.Canonicalization
+	headerCanon dkimsign.Canon
+	bodyCanon   dkimsign.Canon
 	headerSet   map[string]bool
 	oversign    map[string]bool
 	resolver    Resolver
@@ -204,19 +204,19 @@ func (p *Policy) Direction(env *Envelope) (outbound bool, reason string) {
 	return false, ""
 }
 
-func parseCanonicalization(s string) (header, body dkim.Canonicalization, err error) {
+func parseCanonicalization(s string) (header, body dkimsign.Canon, err error) {
 	h, b, ok := strings.Cut(s, "/")
 	if !ok {
 		b = "simple" // RFC 6376 §3.5: c=relaxed means relaxed/simple
 	}
-	parse := func(v string) (dkim.Canonicalization, error) {
+	parse := func(v string) (dkimsign.Canon, error) {
 		switch v {
 		case "relaxed":
-			return dkim.CanonicalizationRelaxed, nil
+			return dkimsign.Relaxed, nil
 		case "simple":
-			return dkim.CanonicalizationSimple, nil
+			return dkimsign.Simple, nil
 		}
-		return "", fmt.Errorf("%q: want relaxed/relaxed, relaxed/simple, simple/relaxed or simple/simple", s)
+		return 0, fmt.Errorf("%q: want relaxed/relaxed, relaxed/simple, simple/relaxed or simple/simple", s)
 	}
 	if header, err = parse(h); err != nil {
 		return
