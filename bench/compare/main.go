@@ -55,6 +55,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/authmilter/authmilter/internal/loadmsg"
 )
 
 // opts are the command-line settings.
@@ -362,10 +364,10 @@ mail.example.com.     IN TXT "v=spf1 a -all"
 	// Messages: the same 4 KiB and 1 MiB messages for both milters.
 	r.msg4k = filepath.Join(r.work, "msg-4k.eml")
 	r.msg1m = filepath.Join(r.work, "msg-1m.eml")
-	if err := os.WriteFile(r.msg4k, generateMessage(4<<10), 0o644); err != nil {
+	if err := os.WriteFile(r.msg4k, loadmsg.Generate(4<<10, "compare", "example.com", "example.org"), 0o644); err != nil {
 		return err
 	}
-	if err := os.WriteFile(r.msg1m, generateMessage(1<<20), 0o644); err != nil {
+	if err := os.WriteFile(r.msg1m, loadmsg.Generate(1<<20, "compare", "example.com", "example.org"), 0o644); err != nil {
 		return err
 	}
 
@@ -976,43 +978,6 @@ func loadAvg() string {
 
 // clkTck is USER_HZ, 100 on every Linux architecture Go supports.
 const clkTck = 100
-
-// generateMessage builds the test message (as milterload -size does, but
-// written to a file so that both milters and `authmilter sign` get the same
-// bytes).
-func generateMessage(size int) []byte {
-	var b strings.Builder
-	b.WriteString("From: Load Sender <sender@example.com>\r\n")
-	b.WriteString("To: Load Recipient <rcpt@example.org>\r\n")
-	b.WriteString("Subject: authmilter vs OpenDKIM benchmark message\r\n")
-	b.WriteString("Date: Mon, 02 Nov 2026 10:00:00 +0000\r\n")
-	fmt.Fprintf(&b, "Message-ID: <compare.%d@example.com>\r\n", size)
-	b.WriteString("MIME-Version: 1.0\r\n")
-	b.WriteString("Content-Type: text/plain; charset=us-ascii\r\n")
-	b.WriteString("Content-Transfer-Encoding: 7bit\r\n")
-	b.WriteString("\r\n")
-	words := strings.Fields("the quick brown fox jumps over a lazy dog while milters sign mail " +
-		"with keys from DNS and relaxed canonicalization folds  white   space\tin lines")
-	seed := uint32(2463534242)
-	next := func() uint32 { seed ^= seed << 13; seed ^= seed >> 17; seed ^= seed << 5; return seed }
-	for b.Len() < size-2 {
-		var line strings.Builder
-		target := 40 + int(next()%36)
-		for line.Len() < target {
-			if line.Len() > 0 {
-				line.WriteByte(' ')
-			}
-			line.WriteString(words[next()%uint32(len(words))])
-		}
-		l := line.String()
-		if rest := size - b.Len() - 2; len(l) > rest {
-			l = l[:rest]
-		}
-		b.WriteString(l)
-		b.WriteString("\r\n")
-	}
-	return []byte(b.String())
-}
 
 // report renders RESULTS.md.
 func (r *runner) report() string {

@@ -51,6 +51,7 @@ import (
 
 	"github.com/emersion/go-milter"
 
+	"github.com/authmilter/authmilter/internal/loadmsg"
 	"github.com/authmilter/authmilter/internal/miltertest"
 )
 
@@ -208,7 +209,7 @@ func parseFlags(args []string) (*config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("-size: %w", err)
 		}
-		cfg.Message = generateMessage(sz, domainOf(cfg.MailFrom), domainOf(cfg.Rcpt))
+		cfg.Message = loadmsg.Generate(sz, "milterload", domainOf(cfg.MailFrom), domainOf(cfg.Rcpt))
 		cfg.MsgSource = "generated"
 	}
 	return cfg, nil
@@ -261,51 +262,6 @@ func domainOf(addr string) string {
 		return addr[i+1:]
 	}
 	return "example.com"
-}
-
-// generateMessage builds a plain-text message of exactly size bytes (at
-// least its header), CRLF line ends, lines of varying length and content
-// so that canonicalization has work to do.
-func generateMessage(size int, fromDomain, rcptDomain string) []byte {
-	var b strings.Builder
-	fmt.Fprintf(&b, "From: Load Sender <sender@%s>\r\n", fromDomain)
-	fmt.Fprintf(&b, "To: Load Recipient <rcpt@%s>\r\n", rcptDomain)
-	b.WriteString("Subject: milterload test message\r\n")
-	b.WriteString("Date: Mon, 02 Nov 2026 10:00:00 +0000\r\n")
-	fmt.Fprintf(&b, "Message-ID: <milterload.%d@%s>\r\n", size, fromDomain)
-	b.WriteString("MIME-Version: 1.0\r\n")
-	b.WriteString("Content-Type: text/plain; charset=us-ascii\r\n")
-	b.WriteString("Content-Transfer-Encoding: 7bit\r\n")
-	b.WriteString("\r\n")
-	words := strings.Fields("the quick brown fox jumps over a lazy dog while milters sign mail " +
-		"with keys from DNS and relaxed canonicalization folds  white   space\tin lines")
-	seed := uint32(2463534242)
-	next := func() uint32 { seed ^= seed << 13; seed ^= seed >> 17; seed ^= seed << 5; return seed }
-	for b.Len() < size {
-		var line strings.Builder
-		target := 40 + int(next()%36)
-		for line.Len() < target {
-			if line.Len() > 0 {
-				line.WriteByte(' ')
-			}
-			line.WriteString(words[next()%uint32(len(words))])
-		}
-		l := line.String()
-		if rest := size - b.Len() - 2; len(l) > rest {
-			if rest <= 0 {
-				// Too little room for another line: pad the previous one.
-				break
-			}
-			l = l[:rest]
-		}
-		b.WriteString(l)
-		b.WriteString("\r\n")
-	}
-	out := []byte(b.String())
-	for len(out) < size { // only when the header alone is close to size
-		out = append(out[:len(out)-2], 'x', '\r', '\n')
-	}
-	return out
 }
 
 // Result is what a run measured.
@@ -574,16 +530,8 @@ type conn struct {
 
 // What Postfix offers, as in internal/miltertest, plus SMFIP_HDR_LEADSPC.
 const (
-	offeredActions = milter.OptAddHeader | milter.OptChangeBody | milter.OptAddRcpt |
-		milter.OptRemoveRcpt | milter.OptChangeHeader | milter.OptQuarantine |
-		milter.OptChangeFrom | milter.OptAddRcptWithArgs
-	offeredProtocol = milter.OptNoConnect | milter.OptNoHelo | milter.OptNoMailFrom |
-		milter.OptNoRcptTo | milter.OptNoBody | milter.OptNoHeaders | milter.OptNoEOH |
-		milter.OptNoUnknown | milter.OptNoData | milter.OptRcptRej |
-		milter.OptNoHeaderReply | milter.OptNoConnReply | milter.OptNoHeloReply |
-		milter.OptNoMailReply | milter.OptNoRcptReply | milter.OptNoDataReply |
-		milter.OptNoUnknownReply | milter.OptNoEOHReply | milter.OptNoBodyReply |
-		milter.OptHeaderLeadingSpace
+	offeredActions  = miltertest.OfferedActions
+	offeredProtocol = miltertest.OfferedProtocol | milter.OptHeaderLeadingSpace
 )
 
 // errReply is a final reply other than accept/continue.

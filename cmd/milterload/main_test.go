@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authmilter/authmilter/internal/loadmsg"
 	"github.com/authmilter/authmilter/internal/miltertest"
 	"github.com/authmilter/authmilter/milter"
 	"github.com/authmilter/authmilter/policy"
@@ -168,7 +169,7 @@ func TestParseSize(t *testing.T) {
 
 func TestGenerateMessage(t *testing.T) {
 	for _, size := range []int{400, 4 << 10, 1 << 20} {
-		msg := generateMessage(size, "example.com", "example.org")
+		msg := loadmsg.Generate(size, "milterload", "example.com", "example.org")
 		if len(msg) != size {
 			t.Errorf("size %d: got %d bytes", size, len(msg))
 		}

@@ -183,14 +183,16 @@ var (
 	ErrClosed = errors.New("miltertest: connection closed")
 )
 
-// Offered negotiation masks: what Postfix's milter8.c offers for protocol
-// version 6, less SMFIF_SETSYMLIST (the driver sends its own macro lists)
-// and SMFIP_SKIP (go-milter's client cannot parse SMFIR_SKIP).
+// OfferedActions and OfferedProtocol are the negotiation masks the driver
+// offers: what Postfix's milter8.c offers for protocol version 6, less
+// SMFIF_SETSYMLIST (the driver sends its own macro lists), SMFIP_SKIP
+// (go-milter's client cannot parse SMFIR_SKIP) and SMFIP_HDR_LEADSPC, which
+// is added when asked for.
 const (
-	offeredActions = milter.OptAddHeader | milter.OptChangeBody | milter.OptAddRcpt |
+	OfferedActions = milter.OptAddHeader | milter.OptChangeBody | milter.OptAddRcpt |
 		milter.OptRemoveRcpt | milter.OptChangeHeader | milter.OptQuarantine |
 		milter.OptChangeFrom | milter.OptAddRcptWithArgs
-	offeredProtocol = milter.OptNoConnect | milter.OptNoHelo | milter.OptNoMailFrom |
+	OfferedProtocol = milter.OptNoConnect | milter.OptNoHelo | milter.OptNoMailFrom |
 		milter.OptNoRcptTo | milter.OptNoBody | milter.OptNoHeaders | milter.OptNoEOH |
 		milter.OptNoUnknown | milter.OptNoData | milter.OptRcptRej |
 		milter.OptNoHeaderReply | milter.OptNoConnReply | milter.OptNoHeloReply |
@@ -303,7 +305,7 @@ func NewConn(ctx context.Context, network, addr string, opts Options) (*Conn, er
 	if opts.StrayCheck == 0 {
 		opts.StrayCheck = 5 * time.Millisecond
 	}
-	proto := offeredProtocol
+	proto := OfferedProtocol
 	if opts.LeadingSpace {
 		proto |= milter.OptHeaderLeadingSpace
 	}
@@ -312,7 +314,7 @@ func NewConn(ctx context.Context, network, addr string, opts Options) (*Conn, er
 		Dialer:       d,
 		ReadTimeout:  opts.ReadTimeout,
 		WriteTimeout: opts.WriteTimeout,
-		ActionMask:   offeredActions,
+		ActionMask:   OfferedActions,
 		ProtocolMask: proto,
 	})
 	stop := context.AfterFunc(ctx, d.cancel)
