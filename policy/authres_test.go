@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"context"
 	"net/netip"
 	"strings"
 	"testing"
@@ -48,5 +49,34 @@ func TestForgedAuthResultsDeleted(t *testing.T) {
 		if hasAR && !strings.HasPrefix(d.Prepend[0].Value, " mx.test.example;\r\n\tdkim=none;\r\n\tspf=") {
 			t.Errorf("%s: A-R %q", ip, d.Prepend[0].Value)
 		}
+	}
+}
+
+// panicDNS panics on DKIM key and SPF lookups, standing in for a bug in
+// library code that runs in the verifier's goroutines. (DMARC runs in the
+// session goroutine, under the milter's own panic guard.)
+type panicDNS struct{ *fakeDNS }
+
+func (p panicDNS) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	if strings.HasPrefix(name, "_dmarc.") {
+		return p.fakeDNS.LookupTXT(ctx, name)
+	}
+	panic("resolver bug")
+}
+
+func TestPanicInVerifierGoroutines(t *testing.T) {
+	pol, _ := testPolicy(t, "")
+	pol.resolver = panicDNS{&fakeDNS{}}
+	raw := "DKIM-Signature: v=1; a=rsa-sha256; d=example.org; s=s; h=From; bh=AAAA; b=AAAA\r\nFrom: a@example.org\r\n\r\nbody\r\n"
+	header, body, _ := SplitMessage([]byte(raw))
+	m := pol.Begin(&Envelope{ClientIP: netip.MustParseAddr("198.51.100.1"), Helo: "h.example", MailFrom: "a@example.org"}, header)
+	m.Write(body)
+	d := m.Finish()
+	if len(d.Prepend) == 0 {
+		t.Fatal("no Authentication-Results")
+	}
+	ar := d.Prepend[0].Value
+	if !strings.Contains(ar, "dkim=temperror (internal error: resolver bug)") || !strings.Contains(ar, "spf=temperror (internal error: resolver bug)") {
+		t.Errorf("A-R %q", ar)
 	}
 }

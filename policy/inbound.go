@@ -48,18 +48,37 @@ func (m *Message) beginInbound() {
 		}
 	}
 
+	// These goroutines run library code outside the milter session's panic
+	// guard; a panic there becomes a temperror for this message, not the
+	// end of the daemon.
 	in.spfDone = make(chan spfOutcome, 1)
-	go func() { in.spfDone <- p.checkSPF(in.ctx, m.env) }()
+	go func() {
+		out := spfOutcome{result: "temperror", identity: "mailfrom"}
+		defer func() {
+			if v := recover(); v != nil {
+				out.reason = fmt.Sprintf("internal error: %v", v)
+			}
+			in.spfDone <- out
+		}()
+		out = p.checkSPF(in.ctx, m.env)
+	}()
 
 	if hasSig {
 		pr, pw := io.Pipe()
 		in.dkimW = pw
 		in.dkimDone = make(chan []DKIMResult, 1)
 		go func() {
-			res := VerifyDKIM(in.ctx, p.resolver, m.header, pr, p.cfg.Inbound.MaxSignatures)
-			// Drain what the verifier did not read so the writer never blocks.
-			io.Copy(io.Discard, pr)
-			in.dkimDone <- res
+			var res []DKIMResult
+			defer func() {
+				if v := recover(); v != nil {
+					res = []DKIMResult{{Result: "temperror", Reason: fmt.Sprintf("internal error: %v", v)}}
+				}
+				// Drain what the verifier did not read so the writer never
+				// blocks.
+				io.Copy(io.Discard, pr)
+				in.dkimDone <- res
+			}()
+			res = VerifyDKIM(in.ctx, p.resolver, m.header, pr, p.cfg.Inbound.MaxSignatures)
 		}()
 	}
 }
