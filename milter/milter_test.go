@@ -37,7 +37,7 @@ type env struct {
 
 // start runs the milter on 127.0.0.1:0 with keys for example.com (RSA and
 // Ed25519), published in a test DNS server, and the given extra config.
-func start(t *testing.T, extra string) *env {
+func start(t testing.TB, extra string) *env {
 	t.Helper()
 	e := &env{dns: testdns.Start(t), logs: &syncbuf.Buffer{}, keys: t.TempDir()}
 	for _, g := range []struct{ sel, algo string }{{"2026-11", "rsa-2048"}, {"2026-11e", "ed25519"}} {
