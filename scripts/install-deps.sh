@@ -13,7 +13,7 @@ extra=(knot knot-dnsutils procps iproute2)
 
 have_all() {
   for p in postfix dovecot-core opendkim opendkim-tools miltertest python3-dkim python3-dnspython \
-           python3-nacl swaks m4 "${extra[@]}"; do
+           python3-nacl swaks m4 libsasl2-modules sasl2-bin "${extra[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || return 1
   done
   [ -x "${AUTHMILTER_E2E_SENDMAIL:-/opt/authmilter-e2e/sendmail}/usr/libexec/sendmail/sendmail" ]

@@ -5,6 +5,10 @@
 #   postfix            the MTA under test (a private instance; the system
 #                      instance is neither configured nor started here)
 #   dovecot-core       SASL server for Postfix's SMTP AUTH case
+#   libsasl2-modules, sasl2-bin
+#                      Cyrus SASL's PLAIN/LOGIN mechanisms and sasldb
+#                      plugin, and saslpasswd2, for Sendmail's SMTP AUTH
+#                      case
 #   opendkim           OpenDKIM, a DKIM verifier our signatures must pass
 #   opendkim-tools     OpenDKIM's tools (the interop helpers' peers)
 #   miltertest         OpenDKIM's milter protocol driver (Lua)
@@ -39,7 +43,7 @@ echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-se
 
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
-	postfix dovecot-core \
+	postfix dovecot-core libsasl2-modules sasl2-bin \
 	opendkim opendkim-tools miltertest \
 	python3 python3-dkim python3-dnspython python3-nacl \
 	swaks m4 util-linux mount hostname bsdutils ca-certificates \

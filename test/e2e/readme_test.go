@@ -16,7 +16,7 @@ func TestREADMEShowsConfigs(t *testing.T) {
 	}
 	for _, f := range []string{
 		"postfix/main.cf", "postfix/master.cf", "dovecot/dovecot.conf",
-		"sendmail/authmilter.mc", "authmilter.toml", "dns.zone",
+		"sendmail/authmilter.mc", "sendmail/Sendmail.conf", "authmilter.toml", "dns.zone",
 	} {
 		b, err := os.ReadFile(filepath.Join("../../testdata/e2e", f))
 		if err != nil {

@@ -31,7 +31,7 @@ type sendmail struct {
 	cf    string
 	p     *proc
 	Ports struct {
-		Main, Enforce, DownTempfail, DownAccept, Simple int
+		Main, Enforce, DownTempfail, DownAccept, Simple, Auth int
 	}
 }
 
@@ -70,7 +70,17 @@ func (e *env) startSendmail() (*sendmail, error) {
 		[2]string{"unshare", "util-linux"},
 		[2]string{"mount", "mount"},
 		[2]string{"hostname", "hostname"},
+		[2]string{"/usr/sbin/saslpasswd2", "sasl2-bin"},
 	); err != nil {
+		return nil, err
+	}
+	// Cyrus SASL's sasldb auxprop plugin (the PLAIN and LOGIN mechanisms
+	// come with it).
+	if plugins, _ := filepath.Glob("/usr/lib/*/sasl2/libsasldb.so*"); len(plugins) == 0 {
+		return nil, fmt.Errorf("Cyrus SASL's sasldb plugin (/usr/lib/*/sasl2/libsasldb.so) is not installed: install the Debian package libsasl2-modules (or run test/e2e/install-deps.sh as root)")
+	}
+	saslDirs, err := saslConfDirs()
+	if err != nil {
 		return nil, err
 	}
 	sm := &sendmail{dir: filepath.Join(e.root, "sendmail")}
@@ -78,8 +88,7 @@ func (e *env) startSendmail() (*sendmail, error) {
 	if err := os.MkdirAll(mq, 0o700); err != nil {
 		return nil, err
 	}
-	var err error
-	for _, p := range []*int{&sm.Ports.Main, &sm.Ports.Enforce, &sm.Ports.DownTempfail, &sm.Ports.DownAccept, &sm.Ports.Simple} {
+	for _, p := range []*int{&sm.Ports.Main, &sm.Ports.Enforce, &sm.Ports.DownTempfail, &sm.Ports.DownAccept, &sm.Ports.Simple, &sm.Ports.Auth} {
 		if *p, err = freePort(); err != nil {
 			return nil, err
 		}
@@ -104,6 +113,19 @@ func (e *env) startSendmail() (*sendmail, error) {
 		if err := os.WriteFile(filepath.Join(sm.dir, name), []byte(content), 0o644); err != nil {
 			return nil, err
 		}
+	}
+	// SASL: Sendmail.conf in a private directory that is bind-mounted over
+	// the library's configuration directories (below), and the users in a
+	// private sasldb.
+	saslDir := filepath.Join(sm.dir, "sasl2")
+	if err := os.MkdirAll(saslDir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := e.render("sendmail/Sendmail.conf", filepath.Join(saslDir, "Sendmail.conf"), map[string]any{"Dir": sm.dir}); err != nil {
+		return nil, err
+	}
+	if err := sm.addSASLUser(saslUser, saslPass); err != nil {
+		return nil, err
 	}
 	mc := filepath.Join(sm.dir, "authmilter.mc")
 	err = e.render("sendmail/authmilter.mc", mc, map[string]any{
@@ -137,14 +159,22 @@ func (e *env) startSendmail() (*sendmail, error) {
 	// in its own UTS namespace with host name mx.test.example, and in its
 	// own mount namespace with private /etc/hosts and /etc/resolv.conf.
 	// unshare and sh exec, so the PID we hold is Sendmail's daemon.
-	script := fmt.Sprintf("hostname mx.test.example && mount --bind %s /etc/hosts && mount --bind %s /etc/resolv.conf && exec %s -C %s -bD -X %s",
-		filepath.Join(sm.dir, "hosts"), filepath.Join(sm.dir, "resolv.conf"), bin, sm.cf, filepath.Join(sm.dir, "traffic.log"))
+	// Sendmail's SASL library reads Sendmail.conf from the first of its
+	// configuration directories that has one; the private sasl2/ is
+	// mounted over each of them that exists (the system's are not
+	// changed).
+	mounts := ""
+	for _, d := range saslDirs {
+		mounts += fmt.Sprintf(" && mount --bind %s %s", saslDir, d)
+	}
+	script := fmt.Sprintf("hostname mx.test.example && mount --bind %s /etc/hosts && mount --bind %s /etc/resolv.conf%s && exec %s -C %s -bD -X %s",
+		filepath.Join(sm.dir, "hosts"), filepath.Join(sm.dir, "resolv.conf"), mounts, bin, sm.cf, filepath.Join(sm.dir, "traffic.log"))
 	sm.p, err = startProc("sendmail", filepath.Join(sm.dir, "sendmail.out"), "unshare", "--uts", "--mount", "sh", "-c", script)
 	if err != nil {
 		return nil, err
 	}
 	e.onClose(sm.p.stop)
-	for _, port := range []int{sm.Ports.Main, sm.Ports.Enforce, sm.Ports.DownTempfail, sm.Ports.DownAccept, sm.Ports.Simple} {
+	for _, port := range []int{sm.Ports.Main, sm.Ports.Enforce, sm.Ports.DownTempfail, sm.Ports.DownAccept, sm.Ports.Simple, sm.Ports.Auth} {
 		if err := waitPort(sm.addr(port), 20*time.Second, sm.p); err != nil {
 			return nil, fmt.Errorf("sendmail: %v", err)
 		}
@@ -154,3 +184,50 @@ func (e *env) startSendmail() (*sendmail, error) {
 
 // traffic returns Sendmail's -X trace (every SMTP line in and out).
 func (s *sendmail) traffic() string { return tailFile(filepath.Join(s.dir, "traffic.log"), 60) }
+
+// saslConfPath is Cyrus SASL's configuration search path on Debian 12
+// (libsasl2-2; the multiarch directory is the plugin directory, e.g.
+// /usr/lib/x86_64-linux-gnu/sasl2): the first directory with
+// Sendmail.conf wins.
+func saslConfPath() []string {
+	multiarch, _ := filepath.Glob("/usr/lib/*-linux-gnu*/sasl2")
+	return append(append([]string{"/etc/sasl2", "/etc/sasl"}, multiarch...), "/usr/lib/sasl2")
+}
+
+// saslConfDirs returns the directories of saslConfPath to mount the
+// private one over: those that exist, except the plugin directory (the
+// mechanisms are loaded from it). It fails if none exists, or if the
+// plugin directory holds a Sendmail.conf that would be read before ours.
+func saslConfDirs() ([]string, error) {
+	var dirs []string
+	for _, d := range saslConfPath() {
+		if fi, err := os.Stat(d); err != nil || !fi.IsDir() {
+			continue
+		}
+		if strings.Contains(d, "-linux-gnu") {
+			if _, err := os.Stat(filepath.Join(d, "Sendmail.conf")); err == nil && len(dirs) == 0 {
+				return nil, fmt.Errorf("%s/Sendmail.conf would be read by the test's Sendmail instead of its own; the tests mount a private directory over /etc/sasl2 (create it empty) or /usr/lib/sasl2", d)
+			}
+			continue
+		}
+		dirs = append(dirs, d)
+	}
+	if len(dirs) == 0 {
+		return nil, fmt.Errorf("none of /etc/sasl2, /etc/sasl, /usr/lib/sasl2 exists to mount the test's SASL configuration over: install the Debian package libsasl2-2 (it has /usr/lib/sasl2)")
+	}
+	return dirs, nil
+}
+
+// addSASLUser adds user (user@realm) to the instance's sasldb.
+func (s *sendmail) addSASLUser(user, pass string) error {
+	name, realm, ok := strings.Cut(user, "@")
+	if !ok {
+		realm = "mx.test.example"
+	}
+	cmd := exec.Command("/usr/sbin/saslpasswd2", "-f", filepath.Join(s.dir, "sasldb2"), "-c", "-p", "-u", realm, name)
+	cmd.Stdin = strings.NewReader(pass)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("saslpasswd2: %v\n%s", err, out)
+	}
+	return nil
+}

@@ -9,8 +9,8 @@ import (
 
 // TestSendmail runs authmilter inside a private Sendmail 8.17 (Debian's
 // package, unpacked) with INPUT_MAIL_FILTER, for the same core cases as
-// TestPostfix. Sendmail has no SASL set up here; AUTH and the sendmail
-// command are Postfix-only cases.
+// TestPostfix, SMTP AUTH (Cyrus SASL, sasldb) included. The sendmail
+// command is a Postfix-only case.
 func TestSendmail(t *testing.T) {
 	e, sm := getSendmail(t)
 
@@ -41,6 +41,41 @@ func TestSendmail(t *testing.T) {
 			t.Errorf("field after the signatures is %s, want Sendmail's Received; header: %s", fs[2].Name, names(fs))
 		}
 		checkLog(t, e.main, qid, "dir=out", "signed="+string(wantOurSigs[0]), string(wantOurSigs[1]))
+	})
+
+	// SMTP AUTH from 127.0.0.2, outside Sendmail's relay access and
+	// outbound.networks: relaying is refused without AUTH; with AUTH PLAIN
+	// (TRUST_AUTH_MECH) it is allowed and the message is signed because
+	// {auth_authen} is set.
+	t.Run("sasl_submission_signed", func(t *testing.T) {
+		tok := token("sm-sasl")
+		from := "carol@" + ourDomain
+		sub := submission{
+			Server: sm.addr(sm.Ports.Auth), Source: externalIP,
+			From: from, To: []string{"dave@remote.example"},
+			Data: message(tok, from, "dave@remote.example"),
+		}
+		_, err := send(sub)
+		var se *smtpError
+		if !errors.As(err, &se) || se.Stage != "RCPT" || se.Code/100 != 5 {
+			t.Fatalf("relay from %s without AUTH: got %v, want a 5xx at RCPT (Relaying denied)\nSendmail traffic:\n%s", externalIP, err, sm.traffic())
+		}
+		// A wrong password is refused: the users come from the private sasldb.
+		sub.User, sub.Pass = saslUser, "wrong-"+saslPass
+		if _, err := send(sub); !errors.As(err, &se) || se.Stage != "AUTH" || se.Code/100 != 5 {
+			t.Fatalf("AUTH with a wrong password: got %v, want a 5xx", err)
+		}
+		sub.User, sub.Pass = saslUser, saslPass
+		qid, err := send(sub)
+		if err != nil {
+			t.Fatalf("submit with AUTH: %v\nSendmail traffic:\n%s", err, sm.traffic())
+		}
+		m := waitSM(t, tok)
+		e.checkSignedByUs(t, m.Data)
+		checkLog(t, e.main, qid, "dir=out", "why=auth", "signed=")
+		if l := e.main.logLine(qid); strings.Contains(l, "network=") {
+			t.Errorf("signed because of the network, not AUTH: %s", l)
+		}
 	})
 
 	t.Run("external_client_authentication_results", func(t *testing.T) {
