@@ -6,10 +6,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -85,8 +88,8 @@ servers = [%q]
 [keys]
 dir = %q
 [metrics]
-listen = ""
-`, freePort(t), dir, dns.Addr(), filepath.Join(dir, "keys"))
+listen = "127.0.0.1:%d"
+`, freePort(t), dir, dns.Addr(), filepath.Join(dir, "keys"), freePort(t))
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -187,6 +190,14 @@ func TestDaemonStartsServesAndStopsGracefully(t *testing.T) {
 	if err != nil || strings.Count(string(res.Message), "DKIM-Signature:") != 2 {
 		t.Fatalf("signing over the socket: %v\n%s", err, res.Message)
 	}
+	// The message is counted in /metrics.
+	metrics := fetchMetrics(t, cfg)
+	for _, want := range []string{`authmilter_messages_total{action="accept"} 1`, "authmilter_signatures_total 2",
+		`authmilter_reloads_total{result="ok"} 1`, "authmilter_active_keys 2"} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %q:\n%s", want, metrics)
+		}
+	}
 
 	// Open a transaction, send SIGTERM, finish it: it must be signed and
 	// the daemon must then exit cleanly.
@@ -227,4 +238,27 @@ func TestDaemonStartsServesAndStopsGracefully(t *testing.T) {
 	if _, err := os.Stat(sock); err == nil {
 		t.Errorf("socket %s left behind", sock)
 	}
+}
+
+// fetchMetrics reads the daemon's /metrics at the address its config names.
+func fetchMetrics(t *testing.T, cfgPath string) string {
+	t.Helper()
+	data, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`\[metrics\]\s*listen = "([^"]+)"`).FindSubmatch(data)
+	if m == nil {
+		t.Fatalf("no metrics address in %s", cfgPath)
+	}
+	resp, err := http.Get("http://" + string(m[1]) + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("/metrics: %d %v", resp.StatusCode, err)
+	}
+	return string(body)
 }
