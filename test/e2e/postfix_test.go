@@ -135,38 +135,15 @@ func TestPostfix(t *testing.T) {
 	t.Run("forged_authentication_results_removed", func(t *testing.T) {
 		tok := token("forged")
 		from := "frank@" + extDomain
-		foreign := " other.example; spf=pass smtp.mailfrom=frank@" + extDomain
-		msg := message(tok, from, "user@"+rcptDomain,
-			"Authentication-Results: "+authservID+"; dkim=pass header.d=bank.example header.s=forged",
-			"Authentication-Results:"+foreign,
-			"Authentication-Results:\n\t"+authservID+";\n\tdmarc=pass header.from=bank.example",
-		)
 		qid, err := send(submission{
 			Server: pf.addr(pf.Ports.Main), Source: externalIP, Helo: "mail." + extDomain,
-			From: from, To: []string{"user@" + rcptDomain}, Data: msg,
+			From: from, To: []string{"user@" + rcptDomain}, Data: forgedARMessage(tok, from),
 		})
 		if err != nil {
 			t.Fatalf("submit: %v", err)
 		}
 		m := waitDelivered(t, e, pf, tok, qid)
-		fs := headerFields(m.Data)
-		ours, all := ourAR(fs)
-		if strings.Contains(string(m.Data), "bank.example") {
-			t.Errorf("a forged Authentication-Results field survived:\n%s", m.Data)
-		}
-		if len(ours) != 1 {
-			t.Errorf("%d Authentication-Results fields with %s, want exactly ours", len(ours), authservID)
-		}
-		kept := 0
-		for _, f := range all {
-			if f.Value == foreign {
-				kept++
-			}
-		}
-		if kept != 1 || len(all) != 2 {
-			t.Errorf("want our field plus the other.example field kept verbatim, got %d fields: %q", len(all), all)
-		}
-		ar := checkOurAR(t, fs)
+		ar := checkForgedARRemoved(t, m.Data, from)
 		checkResult(t, ar, "spf", "pass", "", map[string]string{"smtp.mailfrom": from})
 		checkLog(t, e.main, qid, "dir=in")
 	})
@@ -452,4 +429,44 @@ func checkDKIMResult(t *testing.T, ar authResults, result, d, s, a, b string) {
 	t.Helper()
 	want := map[string]string{"header.d": d, "header.s": s, "header.a": a, "header.b": b[:8]}
 	checkResult(t, ar, "dkim", result, "", want)
+}
+
+// forgedARField is the other authserv-id's field of forgedARMessage, which
+// must be kept as it is.
+func forgedARField(from string) string { return " other.example; spf=pass smtp.mailfrom=" + from }
+
+// forgedARMessage is an inbound message carrying two Authentication-Results
+// fields that claim our authserv-id (one folded before it) and one of
+// another authserv-id.
+func forgedARMessage(tok, from string) []byte {
+	return message(tok, from, "user@"+rcptDomain,
+		"Authentication-Results: "+authservID+"; dkim=pass header.d=bank.example header.s=forged",
+		"Authentication-Results:"+forgedARField(from),
+		"Authentication-Results:\n\t"+authservID+";\n\tdmarc=pass header.from=bank.example",
+	)
+}
+
+// checkForgedARRemoved checks a delivered forgedARMessage: the forged fields
+// are gone, ours is there once, the other one is kept verbatim. It returns
+// our field, parsed.
+func checkForgedARRemoved(t *testing.T, data []byte, from string) authResults {
+	t.Helper()
+	fs := headerFields(data)
+	if strings.Contains(string(data), "bank.example") {
+		t.Errorf("a forged Authentication-Results field survived:\n%s", data)
+	}
+	ours, all := ourAR(fs)
+	if len(ours) != 1 {
+		t.Errorf("%d Authentication-Results fields with %s, want exactly ours", len(ours), authservID)
+	}
+	kept := 0
+	for _, f := range all {
+		if f.Value == forgedARField(from) {
+			kept++
+		}
+	}
+	if kept != 1 || len(all) != 2 {
+		t.Errorf("want our field plus the other.example field kept verbatim, got %d fields: %q", len(all), all)
+	}
+	return checkOurAR(t, fs)
 }
