@@ -42,6 +42,7 @@ type Config struct {
 	Signing  SigningConfig  `toml:"signing"`
 	Inbound  InboundConfig  `toml:"inbound"`
 	DMARC    DMARCConfig    `toml:"dmarc"`
+	Limits   LimitsConfig   `toml:"limits"`
 	Metrics  MetricsConfig  `toml:"metrics"`
 	Log      LogConfig      `toml:"log"`
 }
@@ -64,6 +65,44 @@ type OutboundConfig struct {
 	// DaemonNames are {daemon_name} values that mark outbound mail, as set with
 	// Postfix's milter_macro_daemon_name. Default ["ORIGINATING"].
 	DaemonNames []string `toml:"daemon_names"`
+	// OnUnsigned is what happens to outbound mail from a domain that has
+	// keys in the key table but no active key (none published yet, DNS
+	// failing): "accept" (default) lets it through unsigned, logged and
+	// counted with the reason; "tempfail" asks the MTA to retry later
+	// (451 4.7.0), so nothing leaves unsigned.
+	OnUnsigned string `toml:"on_unsigned"`
+}
+
+// LimitsConfig bounds what one MTA connection or one message may cost, and
+// says what happens to a message beyond the bounds.
+type LimitsConfig struct {
+	// MaxHeaderBytes bounds the header bytes kept per message (names and
+	// values). A larger header is not evaluated: forged
+	// Authentication-Results fields are still deleted and the message is
+	// handled as Oversized says. Default 1 MiB (ten times Postfix's
+	// header_size_limit for one field).
+	MaxHeaderBytes int `toml:"max_header_bytes"`
+	// Oversized is what happens to an inbound message whose header exceeds
+	// MaxHeaderBytes: "reject" (default, 552 5.3.4), "tempfail"
+	// (451 4.3.4) or "accept-with-ar" (accepted with our
+	// Authentication-Results saying dkim, spf and dmarc could not be
+	// evaluated). Outbound mail beyond the limit is accepted unsigned and
+	// logged with the reason.
+	Oversized string `toml:"oversized"`
+	// MaxConnections caps concurrent MTA connections; beyond it new
+	// connections wait in the listen backlog until one closes. Default 1000.
+	MaxConnections int `toml:"max_connections"`
+	// NegotiateTimeout bounds the time a new connection has to negotiate
+	// and the time any one packet may take to arrive once its first byte
+	// has: an MTA never stalls there. Default "10s".
+	NegotiateTimeout Duration `toml:"negotiate_timeout"`
+	// IdleTimeout closes a connection that sends no command for this long.
+	// It must stay above the MTAs' own idle limits: Postfix keeps the milter
+	// connection through an SMTP session that may idle for smtpd_timeout
+	// (300s), Sendmail for Timeout.command (1h). Default "65m".
+	IdleTimeout Duration `toml:"idle_timeout"`
+	// WriteTimeout bounds a reply to an MTA that stops reading. Default "30s".
+	WriteTimeout Duration `toml:"write_timeout"`
 }
 
 // KeysConfig locates the key table.
@@ -254,6 +293,7 @@ func DefaultConfig() *Config {
 			Networks:      []string{"127.0.0.0/8", "::1/128"},
 			Authenticated: true,
 			DaemonNames:   []string{"ORIGINATING"},
+			OnUnsigned:    "accept",
 		},
 		Keys: KeysConfig{
 			Dir:              "/var/lib/authmilter/keys",
@@ -273,6 +313,14 @@ func DefaultConfig() *Config {
 		DMARC: DMARCConfig{
 			Mode:       "treewalk",
 			RejectText: "Message rejected by DMARC policy of the From domain",
+		},
+		Limits: LimitsConfig{
+			MaxHeaderBytes:   1 << 20,
+			Oversized:        "reject",
+			MaxConnections:   1000,
+			NegotiateTimeout: Duration{10 * time.Second},
+			IdleTimeout:      Duration{65 * time.Minute},
+			WriteTimeout:     Duration{30 * time.Second},
 		},
 		Metrics: MetricsConfig{Listen: "127.0.0.1:9891"},
 		Log:     LogConfig{Level: "info", Format: "text"},
@@ -464,6 +512,31 @@ func (c *Config) Validate() error {
 	}
 	if c.Inbound.MessageTimeout.Duration <= 0 {
 		bad("inbound.message_timeout", "must be positive")
+	}
+	switch c.Outbound.OnUnsigned {
+	case "accept", "tempfail":
+	default:
+		bad("outbound.on_unsigned", "must be accept or tempfail, got %q", c.Outbound.OnUnsigned)
+	}
+	if c.Limits.MaxHeaderBytes < 64<<10 || c.Limits.MaxHeaderBytes > 64<<20 {
+		bad("limits.max_header_bytes", "must be between 65536 and 67108864, got %d", c.Limits.MaxHeaderBytes)
+	}
+	switch c.Limits.Oversized {
+	case "reject", "tempfail", "accept-with-ar":
+	default:
+		bad("limits.oversized", "must be reject, tempfail or accept-with-ar, got %q", c.Limits.Oversized)
+	}
+	if c.Limits.MaxConnections < 1 || c.Limits.MaxConnections > 1_000_000 {
+		bad("limits.max_connections", "must be between 1 and 1000000, got %d", c.Limits.MaxConnections)
+	}
+	if c.Limits.NegotiateTimeout.Duration < 100*time.Millisecond {
+		bad("limits.negotiate_timeout", "must be at least 100ms")
+	}
+	if c.Limits.IdleTimeout.Duration < time.Second {
+		bad("limits.idle_timeout", "must be at least 1s")
+	}
+	if c.Limits.WriteTimeout.Duration < 100*time.Millisecond {
+		bad("limits.write_timeout", "must be at least 100ms")
 	}
 	switch c.DMARC.Mode {
 	case "treewalk", "psl":
