@@ -24,9 +24,16 @@ import (
 	"github.com/authmilter/authmilter/policy"
 )
 
-// Observer receives one call per finished message, for metrics.
+// Observer is told what happens, for metrics. Its methods are called from
+// session goroutines and must be safe for concurrent use.
 type Observer interface {
-	MessageDone(outbound bool, action policy.Action, signatures int, failed bool)
+	// MessageDone is called once per finished message with the decision
+	// applied; failed is true when applying it hit an internal error.
+	MessageDone(d *policy.Decision, failed bool)
+	// ConnectionEvent is called with "open" and "close" for every MTA
+	// connection, and with other events ("refused_limit", "timeout",
+	// "accept_error", "bad_packet") as they happen.
+	ConnectionEvent(event string)
 }
 
 // Server serves milter connections with the policy snapshot that Policy

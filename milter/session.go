@@ -239,7 +239,7 @@ func (ss *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error
 	}
 	ss.srv.Logger.LogAttrs(context.Background(), level, "message", d.Log...)
 	if ss.srv.Observer != nil {
-		ss.srv.Observer.MessageDone(d.Outbound, d.Action, d.Signatures, level == slog.LevelError)
+		ss.srv.Observer.MessageDone(d, level == slog.LevelError)
 	}
 	return resp, nil
 }

@@ -53,13 +53,16 @@ func (m *metrics) handler() http.Handler {
 }
 
 // MessageDone implements milter.Observer.
-func (m *metrics) MessageDone(_ bool, action policy.Action, signatures int, failed bool) {
-	m.messages.WithLabelValues(action.String()).Inc()
-	m.signatures.Add(float64(signatures))
+func (m *metrics) MessageDone(d *policy.Decision, failed bool) {
+	m.messages.WithLabelValues(d.Action.String()).Inc()
+	m.signatures.Add(float64(d.Signatures))
 	if failed {
 		m.errors.Inc()
 	}
 }
+
+// ConnectionEvent implements milter.Observer.
+func (m *metrics) ConnectionEvent(event string) {}
 
 func (m *metrics) reloadFailed() { m.reloads.WithLabelValues("error").Inc() }
 
