@@ -57,6 +57,10 @@ type Decision struct {
 	Outbound bool
 	// Signatures is the number of DKIM signatures added.
 	Signatures int
+	// UnsignedReason is set for outbound mail that got no signature: a
+	// short stable token for logs and metrics ("no_key", "no_active_key",
+	// "from_missing", "from_unparsable", "header_too_large", ...).
+	UnsignedReason string
 	// Log is the per-message decision line's attributes.
 	Log []slog.Attr
 }
