@@ -20,6 +20,7 @@
 //   - UDP answers larger than the client's EDNS0 buffer (512 bytes without
 //     EDNS0) are truncated with TC set, so clients exercise TCP fallback.
 //   - Fail and Drop inject SERVFAIL/REFUSED answers or silence per name.
+//     SetDropRate silences a random fraction of all queries (drop.go).
 //
 // Wildcards, delegations (NS referrals) and DNSSEC are not implemented.
 //
@@ -71,6 +72,7 @@ type Server struct {
 	zones      map[string]bool     // canonical apex names (origins, SOA owners)
 	fails      map[string]int      // canonical name -> rcode
 	drops      map[string]bool     // canonical name -> never answer
+	rateDrop   rateDrop            // SetDropRate, in drop.go
 	queries    int
 	counts     map[qkey]int
 	defaultTTL uint32
@@ -454,7 +456,7 @@ func (s *Server) answer(resp *dns.Msg, q dns.Question) bool {
 	name := canon(q.Name)
 	s.queries++
 	s.counts[qkey{name, q.Qtype}]++
-	if s.drops[name] {
+	if s.drops[name] || s.dropRandomLocked() {
 		return false
 	}
 	if rcode, ok := s.fails[name]; ok {
