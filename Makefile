@@ -3,7 +3,7 @@ GO ?= go
 BIN := bin/authmilter
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build run test test-unit vet deps bench clean
+.PHONY: build run test test-unit vet deps bench fuzz clean
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/authmilter
@@ -30,6 +30,12 @@ test-unit:
 
 bench: build
 	bench/compare.sh
+
+# Every fuzz target, one after another, FUZZTIME each (wall clock, one
+# worker); prints a summary. Results of the last run are in the README.
+FUZZTIME ?= 60s
+fuzz:
+	FUZZTIME=$(FUZZTIME) GO=$(GO) scripts/fuzz.sh
 
 clean:
 	rm -rf bin
