@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -19,7 +20,48 @@ const (
 	errNoServers    = "no DNS servers configured"
 	errWrongAnswer  = "answer does not match the question"
 	errTCPTruncated = "answer truncated over TCP"
+	errTCPRetry     = "truncated answer, TCP retry failed"
+	errMismatchedID = "answer with a mismatched ID"
+	errRcodePrefix  = "server answered "
 )
+
+// countError tells Config.OnError about a failed attempt: of the given kind,
+// or, when kind is empty, of the kind err (from ask) is. Attempts canceled
+// by the caller are not errors of the DNS and are not counted.
+func (r *Resolver) countError(ctx context.Context, kind string, err *net.DNSError) {
+	if r.onError == nil {
+		return
+	}
+	if kind == "" {
+		kind = errorKind(err)
+	}
+	if kind == "" || errors.Is(ctx.Err(), context.Canceled) {
+		return
+	}
+	r.onError(kind)
+}
+
+// errorKind classifies an error made by ask for Config.OnError; "" for a
+// canceled lookup.
+func errorKind(e *net.DNSError) string {
+	switch {
+	case errors.Is(e, context.Canceled):
+		return ""
+	case e.IsTimeout:
+		return "timeout"
+	case strings.HasPrefix(e.Err, errTCPRetry), e.Err == errTCPTruncated:
+		return "truncated"
+	case e.Err == errRcodePrefix+"SERVFAIL":
+		return "servfail"
+	case e.Err == errRcodePrefix+"REFUSED":
+		return "refused"
+	case strings.HasPrefix(e.Err, errRcodePrefix):
+		return "rcode"
+	case e.Err == errWrongAnswer, e.Err == errMismatchedID:
+		return "bad_answer"
+	}
+	return "network"
+}
 
 // IsNotFound reports whether err is a permanent "does not exist" answer:
 // NXDOMAIN, NODATA (the name exists without records of the asked type), or a

@@ -31,6 +31,7 @@ func (r *Resolver) query(ctx context.Context, display, qname string, qtype uint1
 		if err == nil {
 			return msg, server, nil
 		}
+		r.countError(ctx, "", err)
 		last = err
 	}
 	return nil, "", last
@@ -52,7 +53,7 @@ func (r *Resolver) ask(ctx context.Context, display, server, qname string, qtype
 		m.Id = dns.Id()
 		resp, err = r.exchange(ctx, "tcp", server, m)
 		if err != nil {
-			return nil, netError(ctx, display, server, "truncated answer, TCP retry failed", err)
+			return nil, netError(ctx, display, server, errTCPRetry, err)
 		}
 		if resp.Truncated {
 			return nil, temporary(display, server, errTCPTruncated)
@@ -68,7 +69,7 @@ func (r *Resolver) ask(ctx context.Context, display, server, qname string, qtype
 	default:
 		// SERVFAIL, REFUSED, FORMERR, NOTIMP...: the server could not
 		// answer; they say nothing about the name.
-		return nil, temporary(display, server, "server answered "+dns.RcodeToString[resp.Rcode])
+		return nil, temporary(display, server, errRcodePrefix+dns.RcodeToString[resp.Rcode])
 	}
 }
 
@@ -113,7 +114,7 @@ func (r *Resolver) exchange(ctx context.Context, network, server string, m *dns.
 			return nil, err
 		}
 		if resp.Id != m.Id || !resp.Response {
-			return nil, errors.New("answer with a mismatched ID")
+			return nil, errors.New(errMismatchedID)
 		}
 		return resp, nil
 	}

@@ -103,6 +103,18 @@ type Config struct {
 	// cached; it is also the time used when the answer carries no SOA.
 	// Default 5m.
 	NegativeTTL time.Duration
+
+	// OnError, if set, is called once for every failed attempt to get an
+	// answer from a server (a lookup that moves on to the next server and
+	// then succeeds still counts), with its kind: "timeout", "servfail",
+	// "refused", "rcode" (another failure rcode), "truncated" (the TCP
+	// retry of a truncated answer failed), "bad_answer" (for another
+	// question or with another ID), "cname_chain", or "network" (anything
+	// else: unreachable, unreadable answer). Negative answers (NXDOMAIN,
+	// NODATA) are answers, not errors, and a lookup canceled by its caller
+	// is not counted. It is for metrics: it must be fast and safe for
+	// concurrent use.
+	OnError func(kind string)
 }
 
 // Resolver is a caching DNS stub resolver. It is safe for concurrent use.
@@ -113,6 +125,7 @@ type Resolver struct {
 	negTTL  time.Duration
 	cache   *cache
 	now     func() time.Time // the clock for cache expiry; tests replace it
+	onError func(kind string)
 }
 
 // New returns a Resolver for cfg. It fails when a server address is not an
@@ -130,6 +143,7 @@ func newResolver(cfg Config, resolvConfPath string) (*Resolver, error) {
 		negTTL:  cmp.Or(cfg.NegativeTTL, DefaultNegativeTTL),
 		cache:   newCache(cmp.Or(cfg.CacheSize, DefaultCacheSize)),
 		now:     time.Now,
+		onError: cfg.OnError,
 	}
 	for _, d := range []struct {
 		name string
@@ -340,6 +354,7 @@ func (r *Resolver) resolve(ctx context.Context, display, qname string, qtype uin
 				break
 			}
 			if names++; names > maxChain {
+				r.countError(ctx, "cname_chain", nil)
 				return answer{}, 0, temporary(display, server, errLongChain)
 			}
 			lower(cname[0].Header().Ttl)

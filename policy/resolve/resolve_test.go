@@ -723,3 +723,89 @@ func TestDomainExists(t *testing.T) {
 		}
 	}
 }
+
+func TestOnErrorKinds(t *testing.T) {
+	s := exampleServer(t)
+	s.Fail("servfail.example.com", dns.RcodeServerFailure)
+	s.Fail("refused.example.com", dns.RcodeRefused)
+	s.Fail("formerr.example.com", dns.RcodeFormatError)
+	s.Drop("drop.example.com")
+	var mu sync.Mutex
+	var got []string
+	r, _ := newTest(t, Config{OnError: func(kind string) {
+		mu.Lock()
+		got = append(got, kind)
+		mu.Unlock()
+	}}, s)
+
+	tests := []struct {
+		name   string
+		lookup func(ctx context.Context) error
+		want   []string
+	}{
+		{"answer", txt(r, "example.com"), nil},
+		{"NXDOMAIN is an answer", txt(r, "nope.example.com"), nil},
+		{"NODATA is an answer", txt(r, "mx2.example.com"), nil},
+		{"invalid name asks nobody", txt(r, "a..b"), nil},
+		{"SERVFAIL", txt(r, "servfail.example.com"), []string{"servfail"}},
+		{"REFUSED", txt(r, "refused.example.com"), []string{"refused"}},
+		{"FORMERR", txt(r, "formerr.example.com"), []string{"rcode"}},
+		{"timeout", txt(r, "drop.example.com"), []string{"timeout"}},
+		{"CNAME chain", txt(r, "long0.example.net"), []string{"cname_chain"}},
+		{"canceled by the caller", func(ctx context.Context) error {
+			ctx, cancel := context.WithCancel(ctx)
+			time.AfterFunc(20*time.Millisecond, cancel)
+			_, err := r.LookupTXT(ctx, "drop.example.com")
+			return err
+		}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mu.Lock()
+			got = nil
+			mu.Unlock()
+			tt.lookup(context.Background())
+			mu.Lock()
+			defer mu.Unlock()
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("OnError kinds = %q, want %q", got, tt.want)
+			}
+		})
+	}
+
+	t.Run("failover counts the failed server", func(t *testing.T) {
+		bad, good := exampleServer(t), exampleServer(t)
+		bad.Close()
+		var kinds []string
+		r, _ := newTest(t, Config{OnError: func(k string) { kinds = append(kinds, k) }}, bad, good)
+		if _, err := r.LookupTXT(context.Background(), "example.com"); err != nil {
+			t.Fatal(err)
+		}
+		if len(kinds) != 1 || kinds[0] == "" {
+			t.Errorf("OnError kinds = %q, want one failed attempt", kinds)
+		}
+	})
+}
+
+func TestErrorKind(t *testing.T) {
+	tests := []struct {
+		err  *net.DNSError
+		want string
+	}{
+		{temporary("x", "s", errRcodePrefix+"SERVFAIL"), "servfail"},
+		{temporary("x", "s", errRcodePrefix+"REFUSED"), "refused"},
+		{temporary("x", "s", errRcodePrefix+"NOTIMP"), "rcode"},
+		{temporary("x", "s", errTCPTruncated), "truncated"},
+		{temporary("x", "s", errTCPRetry+": connection refused"), "truncated"},
+		{temporary("x", "s", errWrongAnswer), "bad_answer"},
+		{temporary("x", "s", errMismatchedID), "bad_answer"},
+		{&net.DNSError{Err: errTimeout, IsTimeout: true, IsTemporary: true}, "timeout"},
+		{&net.DNSError{Err: errCanceled, UnwrapErr: context.Canceled, IsTemporary: true}, ""},
+		{temporary("x", "s", "dial udp: connection refused"), "network"},
+	}
+	for _, tt := range tests {
+		if got := errorKind(tt.err); got != tt.want {
+			t.Errorf("errorKind(%q) = %q, want %q", tt.err.Err, got, tt.want)
+		}
+	}
+}
