@@ -13,7 +13,10 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"os"
+	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -84,18 +87,12 @@ func PublicKeyData(pub crypto.PublicKey) string {
 	}
 }
 
-// LoadKey reads and checks one private key file. The file must not be
-// readable by group or others; RSA keys must have at least MinRSABits.
+// LoadKey reads and checks one private key file. The file must be a
+// regular file (a symbolic link to one is followed), owned by the user we
+// run as or by root (see CheckOwner), and not readable by group or others;
+// RSA keys must have at least MinRSABits.
 func LoadKey(path, domain, selector string) (*Key, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, fmt.Errorf("keys: %s/%s: %w", domain, selector, err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("keys: %s/%s: %s has mode %04o: %w (run chmod 600 %s)",
-			domain, selector, path, fi.Mode().Perm(), ErrInsecurePermissions, path)
-	}
-	data, err := os.ReadFile(path)
+	data, fi, err := readKeyFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("keys: %s/%s: %w", domain, selector, err)
 	}
@@ -111,6 +108,99 @@ func LoadKey(path, domain, selector string) (*Key, error) {
 		k.Algorithm, k.Bits = Ed25519SHA256, 256
 	}
 	return k, nil
+}
+
+// maxKeyFileSize bounds what is read from a key file: an RSA-4096 PEM key
+// is about 3.3 KB.
+const maxKeyFileSize = 64 << 10
+
+// ErrNotRegular is returned for key files that are not regular files
+// (FIFOs, sockets, devices, folders): reading one could block a reload
+// for ever or read without end.
+var ErrNotRegular = errors.New("not a regular file")
+
+// ErrBadOwner is returned for key files owned by a user who is neither the
+// one we run as nor root: that user could replace our signing key.
+var ErrBadOwner = errors.New("key file must be owned by the daemon's user or root")
+
+// readKeyFile reads a key file safely: the file type is checked before it
+// is opened (a FIFO is never opened), it is opened non-blocking and checked
+// again on the open descriptor (it may have been swapped in between), and
+// at most maxKeyFileSize bytes are read.
+func readKeyFile(path string) ([]byte, os.FileInfo, error) {
+	fi, err := os.Stat(path) // follows a symbolic link to its target
+	if err != nil {
+		return nil, nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, nil, fmt.Errorf("%s: %w (%s)", path, ErrNotRegular, fileType(fi.Mode()))
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	fi, err = f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, nil, fmt.Errorf("%s: %w (%s)", path, ErrNotRegular, fileType(fi.Mode()))
+	}
+	if err := CheckOwner(path, fi); err != nil {
+		return nil, nil, err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, nil, fmt.Errorf("%s has mode %04o: %w (run chmod 600 %s)",
+			path, fi.Mode().Perm(), ErrInsecurePermissions, path)
+	}
+	data, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(data) > maxKeyFileSize {
+		return nil, nil, fmt.Errorf("%s: larger than %d bytes: not a private key", path, maxKeyFileSize)
+	}
+	return data, fi, nil
+}
+
+// CheckOwner checks that a key file (path, described by fi) is owned by the
+// user we run as or by root. When we run as root (an administrator's sudo
+// authmilter check, or a daemon run as root), a file owned by the owner of
+// keys.dir (the folder above the key's domain folder) is accepted too: that
+// user controls the whole key table anyway.
+func CheckOwner(path string, fi os.FileInfo) error {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return nil
+	}
+	uid, euid := int(st.Uid), os.Geteuid()
+	if uid == euid || uid == 0 {
+		return nil
+	}
+	if euid == 0 {
+		if dfi, err := os.Stat(filepath.Dir(filepath.Dir(path))); err == nil {
+			if dst, ok := dfi.Sys().(*syscall.Stat_t); ok && int(dst.Uid) == uid {
+				return nil
+			}
+		}
+	}
+	return fmt.Errorf("%s is owned by uid %d, we run as uid %d: %w (run chown %d %s)", path, uid, euid, ErrBadOwner, euid, path)
+}
+
+// fileType names the type of a file mode for error messages.
+func fileType(m os.FileMode) string {
+	switch {
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	case m&os.ModeDevice != 0:
+		return "a device"
+	case m.IsDir():
+		return "a folder"
+	}
+	return "mode " + m.String()
 }
 
 // ParsePrivateKey decodes a PEM private key: RSA in PKCS#1 ("RSA PRIVATE

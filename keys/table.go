@@ -18,18 +18,37 @@ const RetiredDir = "retired"
 // Table is immutable once loaded.
 type Table struct {
 	dir     string
+	missing bool
 	domains map[string][]*Key // sorted by selector, ascending
 }
 
-// LoadDir reads every key under dir. A missing dir gives an empty table (a
-// fresh install signs nothing until keys are added); any key that cannot be
-// used is an error, so that a reload with a broken key keeps the old table.
+// ErrWritableFolder is returned for a key folder that group or others can
+// write to: they could put their own key in.
+var ErrWritableFolder = errors.New("key folder is writable by group or others")
+
+// LoadDir reads every key under dir. A missing dir gives an empty table
+// marked Missing (a fresh install signs nothing until keys are added; the
+// daemon refuses to switch to such a table on reload); any key that cannot
+// be used is an error, so that a reload with a broken key keeps the old
+// table. Only regular files are read (see LoadKey), and neither dir nor a
+// domain folder may be writable by group or others.
 func LoadDir(dir string) (*Table, error) {
 	t := &Table{dir: dir, domains: map[string][]*Key{}}
-	entries, err := os.ReadDir(dir)
+	fi, err := os.Stat(dir)
 	if errors.Is(err, os.ErrNotExist) {
+		t.missing = true
 		return t, nil
 	}
+	if err != nil {
+		return nil, fmt.Errorf("keys: read key table: %w", err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("keys: read key table: %s is %s, not a folder", dir, fileType(fi.Mode()))
+	}
+	if err := checkFolder(dir, fi); err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("keys: read key table: %w", err)
 	}
@@ -72,8 +91,24 @@ func LoadDomain(dir, domain string) ([]*Key, error) {
 	return ks, err
 }
 
+// checkFolder refuses a key folder that group or others can write to.
+// The sticky bit does not help: anyone could still add a key.
+func checkFolder(path string, fi os.FileInfo) error {
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("keys: %s has mode %04o: %w (run chmod go-w %s)", path, fi.Mode().Perm(), ErrWritableFolder, path)
+	}
+	return nil
+}
+
 // loadDomain loads the keys of the folder ddir for domain.
 func loadDomain(ddir, domain string) ([]*Key, error) {
+	fi, err := os.Stat(ddir)
+	if err != nil {
+		return nil, fmt.Errorf("keys: %s: %w", domain, err)
+	}
+	if err := checkFolder(ddir, fi); err != nil {
+		return nil, err
+	}
 	files, err := os.ReadDir(ddir)
 	if err != nil {
 		return nil, fmt.Errorf("keys: %s: %w", domain, err)
@@ -103,6 +138,10 @@ func loadDomain(ddir, domain string) ([]*Key, error) {
 
 // Dir is the folder the table was read from.
 func (t *Table) Dir() string { return t.dir }
+
+// Missing reports whether the table's folder did not exist when it was
+// read.
+func (t *Table) Missing() bool { return t.missing }
 
 // Keys returns the keys of one domain, sorted by selector.
 func (t *Table) Keys(domain string) []*Key { return t.domains[strings.ToLower(domain)] }
