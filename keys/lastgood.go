@@ -2,9 +2,15 @@ package keys
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
+	"os"
+	"path/filepath"
+	"sort"
 	"sync"
+	"time"
 )
 
 // LastGood remembers the last successful answer to each TXT lookup made
@@ -16,14 +22,60 @@ import (
 // definitive "no such record" (the record was removed) or a different
 // record. A name never answered before still gives the temporary error.
 //
+// The answers can be kept on disk (Load, Save) so that they survive a
+// restart: a daemon started while DNS is down signs with the keys it last
+// saw published instead of signing nothing until DNS answers. The answer
+// is always compared with the key on disk again, so a replaced key file
+// never inherits its predecessor's publication.
+//
 // The zero value is ready to use; it is safe for concurrent use.
 type LastGood struct {
 	// Stale, if set, is called (without locks held) each time the last good
 	// answer stands in for a failed lookup, for logging.
 	Stale func(name string, err error)
 
-	mu sync.Mutex
-	m  map[string][]string
+	mu    sync.Mutex
+	m     map[string]lastAnswer
+	dirty bool // changed since Load or the last Save
+}
+
+// lastAnswer is one remembered answer.
+type lastAnswer struct {
+	TXT []string `json:"txt"`
+	// Seen is when DNS last gave this answer.
+	Seen time.Time `json:"seen"`
+}
+
+// PublicationFile is the file in keys.dir where the daemon keeps the last
+// good DNS answer for each key record, <keys.dir>/.authmilter-publication.json.
+// It starts with a dot and is not a folder, so the key table ignores it.
+// Deleting it is safe: the daemon then waits for DNS at its next start.
+const PublicationFile = ".authmilter-publication.json"
+
+// publicationVersion is the format version of PublicationFile.
+const publicationVersion = 1
+
+// publicationFile is the content of PublicationFile.
+type publicationFile struct {
+	Version int                   `json:"version"`
+	Records map[string]lastAnswer `json:"records"`
+}
+
+// ErrNotLookedUp is the temporary error of Offline: the name was not
+// looked up at all.
+var ErrNotLookedUp = errors.New("not looked up yet")
+
+// Offline is a TXTLookup that never asks DNS: every name fails with
+// ErrNotLookedUp, a temporary error. Wrapped by LastGood it answers from
+// what was saved, which is how the daemon starts before DNS answers.
+func Offline(ctx context.Context, name string) ([]string, error) {
+	return nil, &net.DNSError{Err: ErrNotLookedUp.Error(), Name: name, IsTemporary: true}
+}
+
+// IsNotLookedUp reports whether err is Offline's error.
+func IsNotLookedUp(err error) bool {
+	var dnsErr *net.DNSError
+	return errors.As(err, &dnsErr) && dnsErr.Err == ErrNotLookedUp.Error()
 }
 
 // Wrap returns a lookup that asks next and falls back to the last good
@@ -34,20 +86,26 @@ func (l *LastGood) Wrap(next TXTLookup) TXTLookup {
 		l.mu.Lock()
 		if err == nil {
 			if l.m == nil {
-				l.m = map[string][]string{}
+				l.m = map[string]lastAnswer{}
 			}
-			l.m[name] = append([]string(nil), txts...)
+			if prev, ok := l.m[name]; !ok || !equalStrings(prev.TXT, txts) || time.Since(prev.Seen) > time.Hour {
+				l.dirty = true
+			}
+			l.m[name] = lastAnswer{TXT: append([]string(nil), txts...), Seen: time.Now().UTC().Truncate(time.Second)}
 			l.mu.Unlock()
 			return txts, nil
 		}
 		var dnsErr *net.DNSError
 		if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
-			delete(l.m, name)
+			if _, ok := l.m[name]; ok {
+				delete(l.m, name)
+				l.dirty = true
+			}
 			l.mu.Unlock()
 			return nil, err
 		}
 		prev, ok := l.m[name]
-		prev = append([]string(nil), prev...)
+		txt := append([]string(nil), prev.TXT...)
 		l.mu.Unlock()
 		if !ok {
 			return nil, err
@@ -55,6 +113,110 @@ func (l *LastGood) Wrap(next TXTLookup) TXTLookup {
 		if l.Stale != nil {
 			l.Stale(name, err)
 		}
-		return prev, nil
+		return txt, nil
 	}
+}
+
+// Prune forgets the answers for names keep does not want (records of keys
+// that left the key table), so that the saved file does not grow for ever.
+func (l *LastGood) Prune(keep func(name string) bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for name := range l.m {
+		if !keep(name) {
+			delete(l.m, name)
+			l.dirty = true
+		}
+	}
+}
+
+// Len returns the number of names remembered.
+func (l *LastGood) Len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.m)
+}
+
+// Load adds the answers saved in path (a PublicationFile) to those in
+// memory, without replacing any. A missing file is not an error.
+func (l *LastGood) Load(path string) error {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("keys: %w", err)
+	}
+	var f publicationFile
+	if err := json.Unmarshal(data, &f); err != nil {
+		return fmt.Errorf("keys: %s: %w (delete it; the daemon then waits for DNS at start)", path, err)
+	}
+	if f.Version != publicationVersion {
+		return fmt.Errorf("keys: %s: unknown version %d (want %d)", path, f.Version, publicationVersion)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m == nil {
+		l.m = map[string]lastAnswer{}
+	}
+	for name, a := range f.Records {
+		if _, ok := l.m[name]; !ok && len(a.TXT) > 0 {
+			l.m[name] = a
+		}
+	}
+	return nil
+}
+
+// Save writes the answers atomically to path (mode 0600) if they changed
+// since Load or the last Save.
+func (l *LastGood) Save(path string) error {
+	l.mu.Lock()
+	if !l.dirty {
+		l.mu.Unlock()
+		return nil
+	}
+	f := publicationFile{Version: publicationVersion, Records: make(map[string]lastAnswer, len(l.m))}
+	for name, a := range l.m {
+		f.Records[name] = a
+	}
+	l.dirty = false
+	l.mu.Unlock()
+	data, err := json.MarshalIndent(f, "", "  ")
+	if err == nil {
+		err = writeReplace(path, append(data, '\n'), 0o600)
+	}
+	if err != nil {
+		l.mu.Lock()
+		l.dirty = true
+		l.mu.Unlock()
+		return fmt.Errorf("keys: save publication state: %w", err)
+	}
+	return nil
+}
+
+// PublicationPath returns the PublicationFile of keys.dir dir.
+func PublicationPath(dir string) string { return filepath.Join(dir, PublicationFile) }
+
+// Names returns the remembered names, sorted (for tests and logs).
+func (l *LastGood) Names() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]string, 0, len(l.m))
+	for n := range l.m {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
 }
