@@ -329,12 +329,39 @@ func DefaultConfig() *Config {
 
 // LoadConfig reads path over the defaults and validates the result. Errors
 // name the file, and the line and key where the TOML decoder knows them.
+//
+// A file without a single setting (empty, blanks, only comments or empty
+// tables) is an error: that is what a reader sees while an editor or a
+// non-atomic write has truncated the file, and read as "all defaults" it
+// would move keys.dir and stop all signing at the next SIGHUP. Running
+// without -config (and without /etc/authmilter/authmilter.toml) is the way
+// to get the built-in defaults.
 func LoadConfig(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
+	if noSettings(data) {
+		return nil, fmt.Errorf("config %s is empty (no settings, only blanks or comments): refused, "+
+			"since a file being rewritten in place looks like this; write at least one setting", path)
+	}
 	return ParseConfig(path, data)
+}
+
+// noSettings reports whether data is valid TOML that sets no value. Syntax
+// errors are left to ParseConfig, which reports them with their line.
+func noSettings(data []byte) bool {
+	var m map[string]any
+	md, err := toml.Decode(string(data), &m)
+	if err != nil {
+		return false
+	}
+	for _, k := range md.Keys() {
+		if md.Type(k...) != "Hash" {
+			return false
+		}
+	}
+	return true
 }
 
 // ParseConfig is LoadConfig on bytes already read; name is used in errors.

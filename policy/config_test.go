@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -111,5 +112,36 @@ func TestContribConfigParses(t *testing.T) {
 	}
 	if cfg.SocketGroup != "postfix" || len(cfg.Listen) != 2 || len(cfg.Signing.Rules) != 1 {
 		t.Errorf("unexpected contrib config: %+v", cfg)
+	}
+}
+
+// TestLoadConfigEmpty: a config file without a single setting (empty,
+// whitespace, only comments: what a reader sees while an editor or a
+// non-atomic write has truncated the file) is an error naming the file.
+// Taken as "all defaults" it would move keys.dir and stop all signing.
+func TestLoadConfigEmpty(t *testing.T) {
+	dir := t.TempDir()
+	for name, text := range map[string]string{
+		"empty":       "",
+		"whitespace":  " \n\t\r\n  \n",
+		"comments":    "# authmilter configuration\n\n# listen = [\"unix:/run/x.sock\"]\n",
+		"empty table": "[keys]\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := dir + "/" + strings.ReplaceAll(name, " ", "-") + ".toml"
+			if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := LoadConfig(path)
+			if err == nil || !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "no settings") {
+				t.Fatalf("LoadConfig(%q) = %v, want an error naming the file and saying it has no settings", text, err)
+			}
+		})
+	}
+	// One setting is enough; the rest are defaults.
+	path := dir + "/one.toml"
+	os.WriteFile(path, []byte("# just one\nauthserv_id = \"mx.example\"\n"), 0o600)
+	if cfg, err := LoadConfig(path); err != nil || cfg.AuthservID != "mx.example" || cfg.Keys.Dir != "/var/lib/authmilter/keys" {
+		t.Fatalf("LoadConfig(one setting) = %+v, %v", cfg, err)
 	}
 }
