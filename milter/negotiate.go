@@ -2,126 +2,346 @@ package milter
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	gomilter "github.com/emersion/go-milter"
 )
 
-// negotiatingConn sits between go-milter and the MTA's connection to fix one
-// gap of go-milter v0.5.0: it answers option negotiation with the protocol
-// flags it was configured with, without masking them by what the MTA
-// offered, and tells the milter nothing about the outcome. We read the MTA's
-// SMFIC_OPTNEG, mask our reply with it, and record which flags are in effect
-// (SMFIP_HDR_LEADSPC decides how header values must be rebuilt;
-// SMFIP_NR_HDR whether header callbacks may be answered). Nothing else of the
-// stream is touched.
+// negotiatingConn sits between go-milter and the MTA's connection. go-milter
+// v0.5.0 reads the stream itself, with no limits, and we cannot change it;
+// this wrapper reads every packet first and hands go-milter only what it
+// should see:
+//
+//   - Option negotiation: go-milter answers with the protocol flags it was
+//     configured with, unmasked by what the MTA offered, and tells the milter
+//     nothing about the outcome. We read the MTA's SMFIC_OPTNEG, mask our
+//     reply with it, and record which flags are in effect (SMFIP_HDR_LEADSPC
+//     decides how header values are rebuilt; SMFIP_NR_HDR whether header
+//     commands are answered). A second SMFIC_OPTNEG closes the connection.
+//   - Packet size: a packet's claimed length is checked before anything is
+//     allocated, and its payload is read in bounded steps as it arrives
+//     (go-milter allocates the claimed length, up to 1 MiB, before reading
+//     a byte), so a client that claims a large packet and sends nothing
+//     costs nothing.
+//   - Timeouts (limits.*): a short one for a connection that has not
+//     negotiated and for a packet that stalls half-way, a long idle one
+//     between commands, and one for writes to an MTA that stops reading.
+//     go-milter sets none.
+//   - Header fields: every SMFIC_HEADER goes to the session's onHeader hook
+//     and never to go-milter, which would keep its own unbounded copy of the
+//     whole header (a textproto.MIMEHeader reset only by SMFIC_ABORT) and
+//     answer malformed header packets with replies the MTA did not ask for,
+//     desynchronising the stream under SMFIP_NR_HDR. A malformed header
+//     packet closes the connection.
+//
+// go-milter reads and writes from the session goroutine only, one packet at
+// a time, so the hooks run in the session goroutine between callbacks.
 type negotiatingConn struct {
 	net.Conn
-	// br buffers reads: go-milter reads each packet's length and payload
-	// with separate unbuffered reads, two system calls per packet.
+	srv *Server
+	// br buffers reads: many small packets (macros, headers, commands)
+	// arrive in one read.
 	br *bufio.Reader
 
+	// pending is the rest of the packet being handed to go-milter; buf is
+	// reused for packets up to reuseLimit.
+	pending []byte
+	buf     []byte
+
+	negotiatedOnce bool
+
+	// onHeader receives each header field (name, value as sent).
+	onHeader func(name, value string)
+	// onHeaderMacros receives the macros sent for the header stage, as
+	// name, value pairs.
+	onHeaderMacros func(kv []string)
+	// logf logs a connection-level problem with the session's context.
+	logf func(msg string, args ...any)
+
 	mu        sync.Mutex
-	readBuf   []byte // the MTA's OPTNEG packet, replayed to go-milter
-	readDone  bool
-	writeDone bool
 	offered   gomilter.OptProtocol
 	mtaVer    uint32
 	effective gomilter.OptProtocol
+	replied   bool
 	onClose   func()
 	closed    bool
 }
 
-const optNegLen = 13 // 'O' + version + actions + protocol
+const (
+	optNegLen = 13 // 'O' + version + actions + protocol
+	// maxPacket is the largest packet accepted, go-milter's own limit: an
+	// MTA sends body chunks of at most 64 KiB and one header field per
+	// packet.
+	maxPacket = 1 << 20
+	// readStep bounds each allocation while a large packet arrives.
+	readStep = 64 << 10
+	// reuseLimit is the largest packet buffer kept for the next packet.
+	reuseLimit = 64<<10 + 16
+	// readBufferSize holds many small packets in one read; body chunks
+	// larger than it are read straight into the packet buffer by bufio.
+	readBufferSize = 8 << 10
+)
+
+// errProtocol marks a stream that is not a valid milter conversation; the
+// connection is closed.
+var errProtocol = errors.New("milter protocol error")
 
 func (c *negotiatingConn) Read(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	if len(c.pending) == 0 {
+		if err := c.nextPacket(); err != nil {
+			c.readFailed(err)
+			// go-milter logs anything but EOF to the standard logger; the
+			// problem is logged above, with the session's context.
+			return 0, io.EOF
+		}
+	}
+	n := copy(p, c.pending)
+	c.pending = c.pending[n:]
+	return n, nil
+}
+
+// readFailed logs and counts why the connection ends.
+func (c *negotiatingConn) readFailed(err error) {
+	var ne net.Error
+	switch {
+	case errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed):
+		// The MTA closed the connection: the normal end.
+	case errors.As(err, &ne) && ne.Timeout():
+		c.srv.event("timeout")
+		c.log("closing connection", "error", err.Error())
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		c.srv.event("bad_packet")
+		c.log("connection closed in the middle of a packet")
+	case errors.Is(err, errProtocol):
+		c.srv.event("bad_packet")
+		c.log("closing connection", "error", err.Error())
+	default:
+		c.log("closing connection", "error", err.Error())
+	}
+}
+
+func (c *negotiatingConn) log(msg string, args ...any) {
+	if c.logf != nil {
+		c.logf(msg, args...)
+	} else if c.srv.Logger != nil {
+		c.srv.Logger.Warn(msg, args...)
+	}
+}
+
+// nextPacket reads packets until one is for go-milter and leaves it, framed,
+// in c.pending. Header packets are consumed here.
+func (c *negotiatingConn) nextPacket() error {
 	if c.br == nil {
 		c.br = bufio.NewReaderSize(c.Conn, readBufferSize)
 	}
-	if !c.readDone {
-		c.readDone = true
+	lim := c.srv.limits()
+	for {
+		// Waiting for a command: the idle timeout, or the short one before
+		// the MTA has negotiated (an MTA negotiates at once).
+		wait := lim.IdleTimeout.Duration
+		if !c.negotiatedOnce {
+			wait = lim.NegotiateTimeout.Duration
+		}
+		if c.br.Buffered() == 0 {
+			c.Conn.SetReadDeadline(time.Now().Add(wait))
+			if _, err := c.br.Peek(1); err != nil {
+				return err
+			}
+		}
+		// Once a packet has begun, the rest must follow promptly.
+		c.Conn.SetReadDeadline(time.Now().Add(lim.NegotiateTimeout.Duration))
 		var hdr [4]byte
 		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
-			return 0, err
+			return unexpected(err)
 		}
 		n := binary.BigEndian.Uint32(hdr[:])
-		// A packet larger than go-milter's own limit is passed on unread:
-		// go-milter rejects it itself.
-		if n == 0 || n > 1<<20 {
-			c.readBuf = hdr[:]
-		} else {
-			data := make([]byte, n)
-			if _, err := io.ReadFull(c.br, data); err != nil {
-				return 0, err
-			}
-			if n >= optNegLen && data[0] == byte(gomilter.CodeOptNeg) {
-				c.mtaVer = binary.BigEndian.Uint32(data[1:5])
-				c.offered = gomilter.OptProtocol(binary.BigEndian.Uint32(data[9:13]))
-			}
-			c.readBuf = append(hdr[:], data...)
+		if n == 0 || n > maxPacket {
+			return fmt.Errorf("%w: packet length %d (limit %d)", errProtocol, n, maxPacket)
 		}
+		pkt, err := c.readPayload(hdr[:], int(n))
+		if err != nil {
+			return unexpected(err)
+		}
+		code, data := pkt[4], pkt[5:]
+		if !c.negotiatedOnce {
+			if code != byte(gomilter.CodeOptNeg) {
+				return fmt.Errorf("%w: first command %q is not option negotiation", errProtocol, code)
+			}
+			if len(data) < optNegLen-1 {
+				return fmt.Errorf("%w: short option negotiation", errProtocol)
+			}
+			c.mu.Lock()
+			c.mtaVer = binary.BigEndian.Uint32(data[0:4])
+			c.offered = gomilter.OptProtocol(binary.BigEndian.Uint32(data[8:12]))
+			c.mu.Unlock()
+			c.negotiatedOnce = true
+		} else if code == byte(gomilter.CodeOptNeg) {
+			return fmt.Errorf("%w: option negotiation repeated", errProtocol)
+		}
+		if code == byte(gomilter.CodeMacro) && len(data) > 0 && data[0] == byte(gomilter.CodeHeader) && c.onHeaderMacros != nil {
+			// The header stage's macros (Postfix sends the queue ID here)
+			// would reach the session only through go-milter's header
+			// callback, which header packets bypass.
+			c.onHeaderMacros(splitCStrings(data[1:]))
+		}
+		if code == byte(gomilter.CodeHeader) {
+			if err := c.header(data); err != nil {
+				return err
+			}
+			continue
+		}
+		c.pending = pkt
+		return nil
 	}
-	if len(c.readBuf) > 0 {
-		n := copy(p, c.readBuf)
-		c.readBuf = c.readBuf[n:]
-		return n, nil
-	}
-	return c.br.Read(p)
 }
 
-// readBufferSize holds many small packets (macros, headers, commands) in
-// one read; body chunks larger than it are read straight into go-milter's
-// buffer by bufio.
-const readBufferSize = 8 << 10
+// unexpected turns an EOF inside a packet into io.ErrUnexpectedEOF.
+func unexpected(err error) error {
+	if errors.Is(err, io.EOF) {
+		return io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// readPayload reads an n-byte payload after hdr and returns the framed
+// packet. Memory grows with the bytes that actually arrive, in steps of at
+// most readStep, never with the length the client claimed.
+func (c *negotiatingConn) readPayload(hdr []byte, n int) ([]byte, error) {
+	total := 4 + n
+	var pkt []byte
+	if total <= reuseLimit {
+		if cap(c.buf) < total {
+			c.buf = make([]byte, reuseLimit)
+		}
+		pkt = c.buf[:total]
+		copy(pkt, hdr)
+		if _, err := io.ReadFull(c.br, pkt[4:]); err != nil {
+			return nil, err
+		}
+		return pkt, nil
+	}
+	pkt = append(make([]byte, 0, readStep), hdr...)
+	for len(pkt) < total {
+		step := min(total-len(pkt), max(readStep, len(pkt)))
+		if cap(pkt)-len(pkt) < step {
+			grown := make([]byte, len(pkt), len(pkt)+step)
+			copy(grown, pkt)
+			pkt = grown
+		}
+		seg := pkt[len(pkt) : len(pkt)+step]
+		if _, err := io.ReadFull(c.br, seg); err != nil {
+			return nil, err
+		}
+		pkt = pkt[:len(pkt)+step]
+	}
+	return pkt, nil
+}
+
+// header handles one SMFIC_HEADER: "name\0value\0".
+func (c *negotiatingConn) header(data []byte) error {
+	name, rest, ok := bytes.Cut(data, []byte{0})
+	if !ok || len(name) == 0 {
+		return fmt.Errorf("%w: malformed header packet", errProtocol)
+	}
+	value, tail, ok := bytes.Cut(rest, []byte{0})
+	if !ok || len(tail) != 0 {
+		return fmt.Errorf("%w: malformed header packet", errProtocol)
+	}
+	if c.onHeader != nil {
+		c.onHeader(string(name), string(value))
+	}
+	if c.negotiated()&gomilter.OptNoHeaderReply != 0 {
+		return nil
+	}
+	// Without SMFIP_NR_HDR the MTA waits for an answer to each field.
+	_, err := c.writeRaw([]byte{0, 0, 0, 1, byte(gomilter.ActContinue)})
+	return err
+}
+
+// splitCStrings splits NUL-terminated strings.
+func splitCStrings(b []byte) []string {
+	var out []string
+	for len(b) > 0 {
+		s, rest, _ := bytes.Cut(b, []byte{0})
+		out = append(out, string(s))
+		b = rest
+	}
+	return out
+}
 
 func (c *negotiatingConn) Write(p []byte) (int, error) {
 	c.mu.Lock()
-	if !c.writeDone {
-		c.writeDone = true
-		// go-milter writes each packet with one buffered flush, so the reply
-		// arrives whole: length, 'O', version, actions, protocol[, macros].
-		if len(p) >= 4+optNegLen && p[4] == byte(gomilter.CodeOptNeg) {
-			ours := gomilter.OptProtocol(binary.BigEndian.Uint32(p[13:17]))
-			c.effective = ours & c.offered
-			q := append([]byte(nil), p...)
-			// go-milter claims version 2 but asks for version 6 flags
-			// (SMFIP_NR_HDR, SMFIP_HDR_LEADSPC). Postfix honours them
-			// anyway; stricter MTAs (and go-milter's own client) refuse a
-			// version 2 answer that carries them. Everything go-milter's
-			// server does is valid version 6, so we say 6 when the MTA
-			// speaks it.
-			if c.mtaVer >= 6 {
-				binary.BigEndian.PutUint32(q[5:9], 6)
-			}
-			binary.BigEndian.PutUint32(q[13:17], uint32(c.effective))
-			c.mu.Unlock()
-			if _, err := c.Conn.Write(q); err != nil {
-				return 0, err
-			}
-			return len(p), nil
+	// go-milter writes each packet with one buffered flush, so the reply
+	// arrives whole: length, 'O', version, actions, protocol[, macros]. It
+	// answers one SMFIC_OPTNEG only: a second one closes the connection.
+	if !c.replied && len(p) >= 4+optNegLen && p[4] == byte(gomilter.CodeOptNeg) {
+		c.replied = true
+		ours := gomilter.OptProtocol(binary.BigEndian.Uint32(p[13:17]))
+		c.effective = ours & c.offered
+		q := append([]byte(nil), p...)
+		// go-milter claims version 2 but asks for version 6 flags
+		// (SMFIP_NR_HDR, SMFIP_HDR_LEADSPC). Postfix honours them anyway;
+		// stricter MTAs (and go-milter's own client) refuse a version 2
+		// answer that carries them. Everything go-milter's server does is
+		// valid version 6, so we say 6 when the MTA speaks it.
+		if c.mtaVer >= 6 {
+			binary.BigEndian.PutUint32(q[5:9], 6)
 		}
+		binary.BigEndian.PutUint32(q[13:17], uint32(c.effective))
+		c.mu.Unlock()
+		if _, err := c.writeRaw(q); err != nil {
+			return 0, err
+		}
+		return len(p), nil
 	}
 	c.mu.Unlock()
-	return c.Conn.Write(p)
+	return c.writeRaw(p)
+}
+
+// writeRaw writes with the write timeout: an MTA that stops reading must not
+// hold the session forever.
+func (c *negotiatingConn) writeRaw(p []byte) (int, error) {
+	c.Conn.SetWriteDeadline(time.Now().Add(c.srv.limits().WriteTimeout.Duration))
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			c.srv.event("timeout")
+		}
+		c.log("write to MTA failed", "error", err.Error())
+	}
+	return n, err
 }
 
 // Close runs the session's close hook once (go-milter has none, and an MTA
-// that drops the connection mid-message sends no ABORT), then closes.
+// that drops the connection mid-message sends no ABORT), releases the
+// connection's slot, then closes.
 func (c *negotiatingConn) Close() error {
 	c.mu.Lock()
 	hook := c.onClose
 	first := !c.closed
 	c.closed = true
 	c.mu.Unlock()
-	if first && hook != nil {
-		hook()
+	if first {
+		if hook != nil {
+			hook()
+		}
+		c.pending, c.buf = nil, nil
+		c.srv.event("close")
+		c.srv.connClosed()
 	}
-	return c.Conn.Close()
+	err := c.Conn.Close()
+	if !first && errors.Is(err, net.ErrClosed) {
+		err = nil
+	}
+	return err
 }
 
 // negotiated returns the protocol flags both sides agreed on.

@@ -50,8 +50,10 @@ type Server struct {
 	listeners []net.Listener
 	servers   []*gomilter.Server
 	inflight  atomic.Int64 // open transactions
-	conns     atomic.Int64 // open MTA connections
+	conns     atomic.Int64 // open MTA connections (and slots being accepted)
 	closing   atomic.Bool
+	freeOnce  sync.Once
+	freed     chan struct{} // a connection closed
 }
 
 // Options negotiated with the MTA: we add, change and delete header fields
@@ -151,7 +153,7 @@ func (s *Server) Serve() error {
 	s.mu.Unlock()
 	errc := make(chan error, len(lns))
 	for _, ln := range lns {
-		tl := &trackingListener{Listener: ln}
+		tl := &trackingListener{Listener: ln, srv: s}
 		ms := &gomilter.Server{
 			Actions:  actions,
 			Protocol: protocol,
@@ -231,18 +233,130 @@ func (s *Server) Shutdown(ctx context.Context) error {
 const shutdownLinger = time.Second
 
 // trackingListener wraps accepted connections in negotiatingConn and
-// remembers the last one for NewMilter.
+// remembers the last one for NewMilter. Its Accept never fails while the
+// listener is open: go-milter's Serve returns on the first Accept error, so
+// a temporary failure (descriptor exhaustion: "accept4: too many open
+// files") would otherwise end the daemon.
 type trackingListener struct {
 	net.Listener
+	srv  *Server
 	last atomic.Pointer[negotiatingConn]
 }
 
+// Backoff after a failed accept, as net/http does: from 5 ms doubling up to
+// 1 s, so the daemon serves again as soon as descriptors are free.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+)
+
 func (l *trackingListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	var backoff time.Duration
+	var failedSince time.Time
+	for {
+		if err := l.srv.reserveSlot(); err != nil {
+			return nil, err
+		}
+		c, err := l.Listener.Accept()
+		if err != nil {
+			l.srv.connClosed()
+			if l.srv.closing.Load() || errors.Is(err, net.ErrClosed) {
+				return nil, err
+			}
+			l.srv.event("accept_error")
+			if backoff == 0 {
+				backoff = acceptBackoffMin
+				failedSince = time.Now()
+				l.srv.Logger.Error("accept failed; retrying", "listener", l.Addr().String(), "error", err.Error())
+			} else {
+				backoff = min(2*backoff, acceptBackoffMax)
+			}
+			if !l.srv.sleep(backoff) {
+				return nil, net.ErrClosed
+			}
+			continue
+		}
+		if backoff != 0 {
+			l.srv.Logger.Info("accepting again", "listener", l.Addr().String(), "after", time.Since(failedSince).Round(time.Millisecond).String())
+		}
+		nc := &negotiatingConn{Conn: c, srv: l.srv}
+		l.last.Store(nc)
+		l.srv.event("open")
+		return nc, nil
 	}
-	nc := &negotiatingConn{Conn: c}
-	l.last.Store(nc)
-	return nc, nil
+}
+
+// limits returns the limits of the current policy snapshot (they apply to
+// the next packet after a reload).
+func (s *Server) limits() policy.LimitsConfig {
+	if s.Policy != nil {
+		if p := s.Policy(); p != nil {
+			return p.Config().Limits
+		}
+	}
+	return policy.DefaultConfig().Limits
+}
+
+// event tells the observer about a connection event.
+func (s *Server) event(name string) {
+	if s.Observer != nil {
+		s.Observer.ConnectionEvent(name)
+	}
+}
+
+// reserveSlot takes one of limits.max_connections for the connection about
+// to be accepted, waiting (the MTA's connection stays in the listen
+// backlog) while all are in use. It fails only when the server closes.
+func (s *Server) reserveSlot() error {
+	waiting := false
+	for {
+		if s.closing.Load() {
+			return net.ErrClosed
+		}
+		n, max := s.conns.Load(), int64(s.limits().MaxConnections)
+		if n < max {
+			if s.conns.CompareAndSwap(n, n+1) {
+				if waiting {
+					s.Logger.Info("below the connection limit again; accepting", "open", n)
+				}
+				return nil
+			}
+			continue
+		}
+		if !waiting {
+			waiting = true
+			s.event("refused_limit")
+			s.Logger.Warn("connection limit reached; new connections wait", "limit", max)
+		}
+		select {
+		case <-s.slotFreed():
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// connClosed releases a connection's slot.
+func (s *Server) connClosed() {
+	s.conns.Add(-1)
+	select {
+	case s.slotFreed() <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Server) slotFreed() chan struct{} {
+	s.freeOnce.Do(func() { s.freed = make(chan struct{}, 1) })
+	return s.freed
+}
+
+// sleep waits d or until the server closes; false means it closed.
+func (s *Server) sleep(d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if s.closing.Load() {
+			return false
+		}
+		time.Sleep(min(10*time.Millisecond, time.Until(deadline)))
+	}
+	return !s.closing.Load()
 }

@@ -15,10 +15,6 @@ import (
 	"github.com/authmilter/authmilter/policy"
 )
 
-// maxHeaderBytes bounds the header we keep per message. Postfix's own
-// header_size_limit is 100 KiB; a larger header is not signed or verified.
-const maxHeaderBytes = 1 << 20
-
 // session is one MTA connection. go-milter calls it from one goroutine.
 type session struct {
 	srv  *Server
@@ -32,30 +28,45 @@ type session struct {
 	daemonName string
 
 	tx *transaction
+	// failed is the reply owed for an internal error in a command that
+	// takes no reply (a header field); the next reply is this one.
+	failed gomilter.Response
 }
 
 // transaction is one message.
 type transaction struct {
-	pol         *policy.Policy
-	env         policy.Envelope
-	header      []policy.HeaderField
+	pol    *policy.Policy
+	env    policy.Envelope
+	header []policy.HeaderField
+	// headerBytes and fields count the whole header as received, kept or
+	// not; tooBig is set once headerBytes exceeds limits.max_header_bytes,
+	// and from then on no field is kept.
 	headerBytes int
+	fields      int
 	tooBig      bool
-	msg         *policy.Message
+	// authResults tracks every Authentication-Results field, kept or not,
+	// so that forged ones are deleted whatever the header's size.
+	authResults []policy.AuthResultsField
+	arCount     int
+	tooManyAR   bool
+	// eoh is set at the end of the header; badOrder names the first
+	// command that came out of order.
+	eoh      bool
+	badOrder string
+	msg      *policy.Message
 }
 
 func (s *Server) newSession(c *negotiatingConn) *session {
 	ss := &session{srv: s, conn: c}
 	if c != nil {
-		s.conns.Add(1)
-		// go-milter closes the conn from the session goroutine, so the
-		// hook runs where every callback runs.
+		// go-milter reads and closes the conn from the session goroutine,
+		// so the hooks run where every callback runs.
 		c.mu.Lock()
-		c.onClose = func() {
-			ss.endTransaction()
-			s.conns.Add(-1)
-		}
+		c.onClose = ss.endTransaction
 		c.mu.Unlock()
+		c.onHeader = ss.header
+		c.onHeaderMacros = ss.headerMacros
+		c.logf = ss.logConn
 	}
 	return ss
 }
@@ -88,7 +99,11 @@ func (ss *session) takeMacros(m *gomilter.Modifier) {
 // guard turns a panic in a callback into a logged internal error, so that
 // one broken message never takes the daemon down.
 func (ss *session) guard(stage string, resp *gomilter.Response) {
-	v := recover()
+	ss.contain(stage, recover(), resp)
+}
+
+// contain logs a recovered panic v, if any, and sets the reply.
+func (ss *session) contain(stage string, v any, resp *gomilter.Response) {
 	if v == nil {
 		return
 	}
@@ -99,6 +114,14 @@ func (ss *session) guard(stage string, resp *gomilter.Response) {
 	ss.srv.Logger.Error("internal error", "queue", queue, "stage", stage, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
 	*resp = ss.internalError()
 	ss.endTransaction()
+}
+
+// takeFailure returns and clears the reply owed for an earlier internal
+// error, if any.
+func (ss *session) takeFailure() gomilter.Response {
+	r := ss.failed
+	ss.failed = nil
+	return r
 }
 
 func (ss *session) internalError() gomilter.Response {
@@ -155,30 +178,87 @@ func (ss *session) RcptTo(rcpt string, m *gomilter.Modifier) (resp gomilter.Resp
 	return gomilter.RespContinue, nil
 }
 
-// Header records one field. The value is rebuilt as the receiver will see
+// Header is go-milter's header callback. It is never called: header
+// packets are handed to header by negotiatingConn instead (see there).
+func (ss *session) Header(name, value string, m *gomilter.Modifier) (gomilter.Response, error) {
+	return nil, nil
+}
+
+// header records one field. The value is rebuilt as the receiver will see
 // it: with SMFIP_HDR_LEADSPC the MTA sends it whole; without, Postfix and
 // Sendmail strip one leading space (never a tab), which we put back. Folds
-// arrive as LF and go back to CRLF.
-func (ss *session) Header(name, value string, m *gomilter.Modifier) (resp gomilter.Response, err error) {
-	defer ss.guard("header", &resp)
-	ss.takeMacros(m)
-	if ss.tx != nil && !ss.tx.tooBig {
-		if !ss.leadingSpace() {
-			value = " " + value
+// arrive as LF and go back to CRLF. Past limits.max_header_bytes nothing
+// is kept but the count and the Authentication-Results fields.
+func (ss *session) header(name, value string) {
+	defer func() {
+		// Not a go-milter callback, so not under guard: a panic here is
+		// answered at the next command that takes a reply.
+		if v := recover(); v != nil {
+			var resp gomilter.Response
+			ss.contain("header", v, &resp)
+			ss.failed = resp
 		}
-		value = toCRLF(value)
-		ss.tx.headerBytes += len(name) + len(value) + 3
-		if ss.tx.headerBytes > maxHeaderBytes {
-			ss.tx.tooBig = true
-			ss.tx.header = nil
+	}()
+	tx := ss.tx
+	if tx == nil {
+		return // outside a transaction: nothing to attach it to
+	}
+	if tx.eoh {
+		tx.orderError("header field after the end of the header")
+		return
+	}
+	if !ss.leadingSpace() {
+		value = " " + value
+	}
+	tx.fields++
+	tx.headerBytes += len(name) + len(value) + 3
+	if strings.EqualFold(name, "Authentication-Results") {
+		tx.arCount++
+		if len(tx.authResults) < policy.MaxTrackedAuthResults {
+			v, trunc := value, false
+			if len(v) > policy.AuthResultsPrefix {
+				v, trunc = strings.Clone(v[:policy.AuthResultsPrefix]), true
+			}
+			tx.authResults = append(tx.authResults, policy.AuthResultsField{N: tx.arCount, Value: v, Truncated: trunc})
 		} else {
-			ss.tx.header = append(ss.tx.header, policy.HeaderField{Name: name, Value: value})
+			tx.tooManyAR = true
 		}
 	}
-	if ss.conn != nil && ss.conn.negotiated()&gomilter.OptNoHeaderReply != 0 {
-		return nil, nil
+	if tx.tooBig {
+		return
 	}
-	return gomilter.RespContinue, nil
+	if tx.headerBytes > tx.pol.Config().Limits.MaxHeaderBytes {
+		tx.tooBig = true
+		tx.header = nil
+		return
+	}
+	tx.header = append(tx.header, policy.HeaderField{Name: name, Value: toCRLF(value)})
+}
+
+// headerMacros takes the queue ID from the header stage's macros.
+func (ss *session) headerMacros(kv []string) {
+	for i := 0; i+1 < len(kv); i += 2 {
+		if kv[i] == "i" && kv[i+1] != "" && ss.tx != nil && ss.tx.env.QueueID == "" {
+			ss.tx.env.QueueID = kv[i+1]
+		}
+	}
+}
+
+// orderError records the first command that came out of order.
+func (tx *transaction) orderError(what string) {
+	if tx.badOrder == "" {
+		tx.badOrder = what
+	}
+}
+
+// logConn logs a connection-level problem with what is known of the
+// session.
+func (ss *session) logConn(msg string, args ...any) {
+	attrs := []any{"client", ss.clientIP.String()}
+	if ss.tx != nil && ss.tx.env.QueueID != "" {
+		attrs = append(attrs, "queue", ss.tx.env.QueueID)
+	}
+	ss.srv.Logger.Warn(msg, append(attrs, args...)...)
 }
 
 // toCRLF turns bare LF line ends into CRLF, leaving existing CRLF alone.
@@ -192,16 +272,39 @@ func toCRLF(s string) string {
 
 func (ss *session) Headers(_ textproto.MIMEHeader, m *gomilter.Modifier) (resp gomilter.Response, err error) {
 	defer ss.guard("eoh", &resp)
+	if r := ss.takeFailure(); r != nil {
+		return r, nil
+	}
 	ss.takeMacros(m)
-	if ss.tx != nil && !ss.tx.tooBig {
-		ss.tx.msg = ss.tx.pol.Begin(&ss.tx.env, ss.tx.header)
+	tx := ss.tx
+	if tx == nil {
+		return gomilter.RespContinue, nil
+	}
+	if tx.eoh {
+		// A second EOH must not start a second evaluation (each one holds
+		// a verifier goroutine until the end of the message).
+		tx.orderError("end of header repeated")
+		return gomilter.RespContinue, nil
+	}
+	tx.eoh = true
+	if !tx.tooBig && tx.badOrder == "" {
+		tx.msg = tx.pol.Begin(&tx.env, tx.header)
 	}
 	return gomilter.RespContinue, nil
 }
 
 func (ss *session) BodyChunk(chunk []byte, m *gomilter.Modifier) (resp gomilter.Response, err error) {
 	defer ss.guard("body", &resp)
-	if ss.tx != nil && ss.tx.msg != nil {
+	if r := ss.takeFailure(); r != nil {
+		return r, nil
+	}
+	if ss.tx == nil {
+		return gomilter.RespContinue, nil
+	}
+	if !ss.tx.eoh {
+		ss.tx.orderError("body before the end of the header")
+	}
+	if ss.tx.msg != nil {
 		ss.tx.msg.Write(chunk)
 	}
 	return gomilter.RespContinue, nil
@@ -210,22 +313,26 @@ func (ss *session) BodyChunk(chunk []byte, m *gomilter.Modifier) (resp gomilter.
 // Body is the end of the message: the policy decides and we apply.
 func (ss *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error) {
 	defer ss.guard("eom", &resp)
+	if r := ss.takeFailure(); r != nil {
+		return r, nil
+	}
 	ss.takeMacros(m)
 	tx := ss.tx
 	if tx == nil {
 		return gomilter.RespContinue, nil
 	}
 	defer ss.endTransaction()
+	if !tx.eoh {
+		tx.orderError("end of message without end of header")
+	}
 	var d *policy.Decision
-	if tx.msg == nil {
-		// No EOH seen (header too large, or a broken MTA sequence).
-		d = &policy.Decision{Action: policy.Accept}
-		reason := "no end of header"
-		if tx.tooBig {
-			reason = fmt.Sprintf("header larger than %d bytes", maxHeaderBytes)
-		}
-		d.Log = []slog.Attr{slog.String("queue", tx.env.QueueID), slog.String("error", reason+"; not processed")}
-	} else {
+	switch {
+	case tx.badOrder != "":
+		d = tx.pol.Unevaluated(&tx.env, tx.unevaluated(policy.ReasonProtocolOrder, tx.badOrder))
+	case tx.tooBig || tx.tooManyAR:
+		d = tx.pol.Unevaluated(&tx.env, tx.unevaluated(policy.ReasonHeaderTooLarge,
+			fmt.Sprintf("header larger than %d bytes", tx.pol.Config().Limits.MaxHeaderBytes)))
+	default:
 		d = tx.msg.Finish()
 		tx.msg = nil
 	}
@@ -242,6 +349,14 @@ func (ss *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error
 		ss.srv.Observer.MessageDone(d, level == slog.LevelError)
 	}
 	return resp, nil
+}
+
+func (tx *transaction) unevaluated(reason, detail string) policy.Unevaluated {
+	if tx.tooManyAR {
+		detail = fmt.Sprintf("more than %d Authentication-Results fields", policy.MaxTrackedAuthResults)
+	}
+	return policy.Unevaluated{Reason: reason, Detail: detail, HeaderBytes: tx.headerBytes, Fields: tx.fields,
+		AuthResults: tx.authResults, TooManyAuthResults: tx.tooManyAR}
 }
 
 // apply turns a decision into milter actions. Fields are inserted at index 0

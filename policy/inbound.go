@@ -187,10 +187,10 @@ func (m *Message) finishInbound(d *Decision) {
 	spfRes := <-in.spfDone
 
 	var results []arEntry
-	var dkimLog []string
+	var dkimEntries dkimLog
 	if len(sigs) == 0 {
 		results = append(results, arEntry{result: &authres.DKIMResult{Value: authres.ResultNone}})
-		dkimLog = append(dkimLog, "none")
+		d.DKIM = []string{"none"}
 	}
 	var dmarcDKIM []dmarc.DKIMResult
 	for _, s := range sigs {
@@ -206,11 +206,11 @@ func (m *Message) finishInbound(d *Decision) {
 			order:   []string{"header.d", "header.s", "header.a", "header.b"},
 		})
 		dmarcDKIM = append(dmarcDKIM, dmarc.DKIMResult{Domain: s.Domain, Pass: s.Result == "pass"})
-		if s.Domain == "" {
-			dkimLog = append(dkimLog, s.Result+"("+s.Reason+")")
-		} else {
-			dkimLog = append(dkimLog, fmt.Sprintf("%s(%s/%s)", s.Result, s.Domain, s.Selector))
-		}
+		d.DKIM = append(d.DKIM, s.Result)
+		dkimEntries = append(dkimEntries, dkimLogEntry{
+			Result: s.Result, D: logText(s.Domain, maxLogField), S: logText(s.Selector, maxLogField),
+			A: logText(s.Algorithm, maxLogField), Reason: logText(s.Reason, maxLogField),
+		})
 	}
 
 	spfAR := &authres.SPFResult{Value: authres.ResultValue(spfRes.result)}
@@ -225,13 +225,15 @@ func (m *Message) finishInbound(d *Decision) {
 	results = append(results, dmarcEntry)
 
 	d.Prepend = append(d.Prepend, HeaderField{Name: "Authentication-Results", Value: " " + formatAuthResults(p.cfg.AuthservID, results)})
-	d.Log = append(d.Log,
-		slog.String("dkim", strings.Join(dkimLog, ",")),
-		slog.String("spf", spfRes.result),
-		slog.String("dmarc", string(dmarcEntry.result.(*authres.DMARCResult).Value)))
-	if dres != nil && dres.FromDomain != "" {
-		d.Log = append(d.Log, slog.String("from", dres.FromDomain))
+	d.SPF, d.DMARC = spfRes.result, string(dmarcEntry.result.(*authres.DMARCResult).Value)
+	dmarcLog := dmarcAttr(d.DMARC, "", "", false)
+	if dres != nil {
+		if dres.FromDomain != "" {
+			d.Log = append(d.Log, slog.String("from", dres.FromDomain))
+		}
+		dmarcLog = dmarcAttr(d.DMARC, dres.Policy, dres.Disposition, dres.Testing)
 	}
+	d.Log = append(d.Log, slog.Any("dkim", dkimEntries), spfAttr(spfRes), dmarcLog)
 	if dres != nil && p.cfg.DMARC.Enforce && dres.Outcome == dmarc.OutcomeFail {
 		switch dres.Disposition {
 		case dmarc.PolicyReject:

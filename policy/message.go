@@ -61,6 +61,17 @@ type Decision struct {
 	// short stable token for logs and metrics ("no_key", "no_active_key",
 	// "from_missing", "from_unparsable", "header_too_large", ...).
 	UnsignedReason string
+	// DKIM holds the result of each verified DKIM signature, in header
+	// order ("pass", "fail", "neutral", "policy", "temperror",
+	// "permerror"), or the single "none" when the message had none; nil
+	// when the message was not authenticated.
+	DKIM []string
+	// SPF is the SPF result ("pass", "fail", "softfail", "neutral",
+	// "none", "temperror", "permerror"); empty when not authenticated.
+	SPF string
+	// DMARC is the DMARC result ("pass", "fail", "none", "temperror",
+	// "permerror"); empty when not authenticated.
+	DMARC string
 	// Log is the per-message decision line's attributes.
 	Log []slog.Attr
 }
@@ -222,6 +233,7 @@ func (m *Message) Finish() *Decision {
 	} else {
 		d.Log = append(d.Log, slog.String("dir", "in"))
 	}
+	d.Log = append(d.Log, envelopeAttrs(m.env, m.header)...)
 	// Authentication-Results goes first so that it ends on top.
 	if m.in != nil {
 		m.finishInbound(d)
@@ -241,18 +253,22 @@ func (m *Message) Finish() *Decision {
 			}
 		}
 	}
+	if d.UnsignedReason != "" {
+		d.Log = append(d.Log, slog.String("unsigned", d.UnsignedReason))
+	}
 	if len(d.DeleteAuthResults) > 0 {
 		d.Log = append(d.Log, slog.Int("removed_forged_ar", len(d.DeleteAuthResults)))
 	}
-	d.Log = append(d.Log, slog.Duration("took", time.Since(m.start)))
+	d.Log = append(d.Log, slog.Float64("ms", logMS(time.Since(m.start))))
 	return d
 }
 
 func (m *Message) finishSigning(d *Decision) {
-	if m.fromDomain != "" {
+	if m.fromDomain != "" && !hasAttr(d.Log, "from") {
 		d.Log = append(d.Log, slog.String("from", m.fromDomain))
 	}
-	var signed, failed []string
+	var signed signedLog
+	var failed []string
 	if len(m.signKeys) > 0 {
 		bh := m.bodyHash.Sum()
 		header := make([]dkimsign.Field, len(m.header))
@@ -275,12 +291,12 @@ func (m *Message) finishSigning(d *Decision) {
 				continue
 			}
 			d.Prepend = append(d.Prepend, HeaderField{Name: "DKIM-Signature", Value: value})
-			signed = append(signed, k.ID()+"/"+string(k.Algorithm))
+			signed = append(signed, signedLogEntry{D: k.Domain, S: k.Selector, A: string(k.Algorithm)})
 		}
 	}
 	d.Signatures = len(signed)
 	if len(signed) > 0 {
-		d.Log = append(d.Log, slog.String("signed", strings.Join(signed, ",")))
+		d.Log = append(d.Log, slog.Any("signed", signed))
 	}
 	if len(failed) > 0 {
 		d.Log = append(d.Log, slog.String("sign_error", strings.Join(failed, "; ")))
