@@ -41,6 +41,10 @@ func loadConfig(path string) (*policy.Config, string, error) {
 	return cfg, path, err
 }
 
+// dnsErrorHook, when set (by the daemon, before it builds its resolvers),
+// is told about every failed DNS attempt, by kind, for metrics.
+var dnsErrorHook func(kind string)
+
 // newResolver builds the DNS resolver the config asks for.
 func newResolver(cfg *policy.Config) (*resolve.Resolver, error) {
 	var servers []string
@@ -51,7 +55,7 @@ func newResolver(cfg *policy.Config) (*resolve.Resolver, error) {
 		}
 		servers = append(servers, n)
 	}
-	return resolve.New(resolve.Config{Servers: servers, Timeout: cfg.DNS.Timeout.Duration})
+	return resolve.New(resolve.Config{Servers: servers, Timeout: cfg.DNS.Timeout.Duration, OnError: dnsErrorHook})
 }
 
 // newLogger builds the slog logger the config asks for.

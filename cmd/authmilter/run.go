@@ -73,6 +73,7 @@ func cmdRun(args []string) error {
 		return err
 	}
 	d := &daemon{configPath: *cfgPath, log: newLogger(cfg, os.Stderr), metrics: newMetrics()}
+	dnsErrorHook = d.metrics.dnsError
 	d.lastGood.Stale = func(name string, err error) {
 		d.log.Warn("key record lookup failed; using the last good answer", "name", name, "error", err)
 	}
