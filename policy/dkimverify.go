@@ -98,7 +98,7 @@ func verifyDKIM(ctx context.Context, r Resolver, header []HeaderField, body io.R
 	var sigs []*dkimSig
 	total := 0
 	for _, f := range header {
-		if !strings.EqualFold(f.Name, "DKIM-Signature") {
+		if !isDKIMSignature(f.Name) {
 			continue
 		}
 		total++
@@ -118,13 +118,8 @@ func verifyDKIM(ctx context.Context, r Resolver, header []HeaderField, body io.R
 	}
 
 	keyLog := &keyLookups{ctx: ctx, r: r, need: needKey}
-	var hdr strings.Builder
-	for _, f := range header {
-		hdr.WriteString(f.Name + ":" + f.Value + "\r\n")
-	}
-	hdr.WriteString("\r\n")
 	opts := &dkim.VerifyOptions{LookupTXT: keyLog.lookupTXT, MaxVerifications: max}
-	verifs, err := dkim.VerifyWithOptions(io.MultiReader(strings.NewReader(hdr.String()), body), opts)
+	verifs, err := dkim.VerifyWithOptions(io.MultiReader(strings.NewReader(verifierHeader(header)), body), opts)
 	if err != nil && !errors.Is(err, dkim.ErrTooManySignatures) {
 		// Not a verdict on any signature: the message could not be read
 		// (an aborted transfer, a canceled context).
@@ -134,8 +129,17 @@ func verifyDKIM(ctx context.Context, r Resolver, header []HeaderField, body io.R
 			}
 		}
 	} else {
+		// verifierHeader makes go-msgauth find exactly our signatures, in
+		// our order, so its i-th verification is our i-th signature's. That
+		// is checked, not assumed: a verification that does not carry the
+		// signature's own d= and h= (or a missing one) is never taken for
+		// it.
 		for i, s := range sigs {
-			if s.decided || i >= len(verifs) {
+			if s.decided {
+				continue
+			}
+			if len(verifs) != len(sigs) || !s.producedBy(verifs[i]) {
+				s.Result, s.Reason = DKIMTempError, "internal error: verification not bound to this signature"
 				continue
 			}
 			s.classify(verifs[i].Err, keyLog)
@@ -154,6 +158,89 @@ func verifyDKIM(ctx context.Context, r Resolver, header []HeaderField, body io.R
 		})
 	}
 	return out
+}
+
+// isDKIMSignature reports whether a header field named name is a
+// DKIM-Signature: the name is exactly that, in ASCII upper or lower case
+// (RFC 5322 field names are case-insensitive ASCII). Near misses are not
+// signatures, for the DKIM verifier or anything else: "DKIM-Signature "
+// (the obsolete whitespace before the colon, RFC 5322 §4.5.8), other
+// leading or trailing white space, a name with a colon or a line break in
+// it, or one with a non-ASCII letter that Unicode folds to an ASCII one
+// (U+212A KELVIN SIGN is "k" to strings.EqualFold).
+func isDKIMSignature(name string) bool {
+	// Every rune that EqualFold matches here is one byte long only if it
+	// is ASCII, so equal lengths rule out non-ASCII look-alikes.
+	return len(name) == len("DKIM-Signature") && strings.EqualFold(name, "DKIM-Signature")
+}
+
+// invalidFieldName replaces, in the header given to go-msgauth, a field
+// name it would read otherwise than we do (see verifierHeader).
+const invalidFieldName = "X-Authmilter-Invalid-Field-Name"
+
+// verifierHeader is the header handed to go-msgauth, which parses it again
+// in its own way: it splits fields at line breaks not followed by white
+// space, cuts the name at the first colon and trims white space around it.
+// Its copy is made so that this parse gives back exactly our fields, one
+// for one and in order, and so that the fields it takes for signatures are
+// exactly those that isDKIMSignature accepts: its verifications then come
+// in the order of our signature list. Only fields that a well-behaved MTA
+// never passes are changed, in go-msgauth's copy only:
+//
+//   - a line break in a value that is not followed by a space or a tab
+//     would start a new field (or, before an empty line, end the header):
+//     a space is put after it, so that the text stays in its field;
+//   - a name that go-msgauth would read differently (empty, with a colon or
+//     a line break, starting with white space, which would continue the
+//     previous field) or would trim into "DKIM-Signature" without being
+//     exactly that is replaced by invalidFieldName.
+//
+// Signatures that cover such a field by its name then no longer find it,
+// or hash other bytes, and fail.
+func verifierHeader(header []HeaderField) string {
+	var b strings.Builder
+	for _, f := range header {
+		name := f.Name
+		if !isDKIMSignature(name) && (name == "" || strings.ContainsAny(name, ":\r\n") ||
+			name[0] == ' ' || name[0] == '\t' ||
+			strings.EqualFold(strings.TrimSpace(name), "DKIM-Signature")) {
+			name = invalidFieldName
+		}
+		b.WriteString(name)
+		b.WriteByte(':')
+		v := f.Value
+		for {
+			i := strings.IndexByte(v, '\n')
+			if i < 0 {
+				break
+			}
+			b.WriteString(v[:i+1])
+			v = v[i+1:]
+			if v == "" || (v[0] != ' ' && v[0] != '\t') {
+				b.WriteByte(' ')
+			}
+		}
+		b.WriteString(v)
+		b.WriteString("\r\n")
+	}
+	b.WriteString("\r\n")
+	return b.String()
+}
+
+// producedBy reports whether go-msgauth's verification v can be the one of
+// this signature: it names the same d= and h= as far as go-msgauth got in
+// reading the signature (it leaves them empty when it stops earlier).
+func (s *dkimSig) producedBy(v *dkim.Verification) bool {
+	if v == nil {
+		return false
+	}
+	if v.Domain != "" && v.Domain != s.tags["d"] {
+		return false
+	}
+	if v.HeaderKeys != nil && strings.Join(v.HeaderKeys, ":") != s.tags["h"] {
+		return false
+	}
+	return true
 }
 
 func newDKIMSig(value string) *dkimSig {

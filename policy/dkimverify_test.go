@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"flag"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -23,6 +24,7 @@ import (
 	"testing/iotest"
 	"time"
 
+	"github.com/emersion/go-msgauth/dkim"
 	"github.com/miekg/dns"
 
 	"github.com/authmilter/authmilter/internal/testdns"
@@ -803,4 +805,395 @@ func readTestFile(t testing.TB, path string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// The near-miss signature names of issue 8 (finding 5): an attacker signs
+// a message From a victim domain with its own key, adds a forged signature
+// that claims d=victim.example, and puts a field on top that one header
+// scan takes for a DKIM-Signature and the other does not. When results are
+// matched to signatures by position in two different scans, the forged
+// signature inherits the attacker's pass: dkim=pass header.d=victim.example
+// and dmarc=pass.
+const (
+	nearMissFrom = "Victim Bank <alerts@victim.example>"
+	// nearMissZone publishes the attacker's Ed25519 key, a victim key that
+	// is not the one the forged signature was made with, the victim's
+	// p=reject and the attacker's SPF record (the client is authorized for
+	// the attacker's MAIL FROM, which DMARC does not align with the From).
+	nearMissZone = "; name TYPE value (see testdata/hostile/README.md)\n" +
+		"sel._domainkey.attacker.example. TXT \"v=DKIM1; k=ed25519; p={ed25519-pkcs8.pem}\"\n" +
+		"sel._domainkey.victim.example. TXT \"v=DKIM1; k=rsa; p={rsa1024-pkcs1.pem}\"\n" +
+		"_dmarc.victim.example. TXT \"v=DMARC1; p=reject\"\n" +
+		"attacker.example. TXT \"v=spf1 ip4:192.0.2.0/24 -all\"\n"
+)
+
+// nearMissEnv is the attacker's SMTP envelope.
+func nearMissEnv() *Envelope {
+	return &Envelope{ClientIP: netip.MustParseAddr("192.0.2.25"), Helo: "mail.attacker.example", MailFrom: "bounce@attacker.example"}
+}
+
+// nearMissZoneText is nearMissZone with the keys filled in.
+func nearMissZoneText(t testing.TB) string {
+	return regexp.MustCompile(`\{([^}]+)\}`).ReplaceAllStringFunc(nearMissZone, func(m string) string {
+		return testPublicKeyData(loadTestKey(t, m[1:len(m)-1]).Public())
+	})
+}
+
+// nearMissMessage returns the attack message's fields: the attacker's real
+// signature, then the forged victim signature, then the content; and its
+// body. The caller puts the near-miss field on top.
+func nearMissMessage(t testing.TB) (attackerSig HeaderField, rest []HeaderField, body []byte) {
+	t.Helper()
+	msg := strings.ReplaceAll("From: "+nearMissFrom+"\n"+
+		"To: Bob <bob@example.net>\n"+
+		"Subject: Your account is locked\n"+
+		"Date: Thu, 01 Jan 2026 00:00:00 +0000\n"+
+		"Message-ID: <near-miss@attacker.example>\n"+
+		"\n"+
+		"Please log in at https://victim.example.attacker.example/ to unlock it.\n", "\n", "\r\n")
+	header, body, err := SplitMessage([]byte(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := "h=from:to:subject:date:message-id"
+	sign := func(key string, tags ...string) HeaderField {
+		field, err := signDKIM(header, body, append(tags, "c=relaxed/relaxed", "t="+fixtureT, h), loadTestKey(t, key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		name, value, _ := strings.Cut(strings.TrimSuffix(field, "\r\n"), ":")
+		return HeaderField{Name: name, Value: value}
+	}
+	attackerSig = sign("ed25519-pkcs8.pem", "v=1", "a=ed25519-sha256", "d=attacker.example", "s=sel")
+	// Made with the attacker's RSA key: it cannot verify with the victim's.
+	forged := sign("rsa2048-pkcs1.pem", "v=1", "a=rsa-sha256", "d=victim.example", "s=sel")
+	return attackerSig, append([]HeaderField{attackerSig, forged}, header...), body
+}
+
+// runInboundFields is runInbound for a header given field by field, as a
+// milter client may send fields that no message file can hold.
+func runInboundFields(t *testing.T, pol *Policy, env *Envelope, header []HeaderField, body []byte) string {
+	t.Helper()
+	m := pol.Begin(env, header)
+	for len(body) > 0 {
+		n := min(len(body), 61)
+		m.Write(body[:n])
+		body = body[n:]
+	}
+	d := m.Finish()
+	if len(d.Prepend) == 0 || d.Prepend[0].Name != "Authentication-Results" {
+		t.Fatalf("no Authentication-Results field first in %+v", d.Prepend)
+	}
+	return d.Prepend[0].Value
+}
+
+// TestDKIMNearMissSignatureName checks that a field whose name is not
+// exactly "DKIM-Signature" is never verified as a signature, and that each
+// result belongs to the signature that produced it: the attacker's
+// signature passes, the forged one fails, DMARC fails. The fields are given
+// to the policy as a milter client would send them, with a real DNS
+// server.
+func TestDKIMNearMissSignatureName(t *testing.T) {
+	srv := testdns.Start(t)
+	srv.AddZoneText(t, ".", "$TTL 300\n"+nearMissZoneText(t))
+	pol := testPolicyWithDNS(t, srv.Addr(), "")
+	sig, rest, body := nearMissMessage(t)
+	tests := []struct {
+		name  string
+		field HeaderField // put on top
+	}{
+		{"trailing space", HeaderField{"DKIM-Signature ", sig.Value}},
+		{"trailing tab", HeaderField{"DKIM-Signature\t", sig.Value}},
+		{"lower case trailing space", HeaderField{"dkim-signature ", sig.Value}},
+		{"trailing vertical tab", HeaderField{"DKIM-Signature\v", sig.Value}},
+		{"leading form feed", HeaderField{"\fDKIM-Signature", sig.Value}},
+		{"colon in name", HeaderField{"DKIM-Signature:x", sig.Value}},
+		// U+212A KELVIN SIGN folds to "k" in Unicode, not in ASCII.
+		{"kelvin sign", HeaderField{"D\u212aIM-Signature", sig.Value}},
+		// A line break inside another field's value starts a new field
+		// for a parser that reads lines.
+		{"field inside a value", HeaderField{"X-Note", " hello\r\nDKIM-Signature:" + sig.Value}},
+		{"field after a bare LF", HeaderField{"X-Note", " hello\nDKIM-Signature:" + sig.Value}},
+		{"field after an empty line", HeaderField{"X-Note", " hello\r\n\r\nDKIM-Signature:" + sig.Value}},
+		{"field name with a line break", HeaderField{"X-Note\r\nDKIM-Signature", sig.Value}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			header := append([]HeaderField{tt.field}, rest...)
+			ar := runInboundFields(t, pol, nearMissEnv(), header, body)
+			var dkimRes []string
+			for _, e := range arResinfos(ar) {
+				if strings.HasPrefix(e, "dkim=") {
+					dkimRes = append(dkimRes, e)
+				}
+			}
+			want := []string{
+				"dkim=pass header.d=attacker.example header.s=sel header.a=ed25519-sha256 header.b=" + nearMissB(sig.Value),
+				"dkim=fail (signature did not verify) header.d=victim.example header.s=sel header.a=rsa-sha256 header.b=" + nearMissB(rest[1].Value),
+			}
+			if strings.Join(dkimRes, "\n") != strings.Join(want, "\n") {
+				t.Errorf("dkim results\n got: %q\nwant: %q", dkimRes, want)
+			}
+			if !strings.Contains(ar, "dmarc=fail") {
+				t.Errorf("DMARC does not fail: %q", ar)
+			}
+		})
+	}
+}
+
+// nearMissB is the header.b= of a signature value.
+func nearMissB(value string) string {
+	tags, _ := parseTagList(value)
+	return tags["b"][:8]
+}
+
+// FuzzVerifyDKIMBinding: whatever fields a milter client sends (names and
+// values split at NUL bytes in the fuzz input), go-msgauth finds exactly
+// the fields that isDKIMSignature accepts in the header verifierHeader
+// gives it, and VerifyDKIM returns one result per such field (up to the
+// limit), bound to it: never an empty result, never the internal-error
+// one, and the d= of the field it belongs to.
+func FuzzVerifyDKIMBinding(f *testing.F) {
+	sig := " v=1; a=rsa-sha256; d=example.com; s=sel; h=from; bh=YQ==; b=YQ=="
+	for _, s := range []string{
+		"DKIM-Signature\x00" + sig + "\x00From\x00 a@example.com",
+		"DKIM-Signature \x00" + sig + "\x00DKIM-Signature\x00" + strings.Replace(sig, "example.com", "victim.example", 1),
+		"X-Note\x00 a\r\nDKIM-Signature:" + sig + "\x00dkim-signature\x00" + sig,
+		"X-Note\x00 a\r\n\r\nb\x00DKIM-Signature\x00" + sig,
+		"D\u212aIM-Signature\x00" + sig + "\x00 DKIM-Signature\x00 d=x; v=1",
+		"DKIM-Signature:x\x00" + sig + "\x00\x00" + sig + "\x00X\r\nDKIM-Signature\x00" + sig,
+		"DKIM-Signature\x00 v=1; d=a; d=b\x00DKIM-Signature\x00 v=1; h=from:to; d= ex ample.com",
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		parts := strings.Split(in, "\x00")
+		var header []HeaderField
+		for i := 0; i+1 < len(parts); i += 2 {
+			header = append(header, HeaderField{Name: parts[i], Value: parts[i+1]})
+		}
+		var want []HeaderField
+		for _, h := range header {
+			if isDKIMSignature(h.Name) {
+				want = append(want, h)
+			}
+		}
+
+		// go-msgauth's own scan of our copy.
+		verifs, err := dkim.VerifyWithOptions(strings.NewReader(verifierHeader(header)), &dkim.VerifyOptions{
+			LookupTXT: func(name string) ([]string, error) {
+				return nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
+			},
+		})
+		if err != nil {
+			t.Fatalf("go-msgauth could not read our header copy: %v", err)
+		}
+		if len(verifs) != len(want) {
+			t.Fatalf("go-msgauth found %d signatures, we have %d", len(verifs), len(want))
+		}
+		for i, v := range verifs {
+			if s := newDKIMSig(want[i].Value); !s.producedBy(v) {
+				t.Fatalf("verification %d (d=%q h=%q) is not the one of %q", i, v.Domain, v.HeaderKeys, want[i].Value)
+			}
+		}
+
+		const max = 3
+		res := VerifyDKIM(context.Background(), &fakeDNS{}, header, strings.NewReader("body\r\n"), max)
+		if n := min(len(want), max); len(res) < n || len(res) > n+1 {
+			t.Fatalf("%d results for %d signatures", len(res), len(want))
+		}
+		for i, r := range res {
+			if r.Result == "" || strings.Contains(r.Reason, "not bound") {
+				t.Fatalf("result %d: %+v", i, r)
+			}
+			if i < len(want) && i < max && r.Domain != newDKIMSig(want[i].Value).Domain {
+				t.Fatalf("result %d has d=%q, its signature %q", i, r.Domain, want[i].Value)
+			}
+		}
+	})
+}
+
+// TestDKIMResultBinding checks the binding check itself: a verification
+// that names another d= or h= than the signature is never taken for it.
+func TestDKIMResultBinding(t *testing.T) {
+	s := newDKIMSig(" v=1; a=rsa-sha256; d=example.com; s=sel; h=From : To; bh=YQ==; b=YQ==")
+	tests := []struct {
+		name string
+		v    *dkim.Verification
+		want bool
+	}{
+		{"same", &dkim.Verification{Domain: "example.com", HeaderKeys: []string{"From", "To"}}, true},
+		{"read no further than v=", &dkim.Verification{}, true},
+		{"read up to d=", &dkim.Verification{Domain: "example.com"}, true},
+		{"other d=", &dkim.Verification{Domain: "victim.example", HeaderKeys: []string{"From", "To"}}, false},
+		{"other h=", &dkim.Verification{Domain: "example.com", HeaderKeys: []string{"From"}}, false},
+		{"none", nil, false},
+	}
+	for _, tt := range tests {
+		if got := s.producedBy(tt.v); got != tt.want {
+			t.Errorf("%s: producedBy = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+var regenHostile = flag.Bool("test.regen-hostile", false,
+	"rewrite the generated testdata/hostile/dkim-* files")
+
+const hostileDir = "../testdata/hostile"
+
+// hostileDKIMFiles are the near-miss attack messages of finding 5 in the
+// hostile corpus (testdata/hostile/README.md), by file name and the name of
+// the field put on top.
+var hostileDKIMFiles = []struct{ file, fieldName string }{
+	{"dkim-trailing-space-name", "DKIM-Signature "},
+	{"dkim-trailing-tab-name", "DKIM-Signature\t"},
+	{"dkim-lowercase-trailing-space-name", "dkim-signature "},
+}
+
+// hostileDKIMExpect is the .expect text shared by hostileDKIMFiles.
+const hostileDKIMExpect = `# A field named "DKIM-Signature" with white space before the colon, a copy
+# of the attacker's valid signature, sits on top of the attacker's own
+# signature and a forged one with d=victim.example. It is not a signature:
+# the forged one must fail on its own and DMARC for victim.example must fail.
+dns: dkim-near-miss.dns
+ip: 192.0.2.25
+helo: mail.attacker.example
+mailfrom: bounce@attacker.example
+must: dkim=pass header.d=attacker.example
+must: dkim=fail (signature did not verify) header.d=victim.example
+mustnot: dkim=pass header.d=victim.example
+must: dmarc=fail
+mustnot: dmarc=pass
+`
+
+// splitHostileMessage splits a corpus message as testdata/hostile/README.md
+// says a runner must: LF line ends become CRLF, a field runs to a line end
+// not followed by white space, its name is everything before the first
+// colon, unchanged (white space included), its value everything after.
+func splitHostileMessage(t testing.TB, raw []byte) ([]HeaderField, []byte) {
+	t.Helper()
+	msg := string(normalizeCRLF(raw))
+	head, body, ok := strings.Cut(msg, "\r\n\r\n")
+	if !ok {
+		t.Fatal("no end of header")
+	}
+	var header []HeaderField
+	for _, line := range strings.Split(head, "\r\n") {
+		if (line[0] == ' ' || line[0] == '\t') && len(header) > 0 {
+			header[len(header)-1].Value += "\r\n" + line
+			continue
+		}
+		name, value, ok := strings.Cut(line, ":")
+		if !ok {
+			t.Fatalf("header line %q has no colon", line)
+		}
+		header = append(header, HeaderField{Name: name, Value: value})
+	}
+	return header, []byte(body)
+}
+
+// hostileExpect is a parsed .expect file.
+type hostileExpect struct {
+	dns, ip, helo, mailfrom string
+	must, mustNot           []string
+}
+
+func readHostileExpect(t testing.TB, path string) hostileExpect {
+	t.Helper()
+	var e hostileExpect
+	for _, line := range strings.Split(readTestFile(t, path), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		key, value, ok := strings.Cut(line, ": ")
+		if !ok {
+			t.Fatalf("%s: line %q is not \"key: value\"", path, line)
+		}
+		switch key {
+		case "dns":
+			e.dns = value
+		case "ip":
+			e.ip = value
+		case "helo":
+			e.helo = value
+		case "mailfrom":
+			e.mailfrom = value
+		case "must":
+			e.must = append(e.must, value)
+		case "mustnot":
+			e.mustNot = append(e.mustNot, value)
+		default:
+			t.Fatalf("%s: unknown key %q", path, key)
+		}
+	}
+	return e
+}
+
+// TestHostileDKIMNearMiss checks that the near-miss files in
+// testdata/hostile are what the generator makes (with -test.regen-hostile
+// it writes them), and runs each through the policy path as the corpus
+// runner does through the milter: DNS from its dns: file on a real server,
+// the envelope from its .expect, and the must/mustnot substrings checked on
+// our Authentication-Results value.
+func TestHostileDKIMNearMiss(t *testing.T) {
+	sig, rest, body := nearMissMessage(t)
+	var dnsText strings.Builder
+	dnsText.WriteString("; Generated by TestHostileDKIMNearMiss in policy/dkimverify_test.go\n" +
+		"; (go test ./policy -run TestHostileDKIMNearMiss -test.regen-hostile).\n")
+	for _, line := range strings.Split(strings.TrimSpace(nearMissZoneText(t)), "\n") {
+		if !strings.HasPrefix(line, ";") {
+			dnsText.WriteString(line + "\n")
+		}
+	}
+	files := map[string]string{"dkim-near-miss.dns": dnsText.String()}
+	for _, h := range hostileDKIMFiles {
+		var eml strings.Builder
+		for _, f := range append([]HeaderField{{h.fieldName, sig.Value}}, rest...) {
+			eml.WriteString(f.Name + ":" + f.Value + "\n")
+		}
+		eml.WriteString("\n")
+		eml.Write(body)
+		files[h.file+".eml"] = strings.ReplaceAll(eml.String(), "\r\n", "\n")
+		files[h.file+".expect"] = hostileDKIMExpect
+	}
+	for name, want := range files {
+		path := filepath.Join(hostileDir, name)
+		if *regenHostile {
+			if err := os.MkdirAll(hostileDir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, []byte(want), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		if got, err := os.ReadFile(path); err != nil || string(got) != want {
+			t.Errorf("%s is not what the generator makes (%v; run with -test.regen-hostile after checking why)", path, err)
+		}
+	}
+
+	for _, h := range hostileDKIMFiles {
+		t.Run(h.file, func(t *testing.T) {
+			exp := readHostileExpect(t, filepath.Join(hostileDir, h.file+".expect"))
+			srv := testdns.Start(t)
+			srv.AddZoneText(t, ".", "$TTL 300\n"+readTestFile(t, filepath.Join(hostileDir, exp.dns)))
+			pol := testPolicyWithDNS(t, srv.Addr(), "")
+			header, body := splitHostileMessage(t, []byte(readTestFile(t, filepath.Join(hostileDir, h.file+".eml"))))
+			if header[0].Name != h.fieldName {
+				t.Fatalf("first field name %q, want %q", header[0].Name, h.fieldName)
+			}
+			env := &Envelope{ClientIP: netip.MustParseAddr(exp.ip), Helo: exp.helo, MailFrom: exp.mailfrom}
+			ar := runInboundFields(t, pol, env, header, body)
+			for _, s := range exp.must {
+				if !strings.Contains(ar, s) {
+					t.Errorf("must contain %q: %q", s, ar)
+				}
+			}
+			for _, s := range exp.mustNot {
+				if strings.Contains(ar, s) {
+					t.Errorf("must not contain %q: %q", s, ar)
+				}
+			}
+		})
+	}
 }

@@ -43,7 +43,7 @@ func (m *Message) beginInbound() {
 
 	hasSig := false
 	for _, f := range m.header {
-		if strings.EqualFold(f.Name, "DKIM-Signature") {
+		if isDKIMSignature(f.Name) {
 			hasSig = true
 		}
 	}
