@@ -2,6 +2,7 @@ package policy
 
 import (
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"math"
 	"net/netip"
@@ -9,6 +10,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/authmilter/authmilter/policy/mailaddr"
 )
 
 // The per-message decision line (Decision.Log) is written by both slog
@@ -206,4 +209,48 @@ func hasAttr(attrs []slog.Attr, key string) bool {
 		}
 	}
 	return false
+}
+
+// Decision.UnsignedReason tokens for outbound mail that policy leaves
+// unsigned (ReasonHeaderTooLarge and ReasonProtocolOrder come from the
+// milter's side, through Unevaluated).
+const (
+	// ReasonNoKey: no signing rule gives the From domain a d= domain with
+	// a key folder.
+	ReasonNoKey = "no_key"
+	// ReasonNoActiveKey: there are keys, but none is active (not yet
+	// published, or revoked).
+	ReasonNoActiveKey = "no_active_key"
+	// ReasonFromMissing: no From field, or one without a mailbox.
+	ReasonFromMissing = "from_missing"
+	// ReasonFromMultiple: several From fields or mailboxes.
+	ReasonFromMultiple = "from_multiple"
+	// ReasonFromUnparsable: a From field that does not parse.
+	ReasonFromUnparsable = "from_unparsable"
+	// ReasonSignError: every signature failed to be made.
+	ReasonSignError = "sign_error"
+)
+
+// fromReason is the UnsignedReason for an error of mailaddr.FromDomain.
+func fromReason(err error) string {
+	switch {
+	case errors.Is(err, mailaddr.ErrNoFrom):
+		return ReasonFromMissing
+	case errors.Is(err, mailaddr.ErrMultipleFrom):
+		return ReasonFromMultiple
+	}
+	return ReasonFromUnparsable
+}
+
+// noKeyReason tells, for a From domain without an active key, whether the
+// key table has keys for a d= domain the rules give it (ReasonNoActiveKey)
+// or none at all (ReasonNoKey).
+func (p *Policy) noKeyReason(fromDomain string) string {
+	fromDomain = strings.ToLower(strings.TrimSuffix(fromDomain, "."))
+	for _, r := range p.rules {
+		if d, ok := p.ruleDomain(r, fromDomain); ok && len(p.table.Keys(d)) > 0 {
+			return ReasonNoActiveKey
+		}
+	}
+	return ReasonNoKey
 }

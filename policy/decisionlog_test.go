@@ -259,3 +259,52 @@ func TestDecisionLogVerifyOutbound(t *testing.T) {
 }
 
 func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
+
+func TestUnsignedReason(t *testing.T) {
+	pol, _ := testPolicy(t, "")
+	// unpub has a key folder whose keys are not published.
+	dir := t.TempDir()
+	copyKey(t, dir, "unpub.example", "s1", "rsa2048-pkcs8.pem")
+	cfg, err := ParseConfig("t.toml", []byte("[keys]\ndir = \""+dir+"\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unpub, err := Compile(context.Background(), cfg, &fakeDNS{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		pol  *Policy
+		raw  string
+		want string
+	}{
+		{"signed", pol, "From: a@example.com\r\n\r\nbody\r\n", ""},
+		{"no From", pol, "Subject: x\r\n\r\nbody\r\n", ReasonFromMissing},
+		{"empty group", pol, "From: undisclosed:;\r\n\r\nbody\r\n", ReasonFromMissing},
+		{"two From fields", pol, "From: a@example.com\r\nFrom: b@example.com\r\n\r\nbody\r\n", ReasonFromMultiple},
+		{"two mailboxes", pol, "From: a@example.com, b@example.com\r\n\r\nbody\r\n", ReasonFromMultiple},
+		{"unparsable", pol, "From: <a@example.com\r\n\r\nbody\r\n", ReasonFromUnparsable},
+		{"no key folder", pol, "From: a@other.example\r\n\r\nbody\r\n", ReasonNoKey},
+		{"keys not published", unpub, "From: a@unpub.example\r\n\r\nbody\r\n", ReasonNoActiveKey},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, d := signMessage(t, tt.pol, tt.raw)
+			if d.UnsignedReason != tt.want {
+				t.Errorf("UnsignedReason = %q, want %q", d.UnsignedReason, tt.want)
+			}
+			_, obj := logBoth(t, d.Log)
+			if got, _ := obj["unsigned"].(string); got != tt.want {
+				t.Errorf("log unsigned = %q, want %q", got, tt.want)
+			}
+		})
+	}
+	// Inbound mail is never "unsigned".
+	header, body, _ := SplitMessage([]byte("From: a@other.example\r\n\r\nbody\r\n"))
+	m := pol.Begin(&Envelope{ClientIP: mustAddr("198.51.100.1")}, header)
+	m.Write(body)
+	if d := m.Finish(); d.UnsignedReason != "" {
+		t.Errorf("inbound UnsignedReason = %q", d.UnsignedReason)
+	}
+}

@@ -94,6 +94,9 @@ type Message struct {
 	// body canonicalization).
 	bodyHash *dkimsign.BodyHasher
 	in       *inbound // nil when the message is not authenticated
+
+	// unsignedReason is notSigned as a Decision.UnsignedReason token.
+	unsignedReason string
 }
 
 // Begin starts processing a message whose header is complete.
@@ -124,12 +127,14 @@ func (m *Message) beginSigning() {
 	from, err := mailaddr.FromDomain(fieldValues(m.header, "From"))
 	if err != nil {
 		m.notSigned = "from: " + err.Error()
+		m.unsignedReason = fromReason(err)
 		return
 	}
 	m.fromDomain = from
 	ks := m.p.SigningKeys(from)
 	if len(ks) == 0 {
 		m.notSigned = "no active key for " + from
+		m.unsignedReason = m.p.noKeyReason(from)
 		return
 	}
 	m.signKeys = ks
@@ -300,6 +305,12 @@ func (m *Message) finishSigning(d *Decision) {
 	}
 	if len(failed) > 0 {
 		d.Log = append(d.Log, slog.String("sign_error", strings.Join(failed, "; ")))
+	}
+	switch {
+	case m.unsignedReason != "":
+		d.UnsignedReason = m.unsignedReason
+	case len(signed) == 0 && len(failed) > 0:
+		d.UnsignedReason = ReasonSignError
 	}
 	if m.notSigned != "" {
 		d.Log = append(d.Log, slog.String("not_signed", m.notSigned))
