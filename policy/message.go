@@ -97,6 +97,9 @@ type Message struct {
 
 	// unsignedReason is notSigned as a Decision.UnsignedReason token.
 	unsignedReason string
+	// deferUnsigned: outbound.on_unsigned = "tempfail" and the From domain
+	// has keys but no active key; the message is deferred (451 4.7.0).
+	deferUnsigned bool
 }
 
 // Begin starts processing a message whose header is complete.
@@ -135,6 +138,13 @@ func (m *Message) beginSigning() {
 	if len(ks) == 0 {
 		m.notSigned = "no active key for " + from
 		m.unsignedReason = m.p.noKeyReason(from)
+		if m.unsignedReason == ReasonNoActiveKey {
+			if m.p.keysInTempError(from) {
+				m.unsignedReason = ReasonDNSTempError
+			}
+			// outbound.on_unsigned: the domain has keys, none usable now.
+			m.deferUnsigned = m.p.cfg.Outbound.OnUnsigned == "tempfail"
+		}
 		return
 	}
 	m.signKeys = ks
@@ -314,5 +324,13 @@ func (m *Message) finishSigning(d *Decision) {
 	}
 	if m.notSigned != "" {
 		d.Log = append(d.Log, slog.String("not_signed", m.notSigned))
+	}
+	if m.deferUnsigned && d.Action == Accept {
+		// Nothing leaves unsigned: the client retries, by when a key may be
+		// published or DNS answer again.
+		d.Action, d.SMTPCode, d.SMTPStatus = TempFail, 451, "4.7.0"
+		d.SMTPText = "No DKIM key of " + m.fromDomain + " is usable yet; try again later"
+		d.Prepend = nil
+		d.Log = append(d.Log, slog.String("on_unsigned", "tempfail"))
 	}
 }

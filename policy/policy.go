@@ -115,6 +115,31 @@ func (p *Policy) checkPublication(ctx context.Context) {
 	p.publication = keys.CheckAllPublished(ctx, p.resolver.LookupTXT, all)
 }
 
+// ReasonDNSTempError is the Decision.UnsignedReason for outbound mail from a
+// domain whose keys are all inactive because their DNS records could not be
+// looked up (temperror, with no last good answer): a refinement of
+// ReasonNoActiveKey.
+const ReasonDNSTempError = "dns_temperror"
+
+// keysInTempError reports whether a d= domain that the signing rules give
+// fromDomain has keys whose DNS lookup failed temporarily: why none is
+// active, when no key is.
+func (p *Policy) keysInTempError(fromDomain string) bool {
+	fromDomain = strings.ToLower(strings.TrimSuffix(fromDomain, "."))
+	for _, r := range p.rules {
+		d, ok := p.ruleDomain(r, fromDomain)
+		if !ok {
+			continue
+		}
+		for _, k := range p.table.Keys(d) {
+			if p.publication[k].State == keys.TempError {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Config returns the configuration the snapshot was compiled from. Callers
 // must not modify it.
 func (p *Policy) Config() *Config { return p.cfg }
