@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/authmilter/authmilter/internal/testdns"
@@ -307,4 +308,24 @@ func TestUnsignedReason(t *testing.T) {
 	if d := m.Finish(); d.UnsignedReason != "" {
 		t.Errorf("inbound UnsignedReason = %q", d.UnsignedReason)
 	}
+}
+
+// FuzzLogText: whatever a header holds, what reaches the log is valid
+// UTF-8, within the limit, without control or format characters.
+func FuzzLogText(f *testing.F) {
+	for _, s := range []string{"<id@example.com>", "\r\n\t<x>", "<\u202eabc>", "\xff\xfe", strings.Repeat("é", 150), "a\x00b"} {
+		f.Add(s, 200)
+	}
+	f.Fuzz(func(t *testing.T, s string, limit int) {
+		limit = 4 + int(uint(limit)%300)
+		got := logText(s, limit)
+		if len(got) > limit || !utf8.ValidString(got) {
+			t.Fatalf("logText(%q, %d) = %q: %d bytes, valid %v", s, limit, got, len(got), utf8.ValidString(got))
+		}
+		for _, r := range got {
+			if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+				t.Fatalf("logText(%q) = %q keeps %U", s, got, r)
+			}
+		}
+	})
 }
