@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode"
 
 	"github.com/emersion/go-msgauth/dkim"
 )
@@ -502,7 +503,19 @@ func parseTagList(v string) (tags map[string]string, ok bool) {
 			ok = false
 			continue
 		}
-		tags[name] = strings.Join(strings.Fields(value), "")
+		tags[name] = stripSpace(value)
 	}
 	return tags, ok
+}
+
+// stripSpace removes white space from a tag value as go-msgauth does, so
+// that the two read the same d= and h=: strings.Map, which also turns each
+// byte of invalid UTF-8 into U+FFFD.
+func stripSpace(v string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsSpace(r) {
+			return -1
+		}
+		return r
+	}, v)
 }
