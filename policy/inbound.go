@@ -119,11 +119,17 @@ func (p *Policy) checkSPF(ctx context.Context, env *Envelope) spfOutcome {
 		out.result, out.reason = "none", "no HELO name"
 		return out
 	}
+	// One resolver per evaluation: it asks only for the client's address
+	// family and holds the RFC 7208 §4.6.4 budget (see spfResolver).
+	dnsr := newSPFResolver(p.resolver, env.ClientIP)
 	res, err := spf.CheckHostWithSender(net.IP(env.ClientIP.AsSlice()), env.Helo, sender,
-		spf.WithResolver(p.resolver), spf.WithContext(ctx))
+		spf.WithResolver(dnsr), spf.WithContext(ctx))
 	out.result = string(res)
 	if err != nil && res != spf.Pass {
 		out.reason = spfReason(err)
+	}
+	if dnsr.Exhausted() {
+		out.result, out.reason = "permerror", "DNS lookup limit reached"
 	}
 	return out
 }
