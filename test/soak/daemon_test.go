@@ -1,0 +1,221 @@
+//go:build soak
+
+package soak
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binary is the authmilter binary built by TestMain.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "authmilter-soak-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "authmilter")
+	build := exec.Command("go", "build", "-o", binary, "github.com/authmilter/authmilter/cmd/authmilter")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build authmilter: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// daemon is a running `authmilter run` whose stderr goes to a file (10,000
+// message lines are too many to keep re-reading from memory).
+type daemon struct {
+	cmd     *exec.Cmd
+	logPath string
+	sock    string
+	metrics string // host:port of /metrics
+	done    chan struct{}
+}
+
+// freePort returns a free TCP port on 127.0.0.1.
+func freePort(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// startDaemon writes a config (a unix socket in dir, metrics on a free
+// port, DNS from dnsAddr with a per-query timeout, keys from keyDir, plus
+// extra TOML for [keys]), starts `authmilter run` and waits until it listens. It is stopped
+// with SIGTERM (by PID) when the test ends.
+func startDaemon(t testing.TB, dir, dnsAddr, dnsTimeout, keyDir, extra string) *daemon {
+	t.Helper()
+	d := &daemon{
+		logPath: filepath.Join(dir, "authmilter.log"),
+		sock:    filepath.Join(dir, "authmilter.sock"),
+		metrics: freePort(t),
+		done:    make(chan struct{}),
+	}
+	cfgPath := filepath.Join(dir, "authmilter.toml")
+	conf := fmt.Sprintf(`listen = ["unix:%s"]
+authserv_id = "mx.soak.example"
+shutdown_timeout = "10s"
+[dns]
+servers = [%q]
+timeout = %q
+[outbound]
+networks = ["127.0.0.0/8"]
+[metrics]
+listen = %q
+[log]
+level = "info"
+[keys]
+dir = %q
+%s`, d.sock, dnsAddr, dnsTimeout, d.metrics, keyDir, extra)
+	if err := os.WriteFile(cfgPath, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(d.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.cmd = exec.Command(binary, "run", "-config", cfgPath)
+	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logf.Close() // the child has its own descriptor
+	go func() { d.cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		d.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-d.done:
+		case <-time.After(15 * time.Second):
+			d.cmd.Process.Kill()
+			<-d.done
+			t.Errorf("authmilter did not stop on SIGTERM")
+		}
+	})
+	d.waitLog(t, "msg=listening", 0, 30*time.Second)
+	return d
+}
+
+// logs returns the daemon's log so far.
+func (d *daemon) logs(t testing.TB) string {
+	t.Helper()
+	b, err := os.ReadFile(d.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// logLen returns the length of the log so far, to wait for lines after it.
+func (d *daemon) logLen(t testing.TB) int { return len(d.logs(t)) }
+
+// waitLog waits for a log line containing substr after offset from and
+// returns the line and when it was seen.
+func (d *daemon) waitLog(t testing.TB, substr string, from int, timeout time.Duration) (string, time.Time) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		logs := d.logs(t)
+		from = min(from, len(logs))
+		if i := strings.Index(logs[from:], substr); i >= 0 {
+			seen := time.Now()
+			start := strings.LastIndexByte(logs[:from+i], '\n') + 1
+			line, _, _ := strings.Cut(logs[start:], "\n")
+			return line, seen
+		}
+		select {
+		case <-d.done:
+			t.Fatalf("authmilter exited while waiting for %q:\n%s", substr, tail(logs, 40))
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no log line with %q within %s:\n%s", substr, timeout, tail(logs[from:], 40))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// metric returns the value of a counter or gauge line of /metrics, e.g.
+// `authmilter_reloads_total{result="error"}`; 0 when absent.
+func (d *daemon) metric(t testing.TB, series string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + d.metrics + "/metrics")
+	if err != nil {
+		t.Errorf("metrics: %v", err)
+		return 0
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Errorf("metrics: %q: %v", sc.Text(), err)
+			}
+			return f
+		}
+	}
+	return 0
+}
+
+// logfmt parses one line of slog's text format into its attributes.
+// Values are bare or double-quoted with Go escapes.
+func logfmt(line string) map[string]string {
+	out := map[string]string{}
+	for line != "" {
+		line = strings.TrimLeft(line, " ")
+		k, rest, ok := strings.Cut(line, "=")
+		if !ok {
+			break
+		}
+		var v string
+		if strings.HasPrefix(rest, `"`) {
+			// Find the closing quote, skipping escaped ones.
+			end := 1
+			for end < len(rest) && rest[end] != '"' {
+				if rest[end] == '\\' {
+					end++
+				}
+				end++
+			}
+			end = min(end+1, len(rest))
+			if u, err := strconv.Unquote(rest[:end]); err == nil {
+				v = u
+			} else {
+				v = rest[:end]
+			}
+			line = rest[end:]
+		} else {
+			v, line, _ = strings.Cut(rest, " ")
+		}
+		out[k] = v
+	}
+	return out
+}
