@@ -12,7 +12,7 @@ import (
 // tempFailDNS fails every TXT lookup temporarily (a DNS outage).
 type tempFailDNS struct{ fakeDNS }
 
-func (tempFailDNS) LookupTXT(_ context.Context, name string) ([]string, error) {
+func (*tempFailDNS) LookupTXT(_ context.Context, name string) ([]string, error) {
 	return nil, &net.DNSError{Err: "i/o timeout", Name: name, IsTimeout: true, IsTemporary: true}
 }
 
