@@ -80,8 +80,10 @@ const (
 	// MTA sends body chunks of at most 64 KiB and one header field per
 	// packet.
 	maxPacket = 1 << 20
-	// readStep bounds each allocation while a large packet arrives.
+	// readStep bounds each growth of the buffer of a large packet.
 	readStep = 64 << 10
+	// initialBuffer is what a packet's buffer starts with.
+	initialBuffer = 4 << 10
 	// reuseLimit is the largest packet buffer kept for the next packet.
 	reuseLimit = 64<<10 + 16
 	// readBufferSize holds many small packets in one read; body chunks
@@ -215,31 +217,27 @@ func unexpected(err error) error {
 // most readStep, never with the length the client claimed.
 func (c *negotiatingConn) readPayload(hdr []byte, n int) ([]byte, error) {
 	total := 4 + n
-	var pkt []byte
-	if total <= reuseLimit {
-		if cap(c.buf) < total {
-			c.buf = make([]byte, reuseLimit)
-		}
-		pkt = c.buf[:total]
-		copy(pkt, hdr)
-		if _, err := io.ReadFull(c.br, pkt[4:]); err != nil {
-			return nil, err
-		}
-		return pkt, nil
+	pkt := c.buf[:0]
+	if cap(pkt) < min(total, initialBuffer) {
+		pkt = make([]byte, 0, initialBuffer)
 	}
-	pkt = append(make([]byte, 0, readStep), hdr...)
+	pkt = append(pkt, hdr...)
 	for len(pkt) < total {
-		step := min(total-len(pkt), max(readStep, len(pkt)))
-		if cap(pkt)-len(pkt) < step {
-			grown := make([]byte, len(pkt), len(pkt)+step)
+		if len(pkt) == cap(pkt) {
+			// Double, by at most readStep: at most twice what arrived.
+			grown := make([]byte, len(pkt), min(total, len(pkt)+min(len(pkt), readStep)))
 			copy(grown, pkt)
 			pkt = grown
 		}
-		seg := pkt[len(pkt) : len(pkt)+step]
-		if _, err := io.ReadFull(c.br, seg); err != nil {
+		m, err := c.br.Read(pkt[len(pkt):min(cap(pkt), total)])
+		pkt = pkt[:len(pkt)+m]
+		if err != nil {
 			return nil, err
 		}
-		pkt = pkt[:len(pkt)+step]
+	}
+	// Buffers that grew for body chunks are kept for the next ones.
+	if cap(pkt) <= reuseLimit {
+		c.buf = pkt
 	}
 	return pkt, nil
 }
