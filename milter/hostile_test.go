@@ -446,3 +446,130 @@ func checkClean(t *testing.T, e *env, goroutinesBefore int) {
 		t.Fatalf("next honest client: %d signatures, want 2", n)
 	}
 }
+
+// TestHostileMessages drives the real milter with every message of the
+// hostile corpus (testdata/hostile/*.eml, format in its README) and checks
+// the Authentication-Results we add against the case's .expect file.
+func TestHostileMessages(t *testing.T) {
+	files, err := filepath.Glob("../testdata/hostile/*.eml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(files) == 0 {
+		t.Fatal("no hostile messages found")
+	}
+	for _, f := range files {
+		name := strings.TrimSuffix(filepath.Base(f), ".eml")
+		t.Run(name, func(t *testing.T) {
+			raw, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			exp, err := os.ReadFile(strings.TrimSuffix(f, ".eml") + ".expect")
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := start(t, "")
+			envelope := map[string]string{"ip": "198.51.100.7", "helo": "client.example", "mailfrom": "x@example.org"}
+			var must, mustNot []string
+			for _, line := range strings.Split(string(exp), "\n") {
+				if strings.HasPrefix(line, "#") || strings.TrimSpace(line) == "" {
+					continue
+				}
+				k, v, _ := strings.Cut(line, ":")
+				v = strings.TrimSpace(v)
+				switch k {
+				case "must":
+					must = append(must, v)
+				case "mustnot":
+					mustNot = append(mustNot, v)
+				case "dns":
+					zone, err := os.ReadFile(filepath.Join(filepath.Dir(f), v))
+					if err != nil {
+						t.Fatal(err)
+					}
+					e.dns.AddZoneText(t, ".", "$TTL 300\n"+string(zone))
+				case "ip", "helo", "mailfrom":
+					envelope[k] = v
+				default:
+					t.Fatalf("%s.expect: unknown key %q", name, k)
+				}
+			}
+			var stream []byte
+			add := func(cmd string) {
+				b, err := streamPackets(cmd)
+				if err != nil {
+					t.Fatal(err)
+				}
+				stream = append(stream, b...)
+			}
+			add("optneg")
+			add("connect " + envelope["ip"])
+			add("helo " + envelope["helo"])
+			add("mail <" + envelope["mailfrom"] + ">")
+			add("rcpt <postmaster@test.example>")
+			header, body, _ := strings.Cut(string(raw), "\n\n")
+			for _, field := range splitFields(header) {
+				n, v, ok := strings.Cut(field, ":")
+				if !ok {
+					t.Fatalf("header line without a colon: %q", field)
+				}
+				stream = append(stream, packet('L', []byte(n+"\x00"+v+"\x00"))...)
+			}
+			add("eoh")
+			stream = append(stream, packet('B', []byte(strings.ReplaceAll(body, "\n", "\r\n")))...)
+			add("eom")
+			c, err := net.Dial("tcp", e.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			go c.Write(stream)
+			var ar string
+			for {
+				r, err := readReply(c, 30*time.Second)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.code == 'i' {
+					parts := bytes.Split(r.data[4:], []byte{0})
+					if strings.EqualFold(string(parts[0]), "Authentication-Results") {
+						ar = strings.ReplaceAll(string(parts[1]), "\n\t", " ")
+					}
+				}
+				if r.code == 'c' || r.code == 'O' || r.code == 'h' || r.code == 'i' || r.code == 'm' {
+					if r.code == 'c' && ar != "" {
+						break
+					}
+					continue
+				}
+				t.Fatalf("final reply %q %q", r.code, r.data)
+			}
+			for _, m := range must {
+				if !strings.Contains(ar, m) {
+					t.Errorf("Authentication-Results lacks %q:\n%s", m, ar)
+				}
+			}
+			for _, m := range mustNot {
+				if strings.Contains(ar, m) {
+					t.Errorf("Authentication-Results has %q:\n%s", m, ar)
+				}
+			}
+		})
+	}
+}
+
+// splitFields splits a header (LF line ends) into fields the way an MTA
+// does: a field runs to a line end not followed by a space or a tab. Names
+// are kept as they are, white space included.
+func splitFields(header string) []string {
+	var fields []string
+	for _, line := range strings.Split(header, "\n") {
+		if len(fields) > 0 && (strings.HasPrefix(line, " ") || strings.HasPrefix(line, "\t")) {
+			fields[len(fields)-1] += "\n" + line
+			continue
+		}
+		fields = append(fields, line)
+	}
+	return fields
+}
