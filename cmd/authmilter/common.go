@@ -60,13 +60,7 @@ func newResolver(cfg *policy.Config) (*resolve.Resolver, error) {
 
 // newLogger builds the slog logger the config asks for.
 func newLogger(cfg *policy.Config, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.Log.Level))
-	opts := &slog.HandlerOptions{Level: level}
-	if cfg.Log.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return newLogSwitch(w, cfg).logger()
 }
 
 // compileTimeout bounds the DNS checks of a compile at start or reload.
