@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,48 +16,38 @@ import (
 	"github.com/authmilter/authmilter/keys"
 	"github.com/authmilter/authmilter/milter"
 	"github.com/authmilter/authmilter/policy"
-	"github.com/authmilter/authmilter/policy/resolve"
 )
 
 // daemon holds the one piece of mutable global state the design allows: the
 // current policy snapshot behind an atomic pointer. Everything else is
-// rebuilt into a new snapshot and swapped in.
+// rebuilt into a new snapshot and swapped in (see reload.go for when a new
+// snapshot is refused).
 type daemon struct {
 	configPath string
 	log        *slog.Logger
+	logs       *logSwitch
 	current    atomic.Pointer[policy.Policy]
-	metrics    *metrics
-	// reloadMu serializes reloads (SIGHUP and the periodic recheck).
-	reloadMu sync.Mutex
-	// resolver is kept across reloads, with its cache, while [dns] is
-	// unchanged.
-	resolver    *resolve.Resolver
-	resolverCfg string
-	// keyLookup answers the key publication checks of a compile: uncached
-	// (a key published a minute ago is seen at the next SIGHUP or recheck,
-	// not when a cached NXDOMAIN expires), and with the last good answer
-	// when DNS fails temporarily (a DNS outage during a recheck must not
-	// deactivate keys and leave mail unsigned).
-	keyLookup keys.TXTLookup
-	lastGood  keys.LastGood
-}
+	// gen counts the snapshots installed.
+	gen     atomic.Int64
+	metrics *metrics
+	// started is the config the daemon started with: the milter sockets
+	// keep its listen, socket_mode and socket_group until a restart.
+	started *policy.Config
 
-// keyCheckResolver is the resolver given to policy.Compile. While the
-// snapshot is being compiled, TXT lookups (the publication checks) go
-// through the daemon's keyLookup; once compiled, every lookup (inbound
-// DKIM, SPF, DMARC) goes to the shared caching resolver.
-type keyCheckResolver struct {
-	*resolve.Resolver
-	compiling atomic.Bool
-	keyLookup keys.TXTLookup
-}
+	// wake and pendingReread carry reload requests to the reloader.
+	wake          chan struct{}
+	pendingMu     sync.Mutex
+	pendingReread bool
 
-// LookupTXT implements policy.Resolver.
-func (k *keyCheckResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
-	if k.compiling.Load() {
-		return k.keyLookup(ctx, name)
-	}
-	return k.Resolver.LookupTXT(ctx, name)
+	// reloadMu serializes the work of reloads; the fields below are
+	// guarded by it.
+	reloadMu   sync.Mutex
+	dns        dnsState
+	saveErr    string            // last error saving the publication state
+	warned     map[string]string // restart settings warned about, with the value
+	metricsSrv *metricsServer
+
+	lastGood keys.LastGood
 }
 
 func cmdRun(args []string) error {
@@ -68,25 +56,33 @@ func cmdRun(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return exitError(2)
 	}
+	// Signals first: a SIGHUP while we start must not kill us (its default
+	// action), and SIGTERM must stop a start that waits on DNS.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+
 	cfg, name, err := loadConfig(*cfgPath)
 	if err != nil {
 		return err
 	}
-	d := &daemon{configPath: *cfgPath, log: newLogger(cfg, os.Stderr), metrics: newMetrics()}
+	logs := newLogSwitch(os.Stderr, cfg)
+	d := &daemon{configPath: *cfgPath, logs: logs, log: logs.logger(), metrics: newMetrics(), started: cfg,
+		wake: make(chan struct{}, 1), warned: map[string]string{}}
 	dnsErrorHook = d.metrics.dnsError
 	d.lastGood.Stale = func(name string, err error) {
-		d.log.Warn("key record lookup failed; using the last good answer", "name", name, "error", err)
+		if !keys.IsNotLookedUp(err) {
+			d.log.Warn("key record lookup failed; using the last good answer", "name", name, "error", err)
+		}
 	}
 	d.log.Info("starting", "version", version, "config", name, "keys", cfg.Keys.Dir)
-	pol, err := d.compile(cfg)
-	if err != nil {
-		return fmt.Errorf("initial config: %w", err)
-	}
-	d.install(nil, pol)
-	if len(pol.Table().All()) == 0 {
-		d.log.Warn("no keys in the key table: nothing will be signed; add one with: authmilter keygen -d YOUR.DOMAIN", "keys", cfg.Keys.Dir)
+	if cfg.Keys.RequirePublished {
+		if err := d.lastGood.Load(keys.PublicationPath(cfg.Keys.Dir)); err != nil {
+			d.log.Warn("saved key publication state not used", "error", err)
+		}
 	}
 
+	// Listen at once; the first DNS checks run meanwhile.
 	srv := &milter.Server{Policy: d.current.Load, Logger: d.log, Observer: d.metrics}
 	perm, _ := cfg.SocketPerm()
 	if err := srv.Listen(cfg.Listen, perm, cfg.SocketGroup); err != nil {
@@ -95,43 +91,46 @@ func cmdRun(args []string) error {
 	for _, a := range srv.Addrs() {
 		d.log.Info("listening", "addr", a.Network()+":"+a.String())
 	}
-	if cfg.Metrics.Listen != "" {
-		ln, err := net.Listen("tcp", cfg.Metrics.Listen)
-		if err != nil {
-			srv.Close()
-			return fmt.Errorf("metrics listen %s: %w", cfg.Metrics.Listen, err)
-		}
-		go func() {
-			hs := &http.Server{Handler: d.metrics.handler(), ReadHeaderTimeout: 10 * time.Second}
-			if err := hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				d.log.Error("metrics server stopped", "error", err)
-			}
-		}()
+	if d.metricsSrv, err = startMetrics(cfg.Metrics.Listen, d); err != nil {
+		srv.Close()
+		return err
+	}
+
+	first, firstGen, err := d.start(cfg, sigs)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	if first == nil && d.current.Load() == nil {
+		srv.Close() // stopped while starting
+		d.log.Info("stopped")
+		return nil
+	}
+	pol := d.current.Load()
+	if pol.Table().Missing() {
+		d.log.Warn("keys.dir does not exist: nothing will be signed; add a key with: authmilter keygen -d YOUR.DOMAIN", "keys", cfg.Keys.Dir)
+	} else if len(pol.Table().All()) == 0 {
+		d.log.Warn("no keys in the key table: nothing will be signed; add one with: authmilter keygen -d YOUR.DOMAIN", "keys", cfg.Keys.Dir)
 	}
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve() }()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go d.reloader(ctx, first, firstGen)
 
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	recheck := time.NewTicker(cfg.Keys.Recheck.Duration)
-	defer recheck.Stop()
 	for {
 		select {
 		case err := <-serveErr:
 			return err
-		case <-recheck.C:
-			// Same config, fresh look at the key folder and DNS: keys become
-			// active once their record appears, with no signal needed.
-			d.reload(false)
-			recheck.Reset(d.current.Load().Config().Keys.Recheck.Duration)
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
 				d.log.Info("reload requested", "signal", "SIGHUP")
-				d.reload(true)
-				recheck.Reset(d.current.Load().Config().Keys.Recheck.Duration)
+				d.request(true)
 				continue
 			}
+			// A reload in progress is abandoned: it runs in its own
+			// goroutine, and the snapshot in use is complete.
 			timeout := d.current.Load().Config().ShutdownTimeout.Duration
 			d.log.Info("stopping", "signal", sig.String(), "timeout", timeout)
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -147,69 +146,53 @@ func cmdRun(args []string) error {
 	}
 }
 
-// compile builds a snapshot from cfg, reusing the resolver (and its
-// cache) unless the DNS settings changed.
-func (d *daemon) compile(cfg *policy.Config) (*policy.Policy, error) {
-	key := fmt.Sprint(cfg.DNS.Servers, cfg.DNS.Timeout)
-	r, keyLookup := d.resolver, d.keyLookup
-	if r == nil || key != d.resolverCfg {
-		var err error
-		if r, err = newResolver(cfg); err != nil {
-			return nil, err
+// start installs the first snapshot. The complete one, with DNS checks, if
+// they finish within startWait; else one checked against the publication
+// state saved at the last run (keys.PublicationFile), and the complete one
+// follows when its checks finish: start returns the channel it will come
+// on and the generation it is to replace. A SIGHUP meanwhile is kept for
+// later; SIGTERM ends the start (nothing installed, no error).
+func (d *daemon) start(cfg *policy.Config, sigs <-chan os.Signal) (<-chan compiled, int64, error) {
+	first := make(chan compiled, 1)
+	go func() { first <- d.compile(cfg, dnsState{}, false) }()
+	wait := time.NewTimer(startWait)
+	defer wait.Stop()
+	for {
+		select {
+		case c := <-first:
+			if c.err != nil {
+				return nil, 0, fmt.Errorf("initial config: %w", c.err)
+			}
+			d.dns = c.dns
+			d.install(nil, c.pol)
+			d.persist(c.pol)
+			return nil, 0, nil
+		case <-wait.C:
+			c := d.compile(cfg, dnsState{}, true)
+			if c.err != nil {
+				return nil, 0, fmt.Errorf("initial config: %w", c.err)
+			}
+			d.dns = c.dns
+			d.install(nil, c.pol)
+			d.log.Warn("DNS checks not finished; serving with the last known publication state of the keys meanwhile",
+				"keys", len(c.pol.Table().All()), "active", activeKeys(c.pol), "saved", d.lastGood.Len())
+			return first, d.gen.Load(), nil
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				d.log.Info("reload requested", "signal", "SIGHUP")
+				d.request(true)
+				continue
+			}
+			d.log.Info("stopping", "signal", sig.String())
+			return nil, 0, nil
 		}
-		uncached, err := resolve.New(resolve.Config{Servers: r.Servers(), Timeout: cfg.DNS.Timeout.Duration, CacheSize: -1})
-		if err != nil {
-			return nil, err
-		}
-		keyLookup = d.lastGood.Wrap(uncached.LookupTXT)
-	}
-	pol, err := d.compileWith(cfg, &keyCheckResolver{Resolver: r, keyLookup: keyLookup})
-	if err == nil {
-		d.resolver, d.resolverCfg, d.keyLookup = r, key, keyLookup
-	}
-	return pol, err
-}
-
-func (d *daemon) compileWith(cfg *policy.Config, r *keyCheckResolver) (*policy.Policy, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), compileTimeout)
-	defer cancel()
-	r.compiling.Store(true)
-	defer r.compiling.Store(false)
-	return policy.Compile(ctx, cfg, r)
-}
-
-// reload builds a new snapshot and swaps it in; on any error the old one
-// stays. rereadConfig is true for SIGHUP; the periodic recheck keeps the
-// config it has and only looks at keys and DNS again.
-func (d *daemon) reload(rereadConfig bool) {
-	d.reloadMu.Lock()
-	defer d.reloadMu.Unlock()
-	old := d.current.Load()
-	cfg := old.Config()
-	if rereadConfig {
-		c, _, err := loadConfig(d.configPath)
-		if err != nil {
-			d.metrics.reloadFailed()
-			d.log.Error("reload failed; keeping the previous config and keys", "error", err)
-			return
-		}
-		cfg = c
-	}
-	pol, err := d.compile(cfg)
-	if err != nil {
-		d.metrics.reloadFailed()
-		d.log.Error("reload failed; keeping the previous config and keys", "error", err)
-		return
-	}
-	d.install(old, pol)
-	if rereadConfig {
-		d.log.Info("reloaded")
 	}
 }
 
 // install swaps pol in and logs what changed about keys.
 func (d *daemon) install(old, pol *policy.Policy) {
 	d.current.Store(pol)
+	d.gen.Add(1)
 	d.metrics.reloaded(pol)
 	for _, msg := range policy.KeyChanges(old, pol) {
 		d.log.Info(msg)
@@ -237,8 +220,10 @@ func (d *daemon) install(old, pol *policy.Policy) {
 	}
 	for _, k := range pol.Table().All() {
 		pub := pol.Publication(k)
-		switch pub.State {
-		case keys.Published, keys.Unchecked:
+		switch {
+		case pub.State == keys.Published, pub.State == keys.Unchecked:
+		case strings.Contains(pub.Detail, keys.ErrNotLookedUp.Error()):
+			// Serving before the first DNS checks: said once, by start.
 		default:
 			if prev, ok := before[k.ID()]; !ok || prev != pub {
 				d.log.Warn("key not usable", "key", k.ID(), "state", string(pub.State), "detail", pub.Detail)

@@ -37,6 +37,11 @@ func cmdCheck(args []string) error {
 	if err != nil {
 		return err
 	}
+	// What a reload would refuse, check refuses (the daemon itself starts
+	// without keys.dir: a fresh install that signs nothing yet).
+	if pol.Table().Missing() {
+		return fmt.Errorf("keys.dir %s does not exist; create it (authmilter keygen -d DOMAIN does, or mkdir -m 700 for a daemon that only verifies)", cfg.Keys.Dir)
+	}
 	if *print {
 		if err := toml.NewEncoder(os.Stdout).Encode(cfg); err != nil {
 			return err

@@ -1,0 +1,447 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/authmilter/authmilter/keys"
+	"github.com/authmilter/authmilter/policy"
+	"github.com/authmilter/authmilter/policy/resolve"
+)
+
+// Reload policy. A reload (SIGHUP, the periodic recheck, the quick retries
+// of keys whose lookup failed) builds a complete new snapshot and swaps it
+// in; it never leaves the daemon worse than before. It is refused, the old
+// snapshot staying, logged ("reload failed; keeping the previous config and
+// keys") and counted (authmilter_reloads_total{result="error"}), when:
+//
+//   - the config does not parse or validate, or has no settings at all
+//     (an empty file is what a truncated, half-rewritten file looks like);
+//   - keys.dir does not exist (unless it did not exist before either: a
+//     fresh install), is not a folder, cannot be read, or is writable by
+//     group or others;
+//   - any key cannot be used: unreadable, not a regular file (a FIFO would
+//     block the reader), owned by another user, in a folder writable by
+//     group or others, insecure mode, weak, not a key;
+//   - the key table is empty while keys were active (an unmounted volume
+//     looks like that); removing one domain folder, with others left, takes
+//     effect, and stopping all signing needs a restart;
+//   - it does not finish within reloadTimeout.
+//
+// Reloads run in their own goroutine, one at a time, never in the signal
+// loop: SIGTERM is honoured within shutdown_timeout even while a reload
+// waits on DNS.
+
+// reloadTimeout bounds a whole reload (config, key files, DNS checks);
+// the DNS checks alone are bounded by compileTimeout.
+const reloadTimeout = compileTimeout + 30*time.Second
+
+// startWait is how long the daemon waits at start for its first DNS checks
+// before it serves with the publication state it saved last time. Its
+// sockets listen from the first moment: an MTA that connects meanwhile
+// waits in the listen backlog, well within its milter timeouts.
+const startWait = 2 * time.Second
+
+// Quick retries of keys whose DNS lookup failed (temperror): 2s, 4s, 8s
+// and so on, up to keys.recheck.
+const retryFirst = 2 * time.Second
+
+// dnsState is the daemon's resolvers, kept across reloads while [dns] is
+// unchanged (with its cache).
+type dnsState struct {
+	resolver *resolve.Resolver
+	key      string // the [dns] settings it was made for
+	// keyLookup answers the key publication checks: uncached (a key
+	// published a minute ago is seen at the next SIGHUP or recheck, not
+	// when a cached NXDOMAIN expires), and with the last good answer when
+	// DNS fails temporarily (a DNS outage must not deactivate keys).
+	keyLookup keys.TXTLookup
+}
+
+// compiled is the result of one compile.
+type compiled struct {
+	pol *policy.Policy
+	dns dnsState
+	err error
+}
+
+// keyCheckResolver is the resolver given to policy.Compile. While the
+// snapshot is being compiled, TXT lookups (the publication checks) go
+// through keyLookup; once compiled, every lookup (inbound DKIM, SPF,
+// DMARC) goes to the shared caching resolver.
+type keyCheckResolver struct {
+	*resolve.Resolver
+	compiling atomic.Bool
+	keyLookup keys.TXTLookup
+}
+
+// LookupTXT implements policy.Resolver.
+func (k *keyCheckResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
+	if k.compiling.Load() {
+		return k.keyLookup(ctx, name)
+	}
+	return k.Resolver.LookupTXT(ctx, name)
+}
+
+// buildDNS returns prev if cfg's [dns] is what it was made for, else new
+// resolvers.
+func (d *daemon) buildDNS(prev dnsState, cfg *policy.Config) (dnsState, error) {
+	key := fmt.Sprint(cfg.DNS.Servers, cfg.DNS.Timeout)
+	if prev.resolver != nil && prev.key == key {
+		return prev, nil
+	}
+	r, err := newResolver(cfg)
+	if err != nil {
+		return dnsState{}, err
+	}
+	uncached, err := resolve.New(resolve.Config{Servers: r.Servers(), Timeout: cfg.DNS.Timeout.Duration, CacheSize: -1, OnError: dnsErrorHook})
+	if err != nil {
+		return dnsState{}, err
+	}
+	return dnsState{resolver: r, key: key, keyLookup: d.lastGood.Wrap(uncached.LookupTXT)}, nil
+}
+
+// compile builds a snapshot from cfg within reloadTimeout. offline skips
+// DNS: keys are checked against the last good answers only (what was saved
+// at the last run), which is how the daemon serves before DNS answers. A
+// compile that overruns is abandoned (its result, if it ever comes, is
+// dropped).
+func (d *daemon) compile(cfg *policy.Config, prev dnsState, offline bool) compiled {
+	done := make(chan compiled, 1)
+	go func() {
+		st, err := d.buildDNS(prev, cfg)
+		if err != nil {
+			done <- compiled{err: err}
+			return
+		}
+		lookup := st.keyLookup
+		if offline {
+			lookup = d.lastGood.Wrap(keys.Offline)
+		}
+		r := &keyCheckResolver{Resolver: st.resolver, keyLookup: lookup}
+		r.compiling.Store(true)
+		ctx, cancel := context.WithTimeout(context.Background(), compileTimeout)
+		defer cancel()
+		pol, err := policy.Compile(ctx, cfg, r)
+		r.compiling.Store(false)
+		done <- compiled{pol: pol, dns: st, err: err}
+	}()
+	t := time.NewTimer(reloadTimeout)
+	defer t.Stop()
+	select {
+	case c := <-done:
+		return c
+	case <-t.C:
+		return compiled{err: fmt.Errorf("reload did not finish within %s (a key file or DNS that does not answer?)", reloadTimeout)}
+	}
+}
+
+// errRefused marks a snapshot that compiled but must not replace the
+// running one.
+var errRefused = errors.New("refused")
+
+// checkSwitch says why pol must not replace old (nil: it may).
+func checkSwitch(old, pol *policy.Policy) error {
+	t := pol.Table()
+	if t.Missing() {
+		if old == nil || (old.Table().Missing() && old.Table().Dir() == t.Dir()) {
+			return nil // a fresh install: nothing gets worse
+		}
+		return fmt.Errorf("%w: keys.dir %s does not exist (a typo, or a volume not mounted?); create it or fix keys.dir", errRefused, t.Dir())
+	}
+	if old != nil && len(t.All()) == 0 {
+		if n := activeKeys(old); n > 0 {
+			return fmt.Errorf("%w: keys.dir %s has no keys while %d were active (a volume not mounted?); "+
+				"restart the daemon to stop signing altogether", errRefused, t.Dir(), n)
+		}
+	}
+	return nil
+}
+
+// activeKeys counts the keys pol signs with.
+func activeKeys(pol *policy.Policy) int {
+	n := 0
+	for _, dom := range pol.Table().Domains() {
+		n += len(pol.ActiveKeys(dom))
+	}
+	return n
+}
+
+// tempErrorKeys counts the keys of pol whose lookup failed temporarily
+// (and had no last good answer).
+func tempErrorKeys(pol *policy.Policy) int {
+	n := 0
+	for _, k := range pol.Table().All() {
+		if pol.Publication(k).State == keys.TempError {
+			n++
+		}
+	}
+	return n
+}
+
+// nextBackoff doubles the retry delay, from retryFirst up to limit.
+func nextBackoff(cur, limit time.Duration) time.Duration {
+	next := retryFirst
+	if cur > 0 {
+		next = 2 * cur
+	}
+	return min(next, max(limit, retryFirst))
+}
+
+// request asks the reloader for a reload; SIGHUPs that arrive while one is
+// waiting are merged into it.
+func (d *daemon) request(rereadConfig bool) {
+	d.pendingMu.Lock()
+	d.pendingReread = d.pendingReread || rereadConfig
+	d.pendingMu.Unlock()
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// takePending returns and clears the pending request.
+func (d *daemon) takePending() bool {
+	d.pendingMu.Lock()
+	defer d.pendingMu.Unlock()
+	r := d.pendingReread
+	d.pendingReread = false
+	return r
+}
+
+// reloader runs every reload, one at a time, until ctx ends: requests
+// (SIGHUP), the periodic recheck (keys.recheck), quick retries while keys
+// are in temperror, and the first DNS checks if they had not finished when
+// the daemon started serving (first, nil otherwise; firstGen is the
+// generation of the snapshot they are to replace).
+func (d *daemon) reloader(ctx context.Context, first <-chan compiled, firstGen int64) {
+	recheck := time.NewTimer(d.current.Load().Config().Keys.Recheck.Duration)
+	defer recheck.Stop()
+	var retry <-chan time.Time
+	var backoff time.Duration
+	for {
+		if first == nil {
+			cur := d.current.Load()
+			if n := tempErrorKeys(cur); n > 0 {
+				if retry == nil {
+					backoff = nextBackoff(backoff, cur.Config().Keys.Recheck.Duration)
+					retry = time.After(backoff)
+					d.log.Warn("key records could not be looked up; retrying", "keys", n, "in", backoff.String())
+				}
+			} else {
+				backoff, retry = 0, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case c := <-first:
+			first = nil
+			d.finishFirst(c, firstGen)
+		case <-d.wake:
+			d.reload(d.takePending())
+		case <-recheck.C:
+			// Same config, fresh look at the key folder and DNS: keys
+			// become active once their record appears, with no signal.
+			d.reload(false)
+		case <-retry:
+			retry = nil
+			d.reload(false)
+		}
+		recheck.Reset(d.current.Load().Config().Keys.Recheck.Duration)
+	}
+}
+
+// finishFirst installs the result of the first DNS checks, unless a reload
+// has installed a newer snapshot meanwhile.
+func (d *daemon) finishFirst(c compiled, gen int64) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	if d.gen.Load() != gen {
+		return
+	}
+	old := d.current.Load()
+	if c.err == nil {
+		c.err = checkSwitch(old, c.pol)
+	}
+	if c.err != nil {
+		d.refused(c.err)
+		return
+	}
+	d.dns = c.dns
+	d.install(old, c.pol)
+	d.persist(c.pol)
+	d.log.Info("keys checked", "keys", len(c.pol.Table().All()), "active", activeKeys(c.pol))
+}
+
+// reload builds a new snapshot and swaps it in; on any error the old one
+// stays. rereadConfig is true for SIGHUP; the periodic recheck keeps the
+// config it has and only looks at keys and DNS again.
+func (d *daemon) reload(rereadConfig bool) {
+	d.reloadMu.Lock()
+	defer d.reloadMu.Unlock()
+	old := d.current.Load()
+	cfg := old.Config()
+	if rereadConfig {
+		c, _, err := loadConfig(d.configPath)
+		if err != nil {
+			d.refused(err)
+			return
+		}
+		cfg = c
+	}
+	c := d.compile(cfg, d.dns, false)
+	if c.err == nil {
+		c.err = checkSwitch(old, c.pol)
+	}
+	if c.err != nil {
+		d.refused(c.err)
+		return
+	}
+	d.dns = c.dns
+	d.install(old, c.pol)
+	d.persist(c.pol)
+	if rereadConfig {
+		d.applySettings(cfg)
+		d.log.Info("reloaded")
+	}
+}
+
+// refused logs and counts a reload that keeps the previous snapshot.
+func (d *daemon) refused(err error) {
+	d.metrics.reloadFailed()
+	d.log.Error("reload failed; keeping the previous config and keys", "error", strings.TrimPrefix(err.Error(), errRefused.Error()+": "))
+}
+
+// persist saves the last good key record answers in keys.dir, for a start
+// while DNS is down (see keys.LastGood). Failing to save is logged, once.
+func (d *daemon) persist(pol *policy.Policy) {
+	cfg := pol.Config()
+	if !cfg.Keys.RequirePublished || pol.Table().Missing() {
+		return
+	}
+	names := map[string]bool{}
+	for _, k := range pol.Table().All() {
+		names[keys.RecordName(k.Domain, k.Selector)] = true
+	}
+	d.lastGood.Prune(func(name string) bool { return names[name] })
+	msg := ""
+	if err := d.lastGood.Save(keys.PublicationPath(cfg.Keys.Dir)); err != nil {
+		msg = err.Error()
+	}
+	if msg != d.saveErr {
+		if msg != "" {
+			d.log.Warn("cannot save the key publication state; after a restart while DNS is down nothing is signed until DNS answers", "error", msg)
+		} else {
+			d.log.Info("key publication state saved", "file", keys.PublicationPath(cfg.Keys.Dir))
+		}
+		d.saveErr = msg
+	}
+}
+
+// restartSettings are the settings a reload cannot apply: the milter
+// sockets stay open as they are (the MTA's connections live on them).
+// Everything else applies at the reload: the snapshot's settings (keys,
+// signing, outbound, inbound, dmarc, limits, authserv_id,
+// on_internal_error), dns (new resolvers), keys.recheck,
+// shutdown_timeout, metrics.listen (the metrics socket moves) and log.
+var restartSettings = []struct {
+	name  string
+	value func(*policy.Config) string
+}{
+	{"listen", func(c *policy.Config) string { return strings.Join(c.Listen, ", ") }},
+	{"socket_mode", func(c *policy.Config) string { return c.SocketMode }},
+	{"socket_group", func(c *policy.Config) string { return c.SocketGroup }},
+}
+
+// applySettings applies cfg's daemon settings after a successful SIGHUP
+// reload: log level and format, the metrics socket; and warns once about
+// each changed setting that needs a restart.
+func (d *daemon) applySettings(cfg *policy.Config) {
+	d.logs.set(cfg)
+	for _, s := range restartSettings {
+		want, running := s.value(cfg), s.value(d.started)
+		switch {
+		case want == running:
+			delete(d.warned, s.name)
+		case d.warned[s.name] != want:
+			d.warned[s.name] = want
+			d.log.Warn("setting changed; it takes effect only at restart", "setting", s.name, "running", running, "config", want)
+		}
+	}
+	if want := cfg.Metrics.Listen; want != d.metricsSrv.addr() {
+		d.moveMetrics(want)
+	}
+}
+
+// moveMetrics moves the metrics socket to addr ("" turns it off). The new
+// socket is opened before the old one is closed; if that fails because the
+// old one holds the port (same port, another host), the old one is closed
+// first, and reopened if the new one still cannot be had.
+func (d *daemon) moveMetrics(addr string) {
+	old := d.metricsSrv
+	ms, err := startMetrics(addr, d)
+	if err != nil && old != nil {
+		old.close()
+		if ms, err = startMetrics(addr, d); err != nil {
+			if back, berr := startMetrics(old.cfgAddr, d); berr == nil {
+				d.metricsSrv = back
+			} else {
+				d.metricsSrv = nil
+				d.log.Error("metrics server stopped", "error", berr)
+			}
+		}
+	}
+	if err != nil {
+		d.log.Error("setting not applied", "setting", "metrics.listen", "error", err, "serving", d.metricsSrv.addr())
+		return
+	}
+	old.close()
+	d.metricsSrv = ms
+	d.log.Info("setting applied", "setting", "metrics.listen", "listen", addr)
+}
+
+// metricsServer serves /metrics on one address.
+type metricsServer struct {
+	cfgAddr string // as configured
+	hs      *http.Server
+}
+
+// startMetrics listens on addr and serves the metrics; "" is off (nil).
+func startMetrics(addr string, d *daemon) (*metricsServer, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listen %s: %w", addr, err)
+	}
+	ms := &metricsServer{cfgAddr: addr, hs: &http.Server{Handler: d.metrics.handler(), ReadHeaderTimeout: 10 * time.Second}}
+	go func() {
+		if err := ms.hs.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.log.Error("metrics server stopped", "error", err)
+		}
+	}()
+	return ms, nil
+}
+
+// addr is the configured address served ("" when off).
+func (m *metricsServer) addr() string {
+	if m == nil {
+		return ""
+	}
+	return m.cfgAddr
+}
+
+// close stops serving; a scrape in progress is cut.
+func (m *metricsServer) close() {
+	if m != nil {
+		m.hs.Close()
+	}
+}
