@@ -116,6 +116,10 @@ func startDaemon(t testing.TB, cfgPath, sock, metrics string) *daemon {
 			<-d.done
 			t.Errorf("authmilter did not stop on SIGTERM")
 		}
+		// With GOFLAGS=-race the daemon is built with the race detector.
+		if strings.Contains(d.logs.String(), "WARNING: DATA RACE") {
+			t.Errorf("the daemon reported a data race:\n%s", d.logs.String())
+		}
 		if t.Failed() {
 			t.Logf("authmilter log (last 60 lines):\n%s", tail(d.logs.String(), 60))
 		}

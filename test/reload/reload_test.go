@@ -79,18 +79,16 @@ func TestReloadUnderLoad(t *testing.T) {
 	l.waitCount(t, 700, 30*time.Second)
 	errorsBefore := d.metric(t, `authmilter_reloads_total{result="error"}`)
 	from := d.logLen()
-	if err := os.WriteFile(cfgPath, []byte("listen = [\"unix:/x\"\n[keys\ndir = 42\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	// The config is replaced atomically (SIGHUPs arrive every 50 ms: a
+	// non-atomic write can be read half-written, even empty).
+	writeFileAtomic(t, cfgPath, []byte("listen = [\"unix:/x\"\n[keys\ndir = 42\n"))
 	failLine, tBroken := d.waitLog(t, "reload failed; keeping the previous config and keys", from, 5*time.Second)
 	if !strings.Contains(failLine, cfgPath) {
 		t.Errorf("the failed reload's log line does not name the config file: %s", failLine)
 	}
 	brokenAt := int(l.count.Load())
 	l.waitCount(t, brokenAt+300, 30*time.Second) // signing goes on with the old keys
-	if err := os.WriteFile(cfgPath, goodCfg, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writeFileAtomic(t, cfgPath, goodCfg)
 	from = d.logLen()
 	d.waitLog(t, "msg=reloaded", from, 5*time.Second)
 	tRestored := time.Now()
