@@ -17,6 +17,21 @@
 //   - TestFailedReloads: each kind of broken reload keeps the old snapshot.
 //   - TestDNSOutageKeepsKeys: a DNS failure during a reload does not
 //     deactivate published keys; a removed record does.
+//   - TestReloadRefusesWhatWouldStopSigning: an empty config, a missing or
+//     non-folder keys.dir, a key folder emptied while keys were active are
+//     refused (and fail `authmilter check`); one domain folder removed
+//     takes effect.
+//   - TestBadKeyFiles: a FIFO named like a key, a key owned by another
+//     user, a folder writable by others: refused with the path, never a
+//     hang.
+//   - TestSIGTERMDuringSlowReload: SIGTERM stops the daemon within
+//     shutdown_timeout while a reload waits on DNS that does not answer.
+//   - TestStartWithDNSDown: the daemon listens at once with DNS down,
+//     signs with the publication state it saved at its last run, retries
+//     keys in temperror within seconds, and defers mail meanwhile with
+//     outbound.on_unsigned = "tempfail".
+//   - TestSIGHUPSettings: log.level, log.format and metrics.listen apply
+//     on SIGHUP; listen and socket_mode are named as needing a restart.
 //   - TestMonthlyRotation: cron-style `authmilter rotate` runs over three
 //     months against Knot: new keys published by dynamic update, activated
 //     by the periodic recheck, old keys retired and their records removed
