@@ -187,6 +187,9 @@ func (c *negotiatingConn) nextPacket() error {
 		} else if code == byte(gomilter.CodeOptNeg) {
 			return fmt.Errorf("%w: option negotiation repeated", errProtocol)
 		}
+		if err := checkCommand(code, data); err != nil {
+			return err
+		}
 		if code == byte(gomilter.CodeMacro) && len(data) > 0 && data[0] == byte(gomilter.CodeHeader) && c.onHeaderMacros != nil {
 			// The header stage's macros (Postfix sends the queue ID here)
 			// would reach the session only through go-milter's header
@@ -202,6 +205,29 @@ func (c *negotiatingConn) nextPacket() error {
 		c.pending = pkt
 		return nil
 	}
+}
+
+// checkCommand refuses what go-milter would refuse with a line on the
+// standard logger and no context: unknown command codes, a macro packet
+// without its stage, a connect packet without family.
+func checkCommand(code byte, data []byte) error {
+	switch gomilter.Code(code) {
+	case gomilter.CodeOptNeg, gomilter.CodeQuit, gomilter.CodeHelo, gomilter.CodeMail,
+		gomilter.CodeRcpt, gomilter.CodeHeader, gomilter.CodeEOH, gomilter.CodeBody,
+		gomilter.CodeEOB, gomilter.CodeAbort, gomilter.CodeData:
+	case gomilter.CodeMacro:
+		if len(data) == 0 {
+			return fmt.Errorf("%w: macro packet without a stage", errProtocol)
+		}
+	case gomilter.CodeConn:
+		_, rest, ok := bytes.Cut(data, []byte{0})
+		if !ok || len(rest) == 0 {
+			return fmt.Errorf("%w: malformed connect packet", errProtocol)
+		}
+	default:
+		return fmt.Errorf("%w: unknown command %q", errProtocol, code)
+	}
+	return nil
 }
 
 // unexpected turns an EOF inside a packet into io.ErrUnexpectedEOF.
