@@ -13,6 +13,39 @@ build:
 run: build
 	$(BIN) run $(if $(CONFIG),-config $(CONFIG))
 
+# make build, then as root: make install. Installs the binary, the systemd
+# unit, the sysusers.d and tmpfiles.d files, the example config (only if
+# /etc/authmilter/authmilter.toml does not exist yet), and README.md with the
+# Postfix and Sendmail snippets in DOCDIR. DESTDIR and the directories below
+# can be set for packaging (e.g. PREFIX=/usr UNITDIR=/usr/lib/systemd/system).
+# Builds only if $(BIN) is missing (root's PATH often has no go).
+PREFIX ?= /usr/local
+DOCDIR ?= $(PREFIX)/share/doc/authmilter
+UNITDIR ?= /etc/systemd/system
+SYSUSERSDIR ?= /etc/sysusers.d
+TMPFILESDIR ?= /etc/tmpfiles.d
+.PHONY: install
+install:
+	@test -x $(BIN) || $(MAKE) build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(DOCDIR) $(DESTDIR)$(UNITDIR) \
+		$(DESTDIR)$(SYSUSERSDIR) $(DESTDIR)$(TMPFILESDIR) $(DESTDIR)/etc/authmilter
+	install -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/authmilter
+	sed -e 's|/usr/local/bin/authmilter|$(PREFIX)/bin/authmilter|g' \
+		-e 's|/usr/local/share/doc/authmilter|$(DOCDIR)|g' \
+		contrib/authmilter.service > $(DESTDIR)$(UNITDIR)/authmilter.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/authmilter.service
+	install -m 0644 contrib/authmilter.sysusers $(DESTDIR)$(SYSUSERSDIR)/authmilter.conf
+	install -m 0644 contrib/authmilter.tmpfiles $(DESTDIR)$(TMPFILESDIR)/authmilter.conf
+	install -m 0644 README.md contrib/authmilter.toml contrib/postfix-main.cf \
+		contrib/postfix-master.cf contrib/sendmail.mc $(DESTDIR)$(DOCDIR)
+	@if [ -e $(DESTDIR)/etc/authmilter/authmilter.toml ]; then \
+		echo "kept $(DESTDIR)/etc/authmilter/authmilter.toml (the new example is $(DESTDIR)$(DOCDIR)/authmilter.toml)"; \
+	else \
+		echo "install -m 0644 contrib/authmilter.toml $(DESTDIR)/etc/authmilter/authmilter.toml"; \
+		install -m 0644 contrib/authmilter.toml $(DESTDIR)/etc/authmilter/authmilter.toml; \
+	fi
+	@echo "Next, as root: systemd-sysusers && systemd-tmpfiles --create authmilter.conf && systemctl daemon-reload && systemctl enable --now authmilter"
+
 deps:
 	scripts/install-deps.sh
 
