@@ -57,6 +57,21 @@ func Compile(ctx context.Context, cfg *Config, r Resolver) (*Policy, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	table, err := keys.LoadDir(cfg.Keys.Dir)
+	if err != nil {
+		return nil, err
+	}
+	return CompileTable(ctx, cfg, table, r)
+}
+
+// CompileTable is Compile with the key table of cfg.Keys.Dir already
+// loaded: the daemon checks one table twice at start, against what it
+// saved and against DNS, and parses the keys only once. Snapshots may
+// share a table (it is immutable).
+func CompileTable(ctx context.Context, cfg *Config, table *keys.Table, r Resolver) (*Policy, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	p := &Policy{
 		cfg:         cfg,
 		daemonNames: map[string]bool{},
@@ -80,10 +95,6 @@ func Compile(ctx context.Context, cfg *Config, r Resolver) (*Policy, error) {
 	}
 	for _, h := range cfg.Signing.Oversign {
 		p.oversign[strings.ToLower(h)] = true
-	}
-	table, err := keys.LoadDir(cfg.Keys.Dir)
-	if err != nil {
-		return nil, err
 	}
 	p.table = table
 	p.checkPublication(ctx)

@@ -107,18 +107,25 @@ func (d *daemon) buildDNS(prev dnsState, cfg *policy.Config) (dnsState, error) {
 	return dnsState{resolver: r, key: key, keyLookup: d.lastGood.Wrap(uncached.LookupTXT)}, nil
 }
 
-// compile builds a snapshot from cfg within reloadTimeout. offline skips
-// DNS: keys are checked against the last good answers only (what was saved
-// at the last run), which is how the daemon serves before DNS answers. A
-// compile that overruns is abandoned (its result, if it ever comes, is
-// dropped).
-func (d *daemon) compile(cfg *policy.Config, prev dnsState, offline bool) compiled {
+// compile builds a snapshot from cfg within reloadTimeout: it reads the
+// key table (unless table is given: the one read from cfg.Keys.Dir a
+// moment ago) and checks the keys against DNS or, offline, against the
+// last good answers only (what was saved at the last run), which is how the
+// daemon serves before DNS answers. A compile that overruns is abandoned
+// (its result, if it ever comes, is dropped).
+func (d *daemon) compile(cfg *policy.Config, prev dnsState, table *keys.Table, offline bool) compiled {
 	done := make(chan compiled, 1)
 	go func() {
 		st, err := d.buildDNS(prev, cfg)
 		if err != nil {
 			done <- compiled{err: err}
 			return
+		}
+		if table == nil {
+			if table, err = keys.LoadDir(cfg.Keys.Dir); err != nil {
+				done <- compiled{err: err}
+				return
+			}
 		}
 		lookup := st.keyLookup
 		if offline {
@@ -128,10 +135,15 @@ func (d *daemon) compile(cfg *policy.Config, prev dnsState, offline bool) compil
 		r.compiling.Store(true)
 		ctx, cancel := context.WithTimeout(context.Background(), compileTimeout)
 		defer cancel()
-		pol, err := policy.Compile(ctx, cfg, r)
+		pol, err := policy.CompileTable(ctx, cfg, table, r)
 		r.compiling.Store(false)
 		done <- compiled{pol: pol, dns: st, err: err}
 	}()
+	return waitCompiled(done)
+}
+
+// waitCompiled waits for a compile at most reloadTimeout.
+func waitCompiled(done <-chan compiled) compiled {
 	t := time.NewTimer(reloadTimeout)
 	defer t.Stop()
 	select {
@@ -296,7 +308,7 @@ func (d *daemon) reload(rereadConfig bool) {
 		}
 		cfg = c
 	}
-	c := d.compile(cfg, d.dns, false)
+	c := d.compile(cfg, d.dns, nil, false)
 	if c.err == nil {
 		c.err = checkSwitch(old, c.pol)
 	}

@@ -146,19 +146,41 @@ func cmdRun(args []string) error {
 	}
 }
 
-// start installs the first snapshot. The complete one, with DNS checks, if
-// they finish within startWait; else one checked against the publication
-// state saved at the last run (keys.PublicationFile), and the complete one
-// follows when its checks finish: start returns the channel it will come
-// on and the generation it is to replace. A SIGHUP meanwhile is kept for
-// later; SIGTERM ends the start (nothing installed, no error).
+// start installs the first snapshot. It reads the key table, then checks
+// the keys against DNS; if that takes longer than startWait, it installs
+// the table checked against the publication state saved at the last run
+// (keys.PublicationFile) and returns the channel on which the DNS-checked
+// snapshot will come, with the generation it is to replace. A SIGHUP
+// meanwhile is kept for later; SIGTERM ends the start (nothing installed,
+// no error).
 func (d *daemon) start(cfg *policy.Config, sigs <-chan os.Signal) (<-chan compiled, int64, error) {
-	first := make(chan compiled, 1)
-	go func() { first <- d.compile(cfg, dnsState{}, false) }()
-	wait := time.NewTimer(startWait)
-	defer wait.Stop()
+	type loaded struct {
+		t   *keys.Table
+		err error
+	}
+	tc := make(chan loaded, 1)
+	go func() {
+		t, err := keys.LoadDir(cfg.Keys.Dir)
+		tc <- loaded{t, err}
+	}()
+	var table *keys.Table
+	var first chan compiled
+	var wait <-chan time.Time
+	bound := time.NewTimer(reloadTimeout)
+	defer bound.Stop()
+	boundC := bound.C
 	for {
 		select {
+		case l := <-tc:
+			if l.err != nil {
+				return nil, 0, fmt.Errorf("initial config: %w", l.err)
+			}
+			table, boundC = l.t, nil
+			first = make(chan compiled, 1)
+			go func() { first <- d.compile(cfg, dnsState{}, table, false) }()
+			wait = time.After(startWait)
+		case <-boundC:
+			return nil, 0, fmt.Errorf("initial config: reading the key table %s did not finish within %s", cfg.Keys.Dir, reloadTimeout)
 		case c := <-first:
 			if c.err != nil {
 				return nil, 0, fmt.Errorf("initial config: %w", c.err)
@@ -167,8 +189,8 @@ func (d *daemon) start(cfg *policy.Config, sigs <-chan os.Signal) (<-chan compil
 			d.install(nil, c.pol)
 			d.persist(c.pol)
 			return nil, 0, nil
-		case <-wait.C:
-			c := d.compile(cfg, dnsState{}, true)
+		case <-wait:
+			c := d.compile(cfg, dnsState{}, table, true)
 			if c.err != nil {
 				return nil, 0, fmt.Errorf("initial config: %w", c.err)
 			}
