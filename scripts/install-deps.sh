@@ -4,12 +4,13 @@
 #  - test/e2e/install-deps.sh: Postfix, Dovecot (SASL), OpenDKIM and its tools,
 #    dkimpy, swaks, m4, and an unpacked Sendmail (it conflicts with postfix);
 #  - the packages below, for the key publication tests (RFC 2136 updates to
-#    a real authoritative server).
+#    a real authoritative server), and systemd's tools and passwd (useradd)
+#    for the tests of contrib/ (test/contrib).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-extra=(knot knot-dnsutils procps iproute2)
+extra=(knot knot-dnsutils procps iproute2 systemd passwd)
 
 have_all() {
   for p in postfix dovecot-core opendkim opendkim-tools miltertest python3-dkim python3-dnspython \
