@@ -33,7 +33,8 @@ fi
 failed=0
 summary=()
 while read -r pkg name; do
-  log="$logdir/${pkg//\//_}_$name.log"
+  pkgname=${pkg#./}
+  log="$logdir/${pkgname//\//_}_$name.log"
   echo "fuzz: $pkg $name for $FUZZTIME (log: $log)"
   start=$(date +%s)
   "$GO" test -run='^$' -fuzz="^${name}\$" -fuzztime="$FUZZTIME" -parallel="$FUZZPARALLEL" "$pkg" >"$log" 2>&1
