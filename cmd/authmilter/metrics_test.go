@@ -113,7 +113,7 @@ func TestMessageDoneMetrics(t *testing.T) {
 			`authmilter_messages_total{action="reject",direction="in"} 1`,
 			`authmilter_messages_total{action="reject",direction="out"} 1`,
 		},
-		"authmilter_signatures_total":     {"authmilter_signatures_total 3"},
+		"authmilter_signatures_total":      {"authmilter_signatures_total 3"},
 		"authmilter_internal_errors_total": {"authmilter_internal_errors_total 1"},
 		"authmilter_dkim_results_total": {
 			`authmilter_dkim_results_total{direction="in",result="fail"} 1`,
