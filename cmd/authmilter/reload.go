@@ -278,18 +278,26 @@ func (d *daemon) finishFirst(c compiled, gen int64) {
 	if d.gen.Load() != gen {
 		return
 	}
-	old := d.current.Load()
+	if d.adopt(d.current.Load(), c) {
+		d.log.Info("keys checked", "keys", len(c.pol.Table().All()), "active", activeKeys(c.pol))
+	}
+}
+
+// adopt swaps in the compiled snapshot c in place of old, unless it failed
+// or must be refused (logged and counted); it reports whether it did.
+// Callers hold reloadMu.
+func (d *daemon) adopt(old *policy.Policy, c compiled) bool {
 	if c.err == nil {
 		c.err = checkSwitch(old, c.pol)
 	}
 	if c.err != nil {
 		d.refused(c.err)
-		return
+		return false
 	}
 	d.dns = c.dns
 	d.install(old, c.pol)
 	d.persist(c.pol)
-	d.log.Info("keys checked", "keys", len(c.pol.Table().All()), "active", activeKeys(c.pol))
+	return true
 }
 
 // reload builds a new snapshot and swaps it in; on any error the old one
@@ -308,17 +316,9 @@ func (d *daemon) reload(rereadConfig bool) {
 		}
 		cfg = c
 	}
-	c := d.compile(cfg, d.dns, nil, false)
-	if c.err == nil {
-		c.err = checkSwitch(old, c.pol)
-	}
-	if c.err != nil {
-		d.refused(c.err)
+	if !d.adopt(old, d.compile(cfg, d.dns, nil, false)) {
 		return
 	}
-	d.dns = c.dns
-	d.install(old, c.pol)
-	d.persist(c.pol)
 	if rereadConfig {
 		d.applySettings(cfg)
 		d.log.Info("reloaded")

@@ -185,9 +185,7 @@ func (d *daemon) start(cfg *policy.Config, sigs <-chan os.Signal) (<-chan compil
 			if c.err != nil {
 				return nil, 0, fmt.Errorf("initial config: %w", c.err)
 			}
-			d.dns = c.dns
-			d.install(nil, c.pol)
-			d.persist(c.pol)
+			d.adopt(nil, c) // nothing to refuse at start
 			return nil, 0, nil
 		case <-wait:
 			c := d.compile(cfg, dnsState{}, table, true)
