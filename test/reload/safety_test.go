@@ -115,22 +115,49 @@ func check(t *testing.T, cfgPath string) (int, string) {
 	return 0, stderr.String()
 }
 
+// oneKey is a daemon's surroundings for most tests here: a DNS server, a
+// key folder with example.com/2026-10 (RSA, published) and a config with
+// keys.recheck = 1h (rechecks only when a test asks).
+type oneKey struct {
+	tmp, keyDir            string
+	cfgPath, sock, metrics string
+	dns                    *testdns.Server
+	key                    *keys.Key
+	name                   string // the key's record name
+}
+
+func newOneKey(t *testing.T) *oneKey {
+	t.Helper()
+	e := &oneKey{tmp: t.TempDir(), dns: testdns.Start(t)}
+	e.keyDir = filepath.Join(e.tmp, "keys")
+	e.key = genKey(t, e.keyDir, "example.com", "2026-10", "rsa-2048")
+	e.name = keys.RecordName(e.key.Domain, e.key.Selector)
+	e.dns.SetTXT(e.name, keys.FormatRecord(e.key))
+	e.cfgPath, e.sock, e.metrics = writeConfig(t, e.tmp, e.dns.Addr(), e.keyDir, "recheck = \"1h\"\n")
+	return e
+}
+
+// start starts the daemon and waits until it signs with the key.
+func (e *oneKey) start(t *testing.T) *daemon {
+	t.Helper()
+	d := startDaemon(t, e.cfgPath, e.sock, e.metrics)
+	d.waitLog(t, "key activated d=example.com s=2026-10", 0, 10*time.Second)
+	return d
+}
+
 // TestReloadRefusesWhatWouldStopSigning: an empty config, a missing or
 // unreadable keys.dir, or a key folder suddenly emptied is refused (the old
 // keys keep signing, the refusal is logged and counted, and `check` exits
 // non-zero for the same), while one domain folder removed on purpose takes
 // effect.
 func TestReloadRefusesWhatWouldStopSigning(t *testing.T) {
-	tmp := t.TempDir()
-	dns := testdns.Start(t)
-	keyDir := filepath.Join(tmp, "keys")
-	for _, k := range []*keys.Key{genKey(t, keyDir, "example.com", "2026-10", "rsa-2048"), genKey(t, keyDir, "other.example", "2026-10", "rsa-2048")} {
-		dns.SetTXT(keys.RecordName(k.Domain, k.Selector), keys.FormatRecord(k))
-	}
-	cfgPath, sock, metrics := writeConfig(t, tmp, dns.Addr(), keyDir, "recheck = \"1h\"\n")
+	e := newOneKey(t)
+	tmp, keyDir, cfgPath, sock := e.tmp, e.keyDir, e.cfgPath, e.sock
+	other := genKey(t, keyDir, "other.example", "2026-10", "rsa-2048")
+	e.dns.SetTXT(keys.RecordName(other.Domain, other.Selector), keys.FormatRecord(other))
 	goodCfg, _ := os.ReadFile(cfgPath)
-	d := startDaemon(t, cfgPath, sock, metrics)
-	d.waitLog(t, "key activated d=example.com s=2026-10", 0, 10*time.Second)
+	d := e.start(t)
+	d.waitLog(t, "key activated d=other.example s=2026-10", 0, 10*time.Second)
 	signedWith(t, sock, 2, oldRSA)
 	restore := func(t *testing.T) {
 		t.Helper()
@@ -220,14 +247,9 @@ func TestReloadRefusesWhatWouldStopSigning(t *testing.T) {
 // SIGTERM), and key files owned by another user or folders writable by
 // others are refused with their path; the old keys keep signing.
 func TestBadKeyFiles(t *testing.T) {
-	tmp := t.TempDir()
-	dns := testdns.Start(t)
-	keyDir := filepath.Join(tmp, "keys")
-	k := genKey(t, keyDir, "example.com", "2026-10", "rsa-2048")
-	dns.SetTXT(keys.RecordName(k.Domain, k.Selector), keys.FormatRecord(k))
-	cfgPath, sock, metrics := writeConfig(t, tmp, dns.Addr(), keyDir, "recheck = \"1h\"\n")
-	d := startDaemon(t, cfgPath, sock, metrics)
-	d.waitLog(t, "key activated d=example.com s=2026-10", 0, 10*time.Second)
+	e := newOneKey(t)
+	keyDir, cfgPath, sock := e.keyDir, e.cfgPath, e.sock
+	d := e.start(t)
 	signedWith(t, sock, 1, oldRSA)
 	ddir := filepath.Join(keyDir, "example.com")
 
@@ -277,16 +299,10 @@ func TestBadKeyFiles(t *testing.T) {
 // answer does not delay SIGTERM beyond shutdown_timeout, and messages are
 // still served meanwhile.
 func TestSIGTERMDuringSlowReload(t *testing.T) {
-	tmp := t.TempDir()
-	dns := testdns.Start(t)
-	keyDir := filepath.Join(tmp, "keys")
-	k := genKey(t, keyDir, "example.com", "2026-10", "rsa-2048")
-	name := keys.RecordName(k.Domain, k.Selector)
-	dns.SetTXT(name, keys.FormatRecord(k))
-	cfgPath, sock, metrics := writeConfig(t, tmp, dns.Addr(), keyDir, "recheck = \"1h\"\n")
-	editConfig(t, cfgPath, `timeout = "1s"`, `timeout = "60s"`, `shutdown_timeout = "10s"`, `shutdown_timeout = "5s"`)
-	d := startDaemon(t, cfgPath, sock, metrics)
-	d.waitLog(t, "key activated d=example.com s=2026-10", 0, 10*time.Second)
+	e := newOneKey(t)
+	dns, name, sock := e.dns, e.name, e.sock
+	editConfig(t, e.cfgPath, `timeout = "1s"`, `timeout = "60s"`, `shutdown_timeout = "10s"`, `shutdown_timeout = "5s"`)
+	d := e.start(t)
 
 	dns.Drop(name) // the reload's key check now waits 60s for an answer
 	from := d.logLen()
@@ -315,13 +331,8 @@ func TestSIGTERMDuringSlowReload(t *testing.T) {
 // keys.dir), and, with nothing saved, it retries the key lookups within
 // seconds (not at keys.recheck) and applies outbound.on_unsigned meanwhile.
 func TestStartWithDNSDown(t *testing.T) {
-	tmp := t.TempDir()
-	dns := testdns.Start(t)
-	keyDir := filepath.Join(tmp, "keys")
-	k := genKey(t, keyDir, "example.com", "2026-10", "rsa-2048")
-	name := keys.RecordName(k.Domain, k.Selector)
-	dns.SetTXT(name, keys.FormatRecord(k))
-	cfgPath, sock, metrics := writeConfig(t, tmp, dns.Addr(), keyDir, "recheck = \"1h\"\n")
+	e := newOneKey(t)
+	dns, name, keyDir, cfgPath, sock, metrics := e.dns, e.name, e.keyDir, e.cfgPath, e.sock, e.metrics
 	editConfig(t, cfgPath, `timeout = "1s"`, `timeout = "30s"`)
 	saved := filepath.Join(keyDir, keys.PublicationFile)
 	stop := func(d *daemon) {
@@ -334,8 +345,7 @@ func TestStartWithDNSDown(t *testing.T) {
 	}
 
 	// 1. DNS answers: the key's publication is saved.
-	d := startDaemon(t, cfgPath, sock, metrics)
-	d.waitLog(t, "key activated d=example.com s=2026-10", 0, 10*time.Second)
+	d := e.start(t)
 	signedWith(t, sock, 1, oldRSA)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -389,14 +399,9 @@ func TestStartWithDNSDown(t *testing.T) {
 // log.format take effect at once; settings that need a restart (listen,
 // socket_mode) are named in a warning.
 func TestSIGHUPSettings(t *testing.T) {
-	tmp := t.TempDir()
-	dns := testdns.Start(t)
-	keyDir := filepath.Join(tmp, "keys")
-	k := genKey(t, keyDir, "example.com", "2026-10", "rsa-2048")
-	dns.SetTXT(keys.RecordName(k.Domain, k.Selector), keys.FormatRecord(k))
-	cfgPath, sock, metrics := writeConfig(t, tmp, dns.Addr(), keyDir, "recheck = \"1h\"\n")
-	d := startDaemon(t, cfgPath, sock, metrics)
-	d.waitLog(t, "key activated d=example.com s=2026-10", 0, 10*time.Second)
+	e := newOneKey(t)
+	cfgPath, sock, metrics := e.cfgPath, e.sock, e.metrics
+	d := e.start(t)
 
 	newMetrics := freePort(t)
 	extra := freePort(t)
