@@ -355,7 +355,7 @@ func (tx *transaction) unevaluated(reason, detail string) policy.Unevaluated {
 	if tx.tooManyAR {
 		detail = fmt.Sprintf("more than %d Authentication-Results fields", policy.MaxTrackedAuthResults)
 	}
-	return policy.Unevaluated{Reason: reason, Detail: detail, HeaderBytes: tx.headerBytes, Fields: tx.fields,
+	return policy.Unevaluated{Reason: reason, Detail: detail, Header: tx.header, HeaderBytes: tx.headerBytes, Fields: tx.fields,
 		AuthResults: tx.authResults, TooManyAuthResults: tx.tooManyAR}
 }
 

@@ -51,6 +51,9 @@ type Unevaluated struct {
 	Reason string
 	// Detail says more, for the log.
 	Detail string
+	// Header holds the fields kept, if any (none once the header is over
+	// the limit).
+	Header []HeaderField
 	// HeaderBytes and Fields are the size of the header as received.
 	HeaderBytes int
 	Fields      int
@@ -80,6 +83,7 @@ func (p *Policy) Unevaluated(env *Envelope, u Unevaluated) *Decision {
 	} else {
 		d.Log = append(d.Log, slog.String("dir", "in"))
 	}
+	d.Log = append(d.Log, envelopeAttrs(env, u.Header)...)
 	d.Log = append(d.Log, slog.String("unevaluated", u.Reason), slog.String("detail", u.Detail),
 		slog.Int("header_bytes", u.HeaderBytes), slog.Int("fields", u.Fields))
 
@@ -127,7 +131,7 @@ func (p *Policy) Unevaluated(env *Envelope, u Unevaluated) *Decision {
 	if d.Action != Accept {
 		d.Log = append(d.Log, slog.String("action", d.Action.String()))
 	}
-	d.Log = append(d.Log, slog.Duration("took", time.Since(start)))
+	d.Log = append(d.Log, slog.Float64("ms", logMS(time.Since(start))))
 	return d
 }
 

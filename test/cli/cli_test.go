@@ -192,7 +192,7 @@ func TestDaemonStartsServesAndStopsGracefully(t *testing.T) {
 	}
 	// The message is counted in /metrics.
 	metrics := fetchMetrics(t, cfg)
-	for _, want := range []string{`authmilter_messages_total{action="accept"} 1`, "authmilter_signatures_total 2",
+	for _, want := range []string{`authmilter_messages_total{action="accept",direction="out"} 1`, "authmilter_signatures_total 2",
 		`authmilter_reloads_total{result="ok"} 1`, "authmilter_active_keys 2"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %q:\n%s", want, metrics)
