@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding"
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/netip"
 	"os"
 	"strings"
@@ -126,15 +128,33 @@ func cmdSign(args []string) error {
 	return nil
 }
 
-// logLine renders a decision's log attributes as key=value pairs.
+// logLine renders a decision's log attributes as key=value pairs, as the
+// daemon's text log does (groups as prefix.key, values by their text form).
 func logLine(d *policy.Decision) string {
 	var parts []string
-	for _, a := range d.Log {
-		if a.Key == "took" {
-			continue
+	var add func(prefix string, attrs []slog.Attr)
+	add = func(prefix string, attrs []slog.Attr) {
+		for _, a := range attrs {
+			if a.Key == "took" || a.Key == "ms" {
+				continue
+			}
+			v := a.Value.Resolve()
+			switch {
+			case v.Kind() == slog.KindGroup:
+				add(prefix+a.Key+".", v.Group())
+				continue
+			case v.Kind() == slog.KindAny:
+				if tm, ok := v.Any().(encoding.TextMarshaler); ok {
+					if b, err := tm.MarshalText(); err == nil {
+						parts = append(parts, prefix+a.Key+"="+string(b))
+						continue
+					}
+				}
+			}
+			parts = append(parts, prefix+a.Key+"="+v.String())
 		}
-		parts = append(parts, a.Key+"="+a.Value.String())
 	}
+	add("", d.Log)
 	return strings.Join(parts, " ")
 }
 
