@@ -362,6 +362,14 @@ func sanitizeComment(s string) string {
 // rest of the field to be well-formed, so a forged field with garbage after
 // our id is still recognised (RFC 8601 §5).
 func AuthservID(value string) string {
+	id, _ := scanAuthservID(value)
+	return id
+}
+
+// scanAuthservID reads the authserv-id as AuthservID does; complete is
+// false when the value ends before anything follows the id (inside a
+// comment, or in the id itself), which matters for a value cut short.
+func scanAuthservID(value string) (id string, complete bool) {
 	s := value
 	depth := 0
 	var out strings.Builder
@@ -381,13 +389,13 @@ func AuthservID(value string) string {
 			depth++
 		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
 			if out.Len() > 0 {
-				return out.String()
+				return out.String(), true
 			}
 		case c == ';':
-			return out.String()
+			return out.String(), true
 		default:
 			out.WriteByte(c)
 		}
 	}
-	return out.String()
+	return out.String(), false
 }

@@ -157,36 +157,9 @@ func (p *Policy) unevaluatedAuthResults(env *Envelope, reason string) string {
 }
 
 // authservIDOf reads the authserv-id of a possibly truncated
-// Authentication-Results value; sure is false when the value ends before
-// the id is complete (inside a comment, or in the id itself).
+// Authentication-Results value; sure is false when the value was cut before
+// the id was complete.
 func authservIDOf(value string, truncated bool) (id string, sure bool) {
-	id = AuthservID(value)
-	if !truncated {
-		return id, true
-	}
-	// The id is complete only if something follows it within the prefix.
-	rest := value
-	depth := 0
-	for i := 0; i < len(rest); i++ {
-		c := rest[i]
-		switch {
-		case depth > 0:
-			switch c {
-			case '\\':
-				i++
-			case '(':
-				depth++
-			case ')':
-				depth--
-			}
-		case c == '(':
-			depth++
-		case c == ' ' || c == '\t' || c == '\r' || c == '\n':
-		default:
-			// The id starts here; it is complete if a separator follows.
-			j := strings.IndexAny(rest[i:], " \t\r\n;(")
-			return id, j >= 0
-		}
-	}
-	return id, false
+	id, complete := scanAuthservID(value)
+	return id, complete || !truncated
 }
