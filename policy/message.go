@@ -95,6 +95,9 @@ type Message struct {
 	bodyHash *dkimsign.BodyHasher
 	in       *inbound // nil when the message is not authenticated
 
+	// missing lists "d/algorithm" pairs of the signing domains that have
+	// keys but no active key, for the log.
+	missing []string
 	// unsignedReason is notSigned as a Decision.UnsignedReason token.
 	unsignedReason string
 	// deferUnsigned: outbound.on_unsigned = "tempfail" and the From domain
@@ -148,7 +151,34 @@ func (m *Message) beginSigning() {
 		return
 	}
 	m.signKeys = ks
+	m.missing = m.p.missingAlgorithms(ks)
 	m.bodyHash = dkimsign.NewBodyHasher(m.p.bodyCanon)
+}
+
+// missingAlgorithms lists, as "d/algorithm", the algorithms that a signing
+// domain has keys for but no active key (not yet published, DNS failing):
+// the message is signed, but with fewer signatures than the table holds.
+func (p *Policy) missingAlgorithms(ks []*keys.Key) []string {
+	active := map[string]bool{}
+	for _, k := range ks {
+		active[k.Domain+"/"+string(k.Algorithm)] = true
+	}
+	var out []string
+	seen := map[string]bool{}
+	for _, k := range ks {
+		if seen[k.Domain] {
+			continue
+		}
+		seen[k.Domain] = true
+		for _, t := range p.table.Keys(k.Domain) {
+			id := t.Domain + "/" + string(t.Algorithm)
+			if !active[id] {
+				active[id] = true // once per algorithm
+				out = append(out, id)
+			}
+		}
+	}
+	return out
 }
 
 // SigningKeys returns the keys a message from fromDomain is signed with:
@@ -315,6 +345,9 @@ func (m *Message) finishSigning(d *Decision) {
 	}
 	if len(failed) > 0 {
 		d.Log = append(d.Log, slog.String("sign_error", strings.Join(failed, "; ")))
+	}
+	if len(m.missing) > 0 {
+		d.Log = append(d.Log, slog.String("not_signed_with", strings.Join(m.missing, ",")))
 	}
 	switch {
 	case m.unsignedReason != "":

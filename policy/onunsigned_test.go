@@ -85,3 +85,43 @@ func TestOnUnsigned(t *testing.T) {
 		t.Errorf("inbound mail deferred: %v", d.Action)
 	}
 }
+
+// TestPartlySignedIsLogged: a domain with an RSA and an Ed25519 key of
+// which only one is active is signed with that one, and the decision line
+// names the algorithm it was not signed with.
+func TestPartlySignedIsLogged(t *testing.T) {
+	dir := t.TempDir()
+	copyKey(t, dir, "example.com", "s1", "rsa2048-pkcs8.pem")
+	copyKey(t, dir, "example.com", "s1e", "ed25519-pkcs8.pem")
+	tab, err := keys.LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dns := &fakeDNS{}
+	for _, k := range tab.Keys("example.com") {
+		if k.Selector == "s1e" {
+			dns.publish(k)
+		}
+	}
+	cfg, err := ParseConfig("t.toml", []byte("[keys]\ndir = \""+dir+"\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := Compile(context.Background(), cfg, dns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, d := signMessage(t, pol, "From: a@example.com\r\n\r\nbody\r\n")
+	if d.Signatures != 1 {
+		t.Fatalf("%d signatures, want 1", d.Signatures)
+	}
+	var got string
+	for _, a := range d.Log {
+		if a.Key == "not_signed_with" {
+			got = a.Value.String()
+		}
+	}
+	if got != "example.com/rsa-sha256" {
+		t.Errorf("not_signed_with = %q, want example.com/rsa-sha256 (log %v)", got, d.Log)
+	}
+}
