@@ -52,8 +52,10 @@ type Server struct {
 	inflight  atomic.Int64 // open transactions
 	conns     atomic.Int64 // open MTA connections (and slots being accepted)
 	closing   atomic.Bool
-	freeOnce  sync.Once
+	chanOnce  sync.Once
 	freed     chan struct{} // a connection closed
+	closed    chan struct{} // Close was called
+	closeOnce sync.Once
 }
 
 // Options negotiated with the MTA: we add, change and delete header fields
@@ -189,6 +191,7 @@ func (s *Server) Serve() error {
 // Shutdown to wait for them.
 func (s *Server) Close() {
 	s.closing.Store(true)
+	s.closeOnce.Do(func() { close(s.closedChan()) })
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, ln := range s.listeners {
@@ -328,8 +331,10 @@ func (s *Server) reserveSlot() error {
 			s.event("refused_limit")
 			s.Logger.Warn("connection limit reached; new connections wait", "limit", max)
 		}
+		// The tick catches a limit raised by a reload.
 		select {
 		case <-s.slotFreed():
+		case <-s.closedChan():
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -345,18 +350,33 @@ func (s *Server) connClosed() {
 }
 
 func (s *Server) slotFreed() chan struct{} {
-	s.freeOnce.Do(func() { s.freed = make(chan struct{}, 1) })
+	s.initChans()
 	return s.freed
+}
+
+// closedChan is closed by Close.
+func (s *Server) closedChan() chan struct{} {
+	s.initChans()
+	return s.closed
+}
+
+// initChans makes the server's channels: a Server is a plain struct
+// literal, with no constructor.
+func (s *Server) initChans() {
+	s.chanOnce.Do(func() {
+		s.freed = make(chan struct{}, 1)
+		s.closed = make(chan struct{})
+	})
 }
 
 // sleep waits d or until the server closes; false means it closed.
 func (s *Server) sleep(d time.Duration) bool {
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if s.closing.Load() {
-			return false
-		}
-		time.Sleep(min(10*time.Millisecond, time.Until(deadline)))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return !s.closing.Load()
+	case <-s.closedChan():
+		return false
 	}
-	return !s.closing.Load()
 }

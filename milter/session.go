@@ -47,7 +47,6 @@ type transaction struct {
 	// authResults tracks every Authentication-Results field, kept or not,
 	// so that forged ones are deleted whatever the header's size.
 	authResults []policy.AuthResultsField
-	arCount     int
 	tooManyAR   bool
 	// eoh is set at the end of the header; badOrder names the first
 	// command that came out of order.
@@ -213,13 +212,14 @@ func (ss *session) header(name, value string) {
 	tx.fields++
 	tx.headerBytes += len(name) + len(value) + 3
 	if strings.EqualFold(name, "Authentication-Results") {
-		tx.arCount++
 		if len(tx.authResults) < policy.MaxTrackedAuthResults {
 			v, trunc := value, false
 			if len(v) > policy.AuthResultsPrefix {
 				v, trunc = strings.Clone(v[:policy.AuthResultsPrefix]), true
 			}
-			tx.authResults = append(tx.authResults, policy.AuthResultsField{N: tx.arCount, Value: v, Truncated: trunc})
+			// Every field up to the cap is tracked, so its occurrence
+			// number is its place in the list.
+			tx.authResults = append(tx.authResults, policy.AuthResultsField{N: len(tx.authResults) + 1, Value: v, Truncated: trunc})
 		} else {
 			tx.tooManyAR = true
 		}
