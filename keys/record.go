@@ -139,6 +139,19 @@ const (
 	TempError State = "temperror"
 	// Unchecked: publication was not checked (require_published = false).
 	Unchecked State = "unchecked"
+	// Partial: the public path or some authoritative nameservers serve the
+	// record, others do not (a lagging secondary): not usable yet.
+	Partial State = "partial"
+	// DelegationMissing: the record is published where we publish it, but
+	// the public path does not lead there (the customer's NS or CNAME
+	// records are missing or point elsewhere).
+	DelegationMissing State = "delegation-missing"
+	// Foreign: the name holds a valid DKIM record of a key that this
+	// installation never published (another provider or installation).
+	Foreign State = "foreign"
+	// Waiting: published everywhere, but not for long enough yet (the
+	// zone's negative-caching TTL, the record's TTL, keys.activate_after).
+	Waiting State = "waiting"
 )
 
 // TXTLookup resolves TXT records. Errors that mean "no such record" must

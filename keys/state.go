@@ -28,6 +28,17 @@ type KeyState struct {
 	Algorithm Algorithm `json:"algorithm,omitempty"`
 	// Created is when keygen or rotate made the key.
 	Created time.Time `json:"created,omitzero"`
+	// FirstSeen is when a tool first saw a key it did not make (imported,
+	// or made by hand); it orders such keys when Created is unknown.
+	FirstSeen time.Time `json:"first_seen,omitzero"`
+	// Records are the TXT values this installation published at the
+	// key's name (oldest first): a record there that is not one of them
+	// (nor the key's own) belongs to someone else and is never replaced
+	// without -force.
+	Records []string `json:"records,omitempty"`
+	// Testing is set for keys made with keygen -t y: their record carries
+	// t=y (RFC 6376 §3.6.1).
+	Testing bool `json:"testing,omitempty"`
 	// Published is when its record was last published by an RFC 2136 update.
 	Published time.Time `json:"published,omitzero"`
 	// FirstActive is when rotate first saw the key active (chosen for signing).

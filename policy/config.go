@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/authmilter/authmilter/keys"
 )
 
 // Config is the daemon's configuration as read from the TOML file. Every field
@@ -115,11 +117,33 @@ type KeysConfig struct {
 	// Recheck is how often keys are looked up again in DNS. Default "10m".
 	Recheck Duration `toml:"recheck"`
 	// Pin maps a domain to the selectors to use for it, overriding the
-	// "greatest selector wins" rule.
+	// "newest created published key wins" rule.
 	Pin map[string][]string `toml:"pin"`
 	// SelectorSuffix is appended by keygen to date-based selectors, e.g.
 	// ".myesp" gives "2026-11.myesp".
 	SelectorSuffix string `toml:"selector_suffix"`
+	// SelectorFormat is the template of the selectors keygen and rotate
+	// make: %Y (2026), %y (26), %m (01-12), %b (jan-dec), %d (01-31), %a
+	// (rsa or ed), %% (a percent sign), everything else literal, e.g.
+	// "%b%Y.myesp" for feb2009.myesp. Empty (the default): the date scheme
+	// YYYY-MM ("e" added for Ed25519) plus SelectorSuffix.
+	SelectorFormat string `toml:"selector_format"`
+	// Alternate, when set, is exactly two fixed selectors that rotation
+	// uses in turn (e.g. ["s1", "s2"]): the scheme for customers who CNAME
+	// both selectors into the provider's zone once. Ed25519 keys use the
+	// same names with "e" appended. It replaces SelectorFormat.
+	Alternate []string `toml:"alternate"`
+	// ActivateAfter is the least time between a key's record first being
+	// seen published everywhere and the daemon signing with it; the
+	// daemon also waits for the zone's negative-caching TTL (SOA minimum)
+	// and the record's TTL, whichever is longest. Default 0.
+	ActivateAfter Duration `toml:"activate_after"`
+	// Check says how publication is checked: "nameservers" (default) asks
+	// every authoritative nameserver of the zone that holds the record
+	// (found through the resolver) and the resolver itself (the public
+	// path receivers use); "resolver" asks only the resolver, for hosts
+	// that cannot reach the authoritative servers directly.
+	Check string `toml:"check"`
 	// RotateAfter is the age of a domain's newest key (its file's
 	// modification time) at which `authmilter rotate` makes the next one.
 	// Default "30d".
@@ -164,6 +188,38 @@ type PublishConfig struct {
 	Retire string `toml:"retire"`
 	// Timeout bounds each exchange with the server. Default "10s".
 	Timeout Duration `toml:"timeout"`
+	// Zones limits this (the default) target to the zones that match one
+	// of these patterns: a zone name, or a pattern whose "*" stands for
+	// one or more labels ("myesp._domainkey.*"). Empty: any zone Server is
+	// authoritative for.
+	Zones []string `toml:"zones"`
+	// CNAMEZone is the provider's zone under which the records of CNAME'd
+	// customer domains are published, at <selector>.<domain>.<CNAMEZone>;
+	// the customer adds <selector>._domainkey.<domain> CNAME that name.
+	CNAMEZone string `toml:"cname_zone"`
+	// CNAMEDomains lists the domains published in CNAME mode ("*" for
+	// every domain that has no target of its own).
+	CNAMEDomains []string `toml:"cname_domains"`
+	// Targets are further publication targets, tried before this one: the
+	// first whose server is authoritative for the record's zone (and whose
+	// Zones match it) receives the update.
+	Targets []PublishTarget `toml:"target"`
+}
+
+// PublishTarget is one [[keys.publish.target]]: a primary server and the
+// zones it takes updates for.
+type PublishTarget struct {
+	// Server is the primary server, "ip:port" or "ip" (port 53).
+	Server string `toml:"server"`
+	// Zones are the zone patterns it serves, as PublishConfig.Zones.
+	Zones []string `toml:"zones"`
+	// TSIGName, TSIGAlgorithm, TSIGSecretFile: as in [keys.publish]; empty
+	// values are taken from [keys.publish].
+	TSIGName       string `toml:"tsig_name"`
+	TSIGAlgorithm  string `toml:"tsig_algorithm"`
+	TSIGSecretFile string `toml:"tsig_secret_file"`
+	// TTL of the records; 0: [keys.publish]'s.
+	TTL int `toml:"ttl"`
 }
 
 // SigningConfig says what the signatures look like and who gets them.
@@ -190,6 +246,11 @@ type RuleConfig struct {
 	Subdomains bool `toml:"subdomains"`
 	// Domain is the d= to sign with; default the From domain.
 	Domain string `toml:"domain"`
+	// Selector, when set, is the one key the rule signs with:
+	// <keys.dir>/<domain>/<selector>.pem (for example a provider's d= with a
+	// selector per customer, "s1024_acme"). Keys named by a rule are not
+	// chosen for the domain's other rules.
+	Selector string `toml:"selector"`
 }
 
 // InboundConfig configures verification of mail that is not ours.
@@ -301,6 +362,7 @@ func DefaultConfig() *Config {
 			Recheck:          Duration{10 * time.Minute},
 			RotateAfter:      Duration{30 * 24 * time.Hour},
 			Grace:            Duration{7 * 24 * time.Hour},
+			Check:            "nameservers",
 			Publish:          PublishConfig{TSIGAlgorithm: "hmac-sha256", TTL: 3600, Retire: "remove", Timeout: Duration{10 * time.Second}},
 		},
 		Signing: SigningConfig{
@@ -396,6 +458,21 @@ func ParseConfig(name string, data []byte) (*Config, error) {
 		return nil, fmt.Errorf("config %s: %w", name, err)
 	}
 	return cfg, nil
+}
+
+// validZonePattern reports whether z is a zone name, or a pattern in which
+// "*" labels stand for one or more labels ("myesp._domainkey.*").
+func validZonePattern(z string) bool {
+	z = strings.TrimSuffix(z, ".")
+	if z == "" || z == "*" {
+		return false
+	}
+	for _, l := range strings.Split(z, ".") {
+		if l != "*" && !keys.ValidSelector(l) {
+			return false
+		}
+	}
+	return true
 }
 
 // lineOfKey finds the line where the last part of key is set, for error
@@ -524,6 +601,66 @@ func (c *Config) Validate() error {
 		}
 		if r.Domain != "" && !validDomain(r.Domain) {
 			bad(key+".domain", "%q is not a domain name", r.Domain)
+		}
+		if r.Selector != "" && !keys.ValidSelector(r.Selector) {
+			bad(key+".selector", "%q is not a valid selector", r.Selector)
+		}
+	}
+	switch c.Keys.Check {
+	case "nameservers", "resolver":
+	default:
+		bad("keys.check", "must be nameservers or resolver, got %q", c.Keys.Check)
+	}
+	if c.Keys.ActivateAfter.Duration < 0 {
+		bad("keys.activate_after", "must not be negative")
+	}
+	if n := len(c.Keys.Alternate); n != 0 {
+		if n != 2 {
+			bad("keys.alternate", "needs exactly two selectors, got %d", n)
+		} else if strings.EqualFold(c.Keys.Alternate[0], c.Keys.Alternate[1]) {
+			bad("keys.alternate", "the two selectors are the same (%q)", c.Keys.Alternate[0])
+		}
+		for _, s := range c.Keys.Alternate {
+			if !keys.ValidSelector(s) || !keys.ValidSelector(s+"e") {
+				bad("keys.alternate", "%q is not a valid selector", s)
+			}
+		}
+		if c.Keys.SelectorFormat != "" {
+			bad("keys.selector_format", "cannot be used with keys.alternate (choose one scheme)")
+		}
+	}
+	pc := c.Keys.Publish
+	for _, z := range pc.Zones {
+		if !validZonePattern(z) {
+			bad("keys.publish.zones", "%q is not a zone name or pattern (labels, \"*\" for one or more labels)", z)
+		}
+	}
+	if pc.CNAMEZone != "" && !validDomain(pc.CNAMEZone) {
+		bad("keys.publish.cname_zone", "%q is not a domain name", pc.CNAMEZone)
+	}
+	if len(pc.CNAMEDomains) > 0 && pc.CNAMEZone == "" {
+		bad("keys.publish.cname_domains", "needs keys.publish.cname_zone")
+	}
+	for _, d := range pc.CNAMEDomains {
+		if d != "*" && !validDomain(d) {
+			bad("keys.publish.cname_domains", "%q is not a domain name or \"*\"", d)
+		}
+	}
+	for i, t := range pc.Targets {
+		key := fmt.Sprintf("keys.publish.target[%d]", i)
+		if _, err := NormalizeDNSServer(t.Server); err != nil || t.Server == "" {
+			bad(key+".server", "is required as ip:port or ip, got %q", t.Server)
+		}
+		for _, z := range t.Zones {
+			if !validZonePattern(z) {
+				bad(key+".zones", "%q is not a zone name or pattern", z)
+			}
+		}
+		if t.TSIGName != "" && t.TSIGSecretFile == "" && pc.TSIGSecretFile == "" {
+			bad(key+".tsig_secret_file", "is required with tsig_name")
+		}
+		if t.TTL < 0 || t.TTL > 86400*7 {
+			bad(key+".ttl", "must be between 1 and 604800 seconds, got %d", t.TTL)
 		}
 	}
 	for d, sels := range c.Keys.Pin {
