@@ -807,3 +807,80 @@ func validDomain(s string) bool {
 	}
 	return true
 }
+
+// CNAMEZoneFor returns the zone under which domain's key records are
+// published in CNAME mode ([keys.publish] cname_zone), or "" when domain
+// is not in CNAME mode: it is listed in cname_domains, or "*" is listed
+// and no [[keys.publish.target]] has a zone pattern matching the domain's
+// key names.
+func (c *KeysConfig) CNAMEZoneFor(domain string) string {
+	pc := c.Publish
+	if pc.CNAMEZone == "" {
+		return ""
+	}
+	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
+	star := false
+	for _, d := range pc.CNAMEDomains {
+		if strings.EqualFold(strings.TrimSuffix(d, "."), domain) {
+			return pc.CNAMEZone
+		}
+		star = star || d == "*"
+	}
+	if !star {
+		return ""
+	}
+	for _, t := range pc.Targets {
+		for _, z := range t.Zones {
+			// A delegated selector zone ("myesp._domainkey.*") names its
+			// selector label; any label stands in for the others.
+			label, _, _ := strings.Cut(z, ".")
+			if label == "*" {
+				label = "x"
+			}
+			if ZoneCovers(z, label+"._domainkey."+domain) {
+				return ""
+			}
+		}
+	}
+	return pc.CNAMEZone
+}
+
+// ZoneCovers reports whether the zone pattern (a zone name, or a pattern in
+// which a "*" label stands for one or more labels, see
+// PublishConfig.Zones) names a zone that contains name: name is the zone
+// itself or below it.
+func ZoneCovers(pattern, name string) bool {
+	p := strings.Split(strings.ToLower(strings.TrimSuffix(pattern, ".")), ".")
+	n := strings.Split(strings.ToLower(strings.TrimSuffix(name, ".")), ".")
+	// Try every suffix of name as the zone.
+	for start := 0; start < len(n); start++ {
+		if matchLabels(p, n[start:]) {
+			return true
+		}
+	}
+	return false
+}
+
+// ZoneMatches reports whether zone is exactly a zone that pattern names.
+func ZoneMatches(pattern, zone string) bool {
+	p := strings.Split(strings.ToLower(strings.TrimSuffix(pattern, ".")), ".")
+	n := strings.Split(strings.ToLower(strings.TrimSuffix(zone, ".")), ".")
+	return matchLabels(p, n)
+}
+
+// matchLabels matches labels against a pattern whose "*" labels stand for
+// one or more labels.
+func matchLabels(p, n []string) bool {
+	if len(p) == 0 {
+		return len(n) == 0
+	}
+	if p[0] == "*" {
+		for i := 1; i <= len(n); i++ {
+			if matchLabels(p[1:], n[i:]) {
+				return true
+			}
+		}
+		return false
+	}
+	return len(n) > 0 && p[0] == n[0] && matchLabels(p[1:], n[1:])
+}

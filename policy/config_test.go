@@ -145,3 +145,48 @@ func TestLoadConfigEmpty(t *testing.T) {
 		t.Fatalf("LoadConfig(one setting) = %+v, %v", cfg, err)
 	}
 }
+
+func TestZonePatterns(t *testing.T) {
+	for _, c := range []struct {
+		pattern, zone string
+		match         bool
+	}{
+		{"myesp._domainkey.*", "myesp._domainkey.customer.example", true},
+		{"myesp._domainkey.*", "myesp._domainkey.a.b.example", true},
+		{"myesp._domainkey.*", "other._domainkey.customer.example", false},
+		{"myesp._domainkey.*", "myesp._domainkey", false},
+		{"dkim.myesp.example", "dkim.myesp.example", true},
+		{"dkim.myesp.example", "x.dkim.myesp.example", false},
+		{"*.myesp.example", "dkim.myesp.example", true},
+	} {
+		if got := ZoneMatches(c.pattern, c.zone); got != c.match {
+			t.Errorf("ZoneMatches(%q, %q) = %v, want %v", c.pattern, c.zone, got, c.match)
+		}
+	}
+	if !ZoneCovers("dkim.myesp.example", "s1.customer.example.dkim.myesp.example") {
+		t.Error("ZoneCovers: a name below the zone is covered")
+	}
+	if ZoneCovers("dkim.myesp.example", "s1._domainkey.customer.example") {
+		t.Error("ZoneCovers: a name outside the zone is not covered")
+	}
+}
+
+func TestCNAMEZoneFor(t *testing.T) {
+	var kc KeysConfig
+	kc.Publish.CNAMEZone = "dkim.myesp.example"
+	kc.Publish.CNAMEDomains = []string{"cust.example"}
+	if got := kc.CNAMEZoneFor("Cust.example."); got != "dkim.myesp.example" {
+		t.Errorf("listed domain: %q", got)
+	}
+	if got := kc.CNAMEZoneFor("other.example"); got != "" {
+		t.Errorf("unlisted domain: %q", got)
+	}
+	kc.Publish.CNAMEDomains = []string{"*"}
+	kc.Publish.Targets = []PublishTarget{{Server: "127.0.0.1", Zones: []string{"myesp._domainkey.*"}}}
+	if got := kc.CNAMEZoneFor("delegated.example"); got != "" {
+		t.Errorf("a domain a target's zones cover is not in CNAME mode: %q", got)
+	}
+	if got := kc.CNAMEZoneFor("other.example"); got != "" && got != "dkim.myesp.example" {
+		t.Errorf("star: %q", got)
+	}
+}
