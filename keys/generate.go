@@ -19,59 +19,15 @@ import (
 // Algorithms lists the algo values Generate accepts, for usage texts.
 const Algorithms = "rsa-2048, rsa-3072, rsa-4096 or ed25519"
 
-// DateSelector returns the default selector for a key made at t: "YYYY-MM",
-// with "e" appended for Ed25519 so RSA and Ed25519 keys of one month can sit
-// side by side, then the configured suffix (e.g. ".myesp"). Selectors made
-// this way sort by time, which is what picks the active key. NextSelector
-// adds a letter when the month already has a key.
-func DateSelector(t time.Time, algo, suffix string) string {
-	return datePart(t, algo) + suffix
-}
-
-func datePart(t time.Time, algo string) string {
-	s := t.UTC().Format("2006-01")
-	if algo == "ed25519" || algo == string(Ed25519SHA256) {
-		s += "e"
-	}
-	return s
-}
-
-// maxSequence bounds the letters NextSelector tries after a date.
+// maxSequence bounds the letters SelectorScheme.Next tries after a date.
 const maxSequence = 100
 
-// NextSelector returns the selector for a new key of algo ("rsa-2048",
-// "ed25519", ... or an Algorithm) made at t. taken lists every selector the
-// domain has ever used, of any algorithm, retired ones included: a selector
-// is never reused, because resolvers and verifiers may still hold its old
-// record. newest is the greatest selector of the domain's keys of the same
-// algorithm ("" if none): the new key must sort after it, or it would never
-// become active.
-//
-// The answer is DateSelector(t, algo, suffix) when that is free and sorts
-// after newest; otherwise a letter goes between the date and the suffix:
-// 2026-11, 2026-11b, 2026-11c, ... 2026-11z, 2026-11zb, ... (2026-11e,
-// 2026-11eb, ... for Ed25519), each sorting after the one before it and
-// before the next month's 2026-12. It fails when no selector of t's month
-// sorts after newest: newest is from a later month, or not date-based at
-// all (for example "mail" or "default" taken over from another signer, which
-// sort after every date); then choose a selector with -s, or pin one with
-// keys.pin.
+// NextSelector returns the selector of the default date scheme for a new
+// key of algo made at t: SelectorScheme{Suffix: suffix}.Next. newest is
+// accepted for callers that still pass it; keys are ordered by creation
+// time, not by name, so it does not constrain the answer.
 func NextSelector(t time.Time, algo, suffix string, taken []string, newest string) (string, error) {
-	used := map[string]bool{}
-	for _, s := range taken {
-		used[strings.ToLower(s)] = true
-	}
-	date := datePart(t, algo)
-	tag := ""
-	for range maxSequence {
-		cand := date + tag + suffix
-		if !used[cand] && cand > strings.ToLower(newest) {
-			return cand, nil
-		}
-		tag = nextTag(tag)
-	}
-	return "", fmt.Errorf("keys: no selector of the form %s[b-z]%s sorts after the newest selector %q; choose one with -s (it must sort after %q to become active) or pin selectors with keys.pin",
-		date, suffix, newest, newest)
+	return SelectorScheme{Suffix: suffix}.Next(t, algo, taken, nil, newest)
 }
 
 // nextTag returns the letter sequence after tag: "" → "b" → ... → "z" →

@@ -59,8 +59,16 @@ type Key struct {
 	Algorithm Algorithm
 	// Bits is the RSA modulus size, or 256 for Ed25519.
 	Bits int
-	// ModTime is the key file's modification time (its age for rotation).
+	// ModTime is the key file's modification time.
 	ModTime time.Time
+	// Created orders a domain's keys: the newest created usable key of an
+	// algorithm signs. It is the creation time in the domain's state file
+	// (keygen, rotate), else when a tool first saw the key (imported keys),
+	// else ModTime. Set by LoadDir and LoadDomain.
+	Created time.Time
+	// Testing is set for keys made with keygen -t y: their record carries
+	// t=y.
+	Testing bool
 }
 
 // ID names the key in logs and errors as domain/selector.
@@ -100,7 +108,7 @@ func LoadKey(path, domain, selector string) (*Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keys: %s/%s: %s: %w", domain, selector, path, err)
 	}
-	k := &Key{Domain: domain, Selector: selector, Path: path, Signer: signer, ModTime: fi.ModTime()}
+	k := &Key{Domain: domain, Selector: selector, Path: path, Signer: signer, ModTime: fi.ModTime(), Created: fi.ModTime()}
 	switch s := signer.(type) {
 	case *rsa.PrivateKey:
 		k.Algorithm, k.Bits = RSASHA256, s.N.BitLen()

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // installKey copies a testdata key into dir/domain/selector.pem with mode.
@@ -84,10 +85,24 @@ func TestLoadDirAndActive(t *testing.T) {
 	// Retired keys and non-key files are ignored.
 	installKey(t, dir, "example.com/retired", "2026-01", "rsa2048-pkcs1.pem", 0o600)
 	os.WriteFile(filepath.Join(dir, "example.com", "README"), []byte("x"), 0o644)
+	// The state file orders the keys by creation, whatever the names.
+	day := 24 * time.Hour
+	base := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)
+	st := &DomainState{Keys: map[string]*KeyState{
+		"2026-10":  {Created: base},
+		"2026-11":  {Created: base.Add(30 * day)},
+		"2026-11e": {Created: base.Add(30 * day)},
+	}}
+	if err := st.Save(filepath.Join(dir, "example.com")); err != nil {
+		t.Fatal(err)
+	}
 
 	tab, err := LoadDir(dir)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if ign := tab.Ignored(); len(ign) != 1 || !strings.Contains(ign[0], "README") {
+		t.Errorf("Ignored = %q, want the README only", ign)
 	}
 	if got := strings.Join(tab.Domains(), ","); got != "example.com,other.org" {
 		t.Fatalf("domains = %s", got)
@@ -106,7 +121,7 @@ func TestLoadDirAndActive(t *testing.T) {
 		usable func(*Key) bool
 		want   string
 	}{
-		{"greatest selector per algorithm", nil, nil, "2026-11/rsa-sha256,2026-11e/ed25519-sha256"},
+		{"newest created per algorithm", nil, nil, "2026-11/rsa-sha256,2026-11e/ed25519-sha256"},
 		{"unpublished newest keeps old signing", nil, func(k *Key) bool { return k.Selector != "2026-11" }, "2026-10/rsa-sha256,2026-11e/ed25519-sha256"},
 		{"pinned", []string{"2026-10"}, nil, "2026-10/rsa-sha256"},
 		{"pinned but unusable", []string{"2026-10"}, func(k *Key) bool { return false }, ""},
@@ -118,6 +133,26 @@ func TestLoadDirAndActive(t *testing.T) {
 				t.Errorf("Active = %q, want %q", got, tt.want)
 			}
 		})
+	}
+
+	// Any selector naming: a migrated key first seen before the newest
+	// date-named key does not take over, whatever the names' order; a
+	// later-created "apr2009.myesp" replaces "mar2009.myesp".
+	named := func(sel string, created time.Time) *Key {
+		return &Key{Selector: sel, Algorithm: RSASHA256, Created: created}
+	}
+	for _, c := range []struct {
+		name string
+		ks   []*Key
+		want string
+	}{
+		{"migrated mail older than 2026-12", []*Key{named("mail", base), named("2026-12", base.Add(day))}, "2026-12/rsa-sha256"},
+		{"monthly names", []*Key{named("mar2009.myesp", base), named("apr2009.myesp", base.Add(30*day))}, "apr2009.myesp/rsa-sha256"},
+		{"alternating s2 then s1", []*Key{named("s2", base), named("s1", base.Add(30*day))}, "s1/rsa-sha256"},
+	} {
+		if got := ids(Active(c.ks, nil, nil)); got != c.want {
+			t.Errorf("%s: Active = %q, want %q", c.name, got, c.want)
+		}
 	}
 
 	// One bad key fails the whole load, so a reload keeps the old table.

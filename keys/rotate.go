@@ -13,11 +13,11 @@ import (
 // Rotation in brief (what `authmilter rotate` does for one domain, per
 // algorithm; see PlanRotation):
 //
-//  1. The newest key (greatest selector) has no valid record yet: wait for
+//  1. The newest key (the last created) has no valid record yet: wait for
 //     it (print the record again, or publish it again by RFC 2136). Never
 //     make a second key while one is pending.
 //  2. The newest key is published and older than rotate_after (or --force):
-//     make the next key with NextSelector and publish it. The daemon starts
+//     make the next key, named by the SelectorScheme, and publish it. The daemon starts
 //     signing with it once its record is visible (keys.recheck or SIGHUP).
 //  3. A key that is not active while a newer key of its algorithm is active
 //     is "superseded" from the first run that sees it so (recorded in the
@@ -43,8 +43,11 @@ type RotatePolicy struct {
 	// Force makes the next key even if the newest is younger than
 	// RotateAfter (never while a newer key is still waiting for DNS).
 	Force bool
-	// Suffix is keys.selector_suffix.
+	// Suffix is keys.selector_suffix (used when Scheme is the zero value).
 	Suffix string
+	// Scheme names new keys: keys.selector_format, keys.selector_suffix
+	// or keys.alternate.
+	Scheme SelectorScheme
 	// CanWithdraw says that records can be removed by RFC 2136 updates, so
 	// retired keys whose record is still there get another attempt.
 	CanWithdraw bool
@@ -123,11 +126,15 @@ func PlanRotation(v DomainView, p RotatePolicy) ([]Action, error) {
 			return nil, fmt.Errorf("keys: %s: %s: %s: %w", k.ID(), pub.State, pub.Detail, ErrDNSUnavailable)
 		}
 	}
+	scheme := p.Scheme
+	if scheme.Format == "" && len(scheme.Alternate) == 0 && scheme.Suffix == "" {
+		scheme.Suffix = p.Suffix
+	}
 	active := map[*Key]bool{}
 	activeByAlgo := map[Algorithm]*Key{}
 	for _, k := range v.Active {
 		active[k] = true
-		if a := activeByAlgo[k.Algorithm]; a == nil || k.Selector > a.Selector {
+		if a := activeByAlgo[k.Algorithm]; a == nil || Newer(k, a) {
 			activeByAlgo[k.Algorithm] = k
 		}
 	}
@@ -138,6 +145,12 @@ func PlanRotation(v DomainView, p RotatePolicy) ([]Action, error) {
 		ks := v.State.Key(k.Selector)
 		ks.Algorithm = k.Algorithm
 		ks.Retired = time.Time{}
+		if ks.Created.IsZero() && ks.FirstSeen.IsZero() {
+			// A key we did not make (imported, or put there by hand): it
+			// keeps its place in the order of creation from now on, even if
+			// its file is touched.
+			ks.FirstSeen = k.Created
+		}
 		if active[k] {
 			if ks.FirstActive.IsZero() {
 				ks.FirstActive = p.Now
@@ -145,7 +158,7 @@ func PlanRotation(v DomainView, p RotatePolicy) ([]Action, error) {
 			ks.Superseded = time.Time{}
 			continue
 		}
-		if a := activeByAlgo[k.Algorithm]; a != nil && a.Selector > k.Selector {
+		if a := activeByAlgo[k.Algorithm]; a != nil && Newer(a, k) {
 			if ks.Superseded.IsZero() {
 				ks.Superseded = p.Now
 			}
@@ -168,55 +181,11 @@ func PlanRotation(v DomainView, p RotatePolicy) ([]Action, error) {
 		}
 	}
 
+	// Superseded keys: wait, then retire. Retirements come first in the
+	// plan: with alternating selectors the key made in the same run takes
+	// the selector a retired key frees.
 	var plan []Action
-	taken := append([]string(nil), v.Retired...)
-	for _, k := range v.Keys {
-		taken = append(taken, k.Selector)
-	}
-	// Per algorithm: the newest key decides whether a new one is made.
-	newest := map[Algorithm]*Key{}
-	var algos []Algorithm
-	for _, k := range v.Keys {
-		if newest[k.Algorithm] == nil {
-			algos = append(algos, k.Algorithm)
-		}
-		if n := newest[k.Algorithm]; n == nil || k.Selector > n.Selector {
-			newest[k.Algorithm] = k
-		}
-	}
-	sort.Slice(algos, func(i, j int) bool { return algos[i] > algos[j] }) // rsa first
-	var errs []error
-	for _, a := range algos {
-		n := newest[a]
-		pub := v.Publication(n)
-		if pub.State != Published {
-			plan = append(plan, Action{Kind: ActPending, Domain: v.Domain, Selector: n.Selector, Algorithm: a, Key: n,
-				Publication: pub, Reason: fmt.Sprintf("newest key has no valid record (%s)", pub.State)})
-			continue
-		}
-		if !active[n] {
-			// Published but not chosen: keys.pin or an unusual config.
-			continue
-		}
-		age := p.Now.Sub(v.State.Created(n))
-		if age < p.RotateAfter && !p.Force {
-			continue
-		}
-		gen := GenAlgorithm(n)
-		sel, err := NextSelector(p.Now, gen, p.Suffix, taken, n.Selector)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("keys: %s: %w", n.ID(), err))
-			continue
-		}
-		taken = append(taken, sel)
-		reason := fmt.Sprintf("%s is %s old (rotate_after %s)", n.Selector, days(age), days(p.RotateAfter))
-		if age < p.RotateAfter {
-			reason = fmt.Sprintf("forced; %s is %s old", n.Selector, days(age))
-		}
-		plan = append(plan, Action{Kind: ActCreate, Domain: v.Domain, Selector: sel, Algorithm: a, GenAlgo: gen,
-			Previous: n.Selector, Reason: reason})
-	}
-	// Superseded keys: wait, then retire.
+	retiring := map[string]bool{}
 	for _, k := range v.Keys {
 		ks := v.State.Keys[k.Selector]
 		if active[k] || ks.Superseded.IsZero() {
@@ -229,13 +198,69 @@ func PlanRotation(v DomainView, p RotatePolicy) ([]Action, error) {
 			Reason: fmt.Sprintf("superseded by %s since %s", by.Selector, ks.Superseded.UTC().Format(time.RFC3339))}
 		if !p.Now.Before(at) {
 			act.Kind = ActRetire
+			retiring[k.Selector] = true
 			act.Reason += fmt.Sprintf("; grace %s + recheck %s passed", days(p.Grace), p.Recheck)
 		}
 		plan = append(plan, act)
 	}
+	taken := append([]string(nil), v.Retired...)
+	var holding []string // selectors that hold a key after this run's retirements
+	for _, k := range v.Keys {
+		taken = append(taken, k.Selector)
+		if !retiring[k.Selector] {
+			holding = append(holding, k.Selector)
+		}
+	}
+	// Per algorithm: the newest key decides whether a new one is made.
+	newest := map[Algorithm]*Key{}
+	var algos []Algorithm
+	for _, k := range v.Keys {
+		if newest[k.Algorithm] == nil {
+			algos = append(algos, k.Algorithm)
+		}
+		if n := newest[k.Algorithm]; n == nil || Newer(k, n) {
+			newest[k.Algorithm] = k
+		}
+	}
+	sort.Slice(algos, func(i, j int) bool { return algos[i] > algos[j] }) // rsa first
+	var errs []error
+	var creates []Action
+	for _, a := range algos {
+		n := newest[a]
+		pub := v.Publication(n)
+		if pub.State != Published {
+			creates = append(creates, Action{Kind: ActPending, Domain: v.Domain, Selector: n.Selector, Algorithm: a, Key: n,
+				Publication: pub, Reason: fmt.Sprintf("newest key has no valid record (%s)", pub.State)})
+			continue
+		}
+		if !active[n] {
+			// Published but not chosen: keys.pin or an unusual config.
+			continue
+		}
+		age := p.Now.Sub(n.Created)
+		if age < p.RotateAfter && !p.Force {
+			continue
+		}
+		gen := GenAlgorithm(n)
+		sel, err := scheme.Next(p.Now, gen, taken, holding, n.Selector)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("keys: %s: %w", n.ID(), err))
+			continue
+		}
+		taken, holding = append(taken, sel), append(holding, sel)
+		reason := fmt.Sprintf("%s is %s old (rotate_after %s)", n.Selector, days(age), days(p.RotateAfter))
+		if age < p.RotateAfter {
+			reason = fmt.Sprintf("forced; %s is %s old", n.Selector, days(age))
+		}
+		creates = append(creates, Action{Kind: ActCreate, Domain: v.Domain, Selector: sel, Algorithm: a, GenAlgo: gen,
+			Previous: n.Selector, Reason: reason})
+	}
+	plan = append(plan, creates...)
 	if p.CanWithdraw {
 		for _, sel := range v.State.Selectors() {
 			ks := v.State.Keys[sel]
+			// A selector used again (alternating selectors) holds a new key:
+			// its record is no longer the retired key's to withdraw.
 			if retired[sel] && !present[sel] && !ks.Retired.IsZero() && ks.Withdrawn.IsZero() {
 				plan = append(plan, Action{Kind: ActWithdraw, Domain: v.Domain, Selector: sel, Algorithm: ks.Algorithm,
 					Reason: "retired; its record is still to be withdrawn"})
@@ -282,7 +307,12 @@ func Retire(k *Key) (string, error) {
 	}
 	dst := filepath.Join(dir, filepath.Base(k.Path))
 	if _, err := os.Lstat(dst); err == nil {
-		return "", fmt.Errorf("keys: %s: retire: %s already exists", k.ID(), dst)
+		// An earlier key with this selector (alternating selectors reuse
+		// names): keep it under a name that records when it was set aside.
+		old := dst + "." + time.Now().UTC().Format("20060102T150405.000000000Z")
+		if err := os.Rename(dst, old); err != nil {
+			return "", fmt.Errorf("keys: %s: retire: keep the earlier %s: %w", k.ID(), dst, err)
+		}
 	}
 	if err := os.Rename(k.Path, dst); err != nil {
 		return "", fmt.Errorf("keys: %s: retire: %w", k.ID(), err)

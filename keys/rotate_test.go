@@ -32,11 +32,13 @@ func TestNextSelector(t *testing.T) {
 		{name: "retired selector is not reused", algo: "rsa-2048", taken: []string{"2026-11"}, newest: "", want: "2026-11b"},
 		{name: "ed25519 second", algo: "ed25519", taken: []string{"2026-11", "2026-11e"}, newest: "2026-11e", want: "2026-11eb"},
 		{name: "rsa skips the ed25519 name", algo: "rsa-2048", taken: []string{"2026-11", "2026-11b", "2026-11c", "2026-11d", "2026-11e"}, newest: "2026-11d", want: "2026-11f"},
-		{name: "after z", algo: "rsa-2048", taken: []string{"2026-11z"}, newest: "2026-11z", want: "2026-11zb"},
+		{name: "after z", algo: "rsa-2048", taken: []string{"2026-11", "2026-11b", "2026-11c", "2026-11d", "2026-11e", "2026-11f", "2026-11g", "2026-11h", "2026-11i", "2026-11j", "2026-11k", "2026-11l", "2026-11m", "2026-11n", "2026-11o", "2026-11p", "2026-11q", "2026-11r", "2026-11s", "2026-11t", "2026-11u", "2026-11v", "2026-11w", "2026-11x", "2026-11y", "2026-11z"}, newest: "2026-11z", want: "2026-11zb"},
 		{name: "suffix second", algo: "rsa-2048", suffix: ".myesp", taken: []string{"2026-11.myesp"}, newest: "2026-11.myesp", want: "2026-11b.myesp"},
-		{name: "suffix added later", algo: "rsa-2048", suffix: ".myesp", taken: []string{"2026-11b"}, newest: "2026-11b", want: "2026-11b.myesp"},
-		{name: "newest from the future", algo: "rsa-2048", taken: []string{"2026-12"}, newest: "2026-12", wantErr: true},
-		{name: "non-date newest", algo: "rsa-2048", taken: []string{"mail"}, newest: "mail", wantErr: true},
+		{name: "suffix added later", algo: "rsa-2048", suffix: ".myesp", taken: []string{"2026-11b"}, newest: "2026-11b", want: "2026-11.myesp"},
+		// Keys are ordered by creation, not by name: a newest key with a
+		// name that sorts later does not stand in the way.
+		{name: "newest from the future", algo: "rsa-2048", taken: []string{"2026-12"}, newest: "2026-12", want: "2026-11"},
+		{name: "non-date newest", algo: "rsa-2048", taken: []string{"mail"}, newest: "mail", want: "2026-11"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -55,25 +57,25 @@ func TestNextSelector(t *testing.T) {
 			}
 		})
 	}
-	// A long run of keys in one month sorts in the order it was made, and
-	// before next month's first key.
+	// A long run of keys in one month never repeats a selector.
 	var taken []string
-	prev := ""
+	seen := map[string]bool{}
 	for i := range 60 {
-		s, err := NextSelector(nov, "rsa-2048", "", taken, prev)
+		s, err := NextSelector(nov, "rsa-2048", "", taken, "")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s <= prev || s >= "2026-12" {
-			t.Fatalf("key %d: %q does not sort after %q and before 2026-12", i, s, prev)
+		if seen[s] || !ValidSelector(s) {
+			t.Fatalf("key %d: %q repeats or is invalid", i, s)
 		}
-		taken, prev = append(taken, s), s
+		seen[s] = true
+		taken = append(taken, s)
 	}
 }
 
 // fakeKey is a key for planning tests: no key material is needed.
 func fakeKey(sel string, algo Algorithm, bits int, made time.Time) *Key {
-	return &Key{Domain: "example.com", Selector: sel, Algorithm: algo, Bits: bits, ModTime: made,
+	return &Key{Domain: "example.com", Selector: sel, Algorithm: algo, Bits: bits, ModTime: made, Created: made,
 		Path: "/keys/example.com/" + sel + ".pem"}
 }
 
@@ -102,6 +104,7 @@ func TestPlanRotation(t *testing.T) {
 		state      map[string]*KeyState
 		force      bool
 		withdraw   bool
+		scheme     SelectorScheme
 		want       []string // "kind selector [genalgo]"
 		wantErr    string
 		superseded map[string]time.Time // expected state.Superseded afterwards
@@ -116,7 +119,7 @@ func TestPlanRotation(t *testing.T) {
 		{name: "rsa and ed25519", keys: []keySpec{rsa("2026-10", 40*day, Published, true), ed("2026-10e", 40*day, Published, true)},
 			want: []string{"create 2026-12 rsa-2048", "create 2026-12e ed25519"}},
 		{name: "selector sorting after every date", keys: []keySpec{{"a-2026", RSASHA256, 4096, 40 * day, Published, true}},
-			wantErr: "sorts after"},
+			want: []string{"create 2026-12 rsa-4096"}},
 		{name: "rsa-1024 becomes rsa-2048", keys: []keySpec{{"2026-10", RSASHA256, 1024, 40 * day, Published, true}},
 			want: []string{"create 2026-12 rsa-2048"}},
 		{name: "rsa-4096 stays rsa-4096", keys: []keySpec{{"2026-10", RSASHA256, 4096, 40 * day, Published, true}},
@@ -147,7 +150,23 @@ func TestPlanRotation(t *testing.T) {
 			state: map[string]*KeyState{"2026-10": {Algorithm: RSASHA256, Retired: now.Add(-day)}}},
 		{name: "temperror changes nothing", keys: []keySpec{rsa("2026-10", 60*day, Published, false), rsa("2026-11", 40*day, TempError, true)},
 			wantErr: "DNS lookup failed"},
-		{name: "non-date selector", keys: []keySpec{rsa("mail", 400*day, Published, true)}, wantErr: "sorts after"},
+		{name: "non-date selector", keys: []keySpec{rsa("mail", 400*day, Published, true)}, want: []string{"create 2026-12 rsa-2048"}},
+		{name: "alternating: the retired selector is used again in the same run",
+			keys:   []keySpec{rsa("s1", 62*day, Published, false), rsa("s2", 31*day, Published, true)},
+			state:  map[string]*KeyState{"s1": {Superseded: now.Add(-24 * day)}},
+			scheme: SelectorScheme{Alternate: []string{"s1", "s2"}},
+			want:   []string{"retire s1", "create s1 rsa-2048"}},
+		{name: "alternating: the other selector still in its grace period",
+			keys:   []keySpec{rsa("s1", 35*day, Published, false), rsa("s2", 31*day, Published, true)},
+			state:  map[string]*KeyState{"s1": {Superseded: now.Add(-2 * day)}},
+			scheme: SelectorScheme{Alternate: []string{"s1", "s2"}},
+			want:   []string{"wait s1"}, wantErr: "still holds a key"},
+		{name: "template: apr2009 follows mar2009",
+			keys:   []keySpec{rsa("mar2009.myesp", 31*day, Published, true)},
+			scheme: SelectorScheme{Format: "%b%Y.myesp"},
+			want:   []string{"create dec2026.myesp rsa-2048"}},
+		{name: "newest by creation, not by name", keys: []keySpec{rsa("2026-11", 40*day, Published, false), rsa("mail", 10*day, Published, true)},
+			want: []string{"wait 2026-11"}, superseded: map[string]time.Time{"2026-11": now}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -167,7 +186,7 @@ func TestPlanRotation(t *testing.T) {
 			}
 			v.Publication = func(k *Key) Publication { return pubs[k] }
 			p := pol
-			p.Force, p.CanWithdraw = tt.force, tt.withdraw
+			p.Force, p.CanWithdraw, p.Scheme = tt.force, tt.withdraw, tt.scheme
 			plan, err := PlanRotation(v, p)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {

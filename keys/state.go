@@ -77,12 +77,28 @@ func (s *DomainState) Key(selector string) *KeyState {
 }
 
 // Created returns when k was made: as recorded by keygen or rotate, or
-// else its file's modification time (keys made by other tools, or by hand).
+// when a tool first saw it, else k.Created (its file's modification time
+// for keys made by other tools, or by hand).
 func (s *DomainState) Created(k *Key) time.Time {
-	if ks := s.Keys[k.Selector]; ks != nil && !ks.Created.IsZero() {
-		return ks.Created
+	if ks := s.Keys[k.Selector]; ks != nil {
+		if !ks.Created.IsZero() {
+			return ks.Created
+		}
+		if !ks.FirstSeen.IsZero() {
+			return ks.FirstSeen
+		}
 	}
-	return k.ModTime
+	return k.Created
+}
+
+// NewKey records a key just made at selector: everything known about an
+// earlier key with that selector (alternating selectors reuse names) is
+// reset, except the records this installation published there, which
+// stay ours to replace.
+func (s *DomainState) NewKey(selector string, a Algorithm, created time.Time) *KeyState {
+	ks := s.Key(selector)
+	*ks = KeyState{Algorithm: a, Created: created, Records: ks.Records}
+	return ks
 }
 
 // Selectors returns the selectors in the state, sorted.

@@ -20,6 +20,7 @@ type Table struct {
 	dir     string
 	missing bool
 	domains map[string][]*Key // sorted by selector, ascending
+	ignored []string
 }
 
 // ErrWritableFolder is returned for a key folder that group or others can
@@ -62,7 +63,8 @@ func LoadDir(dir string) (*Table, error) {
 			errs = append(errs, fmt.Errorf("keys: %s: folder name is not a domain name (use the A-label form for IDNs)", filepath.Join(dir, e.Name())))
 			continue
 		}
-		ks, err := loadDomain(filepath.Join(dir, e.Name()), domain)
+		ks, ignored, err := loadDomain(filepath.Join(dir, e.Name()), domain)
+		t.ignored = append(t.ignored, ignored...)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -84,7 +86,7 @@ func LoadDomain(dir, domain string) ([]*Key, error) {
 	if !ValidDomain(domain) {
 		return nil, fmt.Errorf("keys: %q is not a domain name (use the A-label form for IDNs)", domain)
 	}
-	ks, err := loadDomain(filepath.Join(dir, domain), domain)
+	ks, _, err := loadDomain(filepath.Join(dir, domain), domain)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -100,24 +102,34 @@ func checkFolder(path string, fi os.FileInfo) error {
 	return nil
 }
 
-// loadDomain loads the keys of the folder ddir for domain.
-func loadDomain(ddir, domain string) ([]*Key, error) {
+// loadDomain loads the keys of the folder ddir for domain, with their
+// creation times from its state file, and lists the files it ignored.
+func loadDomain(ddir, domain string) ([]*Key, []string, error) {
 	fi, err := os.Stat(ddir)
 	if err != nil {
-		return nil, fmt.Errorf("keys: %s: %w", domain, err)
+		return nil, nil, fmt.Errorf("keys: %s: %w", domain, err)
 	}
 	if err := checkFolder(ddir, fi); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	files, err := os.ReadDir(ddir)
 	if err != nil {
-		return nil, fmt.Errorf("keys: %s: %w", domain, err)
+		return nil, nil, fmt.Errorf("keys: %s: %w", domain, err)
+	}
+	state, err := LoadState(ddir)
+	if err != nil {
+		return nil, nil, err
 	}
 	var out []*Key
+	var ignored []string
 	var errs []error
 	for _, f := range files {
 		name := f.Name()
-		if f.IsDir() || !strings.HasSuffix(name, ".pem") || strings.HasPrefix(name, ".") {
+		if strings.HasPrefix(name, ".") || (f.IsDir() && name == RetiredDir) {
+			continue
+		}
+		if f.IsDir() || !strings.HasSuffix(name, ".pem") {
+			ignored = append(ignored, ignoredReason(filepath.Join(ddir, name), f.IsDir()))
 			continue
 		}
 		selector := strings.TrimSuffix(name, ".pem")
@@ -130,10 +142,32 @@ func loadDomain(ddir, domain string) ([]*Key, error) {
 			errs = append(errs, err)
 			continue
 		}
+		if ks := state.Keys[k.Selector]; ks != nil {
+			switch {
+			case !ks.Created.IsZero():
+				k.Created = ks.Created
+			case !ks.FirstSeen.IsZero():
+				k.Created = ks.FirstSeen
+			}
+			k.Testing = ks.Testing
+		}
 		out = append(out, k)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Selector < out[j].Selector })
-	return out, errors.Join(errs...)
+	return out, ignored, errors.Join(errs...)
+}
+
+// ignoredReason says why a file in a domain folder is not a key.
+func ignoredReason(path string, dir bool) string {
+	switch {
+	case dir:
+		return path + ": a folder (only retired/ is used)"
+	case strings.HasSuffix(path, ".private"):
+		return path + ": an OpenDKIM key is not read as is (import it: authmilter import-opendkim, or rename it to <selector>.pem)"
+	case strings.HasSuffix(path, ".txt"):
+		return path + ": not a key (keys are <selector>.pem)"
+	}
+	return path + ": not a key (keys are <selector>.pem)"
 }
 
 // Dir is the folder the table was read from.
@@ -145,6 +179,11 @@ func (t *Table) Missing() bool { return t.missing }
 
 // Keys returns the keys of one domain, sorted by selector.
 func (t *Table) Keys(domain string) []*Key { return t.domains[strings.ToLower(domain)] }
+
+// Ignored lists the files and folders inside domain folders that are not
+// keys, each with the reason, so that a key under the wrong name (an
+// OpenDKIM mail.private, say) is not silently left unused.
+func (t *Table) Ignored() []string { return t.ignored }
 
 // Domains returns the domains that have keys, sorted.
 func (t *Table) Domains() []string {
@@ -166,10 +205,10 @@ func (t *Table) All() []*Key {
 }
 
 // Active chooses the keys to sign with from one domain's keys: for each
-// algorithm, the usable key with the greatest selector (date-based selectors
-// sort by time, so the newest published key wins and an unpublished new key
-// leaves the old one signing). If pinned is not empty, exactly the usable
-// keys with those selectors are chosen instead.
+// algorithm, the newest created usable key (Key.Created; equal times are
+// ordered by selector), whatever its selector's name, so an unpublished new
+// key leaves the old one signing. If pinned is not empty, exactly the
+// usable keys with those selectors are chosen instead.
 func Active(domainKeys []*Key, pinned []string, usable func(*Key) bool) []*Key {
 	var out []*Key
 	if len(pinned) > 0 {
@@ -187,7 +226,7 @@ func Active(domainKeys []*Key, pinned []string, usable func(*Key) bool) []*Key {
 		if usable != nil && !usable(k) {
 			continue
 		}
-		if b := best[k.Algorithm]; b == nil || k.Selector > b.Selector {
+		if b := best[k.Algorithm]; b == nil || Newer(k, b) {
 			best[k.Algorithm] = k
 		}
 	}
@@ -198,6 +237,15 @@ func Active(domainKeys []*Key, pinned []string, usable func(*Key) bool) []*Key {
 		}
 	}
 	return out
+}
+
+// Newer reports whether a was created after b (by Key.Created, then by
+// selector for equal times, so that the order is total).
+func Newer(a, b *Key) bool {
+	if !a.Created.Equal(b.Created) {
+		return a.Created.After(b.Created)
+	}
+	return a.Selector > b.Selector
 }
 
 // ValidSelector reports whether s is a DKIM selector: dot-separated labels

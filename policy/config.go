@@ -629,6 +629,12 @@ func (c *Config) Validate() error {
 			bad("keys.selector_format", "cannot be used with keys.alternate (choose one scheme)")
 		}
 	}
+	if err := keys.ValidateSelectorFormat(c.Keys.SelectorFormat); err != nil {
+		bad("keys.selector_format", "%v", err)
+	}
+	if c.Keys.SelectorFormat != "" && c.Keys.SelectorSuffix != "" {
+		bad("keys.selector_suffix", "is for the default date scheme; with keys.selector_format put the suffix in the template (e.g. \"%%b%%Y%s\")", c.Keys.SelectorSuffix)
+	}
 	pc := c.Keys.Publish
 	for _, z := range pc.Zones {
 		if !validZonePattern(z) {
