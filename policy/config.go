@@ -605,6 +605,9 @@ func (c *Config) Validate() error {
 		if r.Selector != "" && !keys.ValidSelector(r.Selector) {
 			bad(key+".selector", "%q is not a valid selector", r.Selector)
 		}
+		if r.Selector != "" && r.From == "*" && r.Domain == "" {
+			bad(key+".selector", "needs domain (the d= whose folder holds the key) when from = \"*\"")
+		}
 	}
 	switch c.Keys.Check {
 	case "nameservers", "resolver":

@@ -182,8 +182,8 @@ func (p *Policy) missingAlgorithms(ks []*keys.Key) []string {
 }
 
 // SigningKeys returns the keys a message from fromDomain is signed with:
-// every matching rule adds the active keys of its d= domain, without
-// duplicate (d, s) pairs.
+// every matching rule adds the active keys of its d= domain (or the one key
+// its selector names), without duplicate (d, s) pairs.
 func (p *Policy) SigningKeys(fromDomain string) []*keys.Key {
 	fromDomain = strings.ToLower(strings.TrimSuffix(fromDomain, "."))
 	var out []*keys.Key
@@ -193,12 +193,63 @@ func (p *Policy) SigningKeys(fromDomain string) []*keys.Key {
 		if !ok {
 			continue
 		}
-		for _, k := range p.active[d] {
+		for _, k := range p.ruleKeys(r, d) {
 			if !seen[k] {
 				seen[k] = true
 				out = append(out, k)
 			}
 		}
+	}
+	return out
+}
+
+// ruleKeys returns the keys rule r signs with for d=d: the domain's active
+// keys, or the key its selector names when it is usable.
+func (p *Policy) ruleKeys(r RuleConfig, d string) []*keys.Key {
+	if r.Selector == "" {
+		return p.active[d]
+	}
+	for _, k := range p.table.Keys(d) {
+		if strings.EqualFold(k.Selector, r.Selector) && p.usable(k) {
+			return []*keys.Key{k}
+		}
+	}
+	return nil
+}
+
+// RulesUsing names the signing rules that may sign with k, as
+// "signing.rule[i]" with what the rule matches, for `authmilter keys`.
+func (p *Policy) RulesUsing(k *keys.Key) []string {
+	var out []string
+	for i, r := range p.rules {
+		d := strings.ToLower(strings.TrimSuffix(r.Domain, "."))
+		from := strings.ToLower(strings.TrimSuffix(r.From, "."))
+		switch {
+		case r.Selector != "":
+			if !strings.EqualFold(r.Selector, k.Selector) || (d != "" && d != k.Domain) || (d == "" && from != k.Domain) {
+				continue
+			}
+		case p.ruleNamed[k]:
+			continue
+		case d != "":
+			if d != k.Domain {
+				continue
+			}
+		case from == "*" || from == k.Domain || (r.Subdomains && strings.HasSuffix(k.Domain, "."+from)):
+		default:
+			continue
+		}
+		desc := fmt.Sprintf("signing.rule[%d] from=%s", i, r.From)
+		if r.Subdomains {
+			desc += " subdomains"
+		}
+		if r.Domain != "" {
+			desc += " domain=" + r.Domain
+		}
+		if r.Selector != "" {
+			desc += " selector=" + r.Selector
+		}
+		out = append(out, desc)
 	}
 	return out
 }

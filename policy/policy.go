@@ -30,7 +30,10 @@ type Policy struct {
 	// require_published is off).
 	publication map[*keys.Key]keys.Publication
 	// active holds the keys to sign with, per d= domain.
-	active      map[string][]*keys.Key
+	active map[string][]*keys.Key
+	// ruleNamed holds the keys that a rule's selector names: they sign for
+	// that rule only, never as their domain's active key.
+	ruleNamed   map[*keys.Key]bool
 	rules       []RuleConfig
 	headerCanon dkimsign.Canon
 	bodyCanon   dkimsign.Canon
@@ -77,6 +80,7 @@ func CompileTable(ctx context.Context, cfg *Config, table *keys.Table, r Resolve
 		daemonNames: map[string]bool{},
 		publication: map[*keys.Key]keys.Publication{},
 		active:      map[string][]*keys.Key{},
+		ruleNamed:   map[*keys.Key]bool{},
 		rules:       cfg.Signing.Rules,
 		headerSet:   map[string]bool{},
 		oversign:    map[string]bool{},
@@ -102,16 +106,38 @@ func CompileTable(ctx context.Context, cfg *Config, table *keys.Table, r Resolve
 	for d, s := range cfg.Keys.Pin {
 		pins[strings.ToLower(d)] = s
 	}
-	usable := func(k *keys.Key) bool {
-		st := p.publication[k].State
-		return st == keys.Published || st == keys.Unchecked
+	named := map[string]bool{} // "domain/selector" named by a rule
+	for _, r := range cfg.Signing.Rules {
+		if r.Selector == "" {
+			continue
+		}
+		d := strings.ToLower(strings.TrimSuffix(r.Domain, "."))
+		if d == "" {
+			d = strings.ToLower(strings.TrimSuffix(r.From, "."))
+		}
+		named[d+"/"+strings.ToLower(r.Selector)] = true
 	}
 	for _, d := range table.Domains() {
-		if act := keys.Active(table.Keys(d), pins[d], usable); len(act) > 0 {
+		var candidates []*keys.Key
+		for _, k := range table.Keys(d) {
+			if named[k.ID()] {
+				p.ruleNamed[k] = true
+				continue
+			}
+			candidates = append(candidates, k)
+		}
+		if act := keys.Active(candidates, pins[d], p.usable); len(act) > 0 {
 			p.active[d] = act
 		}
 	}
 	return p, nil
+}
+
+// usable reports whether the snapshot may sign with k: its record is
+// published (or publication is not checked).
+func (p *Policy) usable(k *keys.Key) bool {
+	st := p.publication[k].State
+	return st == keys.Published || st == keys.Unchecked
 }
 
 // checkPublication looks up every key's record.

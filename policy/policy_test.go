@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/authmilter/authmilter/keys"
 )
@@ -296,5 +297,99 @@ func TestRequirePublished(t *testing.T) {
 	changes := KeyChanges(pol2, pol3)
 	if len(changes) != 1 || changes[0] != "key activated d=example.com s=2026-11 a=rsa-sha256 (replaces 2026-10)" {
 		t.Errorf("changes = %q", changes)
+	}
+}
+
+// A provider signs each customer's mail with its own d= and a selector per
+// customer, plus a feedback-loop signature with its ordinary key.
+func TestPerRuleSelector(t *testing.T) {
+	dir := t.TempDir()
+	copyKey(t, dir, "bigcommunications.com", "s1024_acme", "rsa1024-pkcs1.pem")
+	copyKey(t, dir, "bigcommunications.com", "s1024_oceanicairlines", "rsa2048-pkcs1.pem")
+	copyKey(t, dir, "bigcommunications.com", "fbl", "rsa2048-pkcs8.pem")
+	// The customer keys are the newest: they must still not become the
+	// domain's active key for the feedback-loop rule.
+	st := &keys.DomainState{Keys: map[string]*keys.KeyState{
+		"fbl":                   {Created: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)},
+		"s1024_acme":            {Created: time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)},
+		"s1024_oceanicairlines": {Created: time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)},
+	}}
+	if err := st.Save(filepath.Join(dir, "bigcommunications.com")); err != nil {
+		t.Fatal(err)
+	}
+	rules := `
+[[signing.rule]]
+from = "acme.com"
+subdomains = true
+domain = "bigcommunications.com"
+selector = "s1024_acme"
+[[signing.rule]]
+from = "oceanicairlines.com"
+subdomains = true
+domain = "bigcommunications.com"
+selector = "s1024_oceanicairlines"
+[[signing.rule]]
+from = "*"
+domain = "bigcommunications.com"
+`
+	cfg, err := ParseConfig("test.toml", []byte("keys.dir = \""+dir+"\"\nkeys.require_published = false\n"+rules))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := Compile(context.Background(), cfg, &fakeDNS{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := func(ks []*keys.Key) string {
+		var s []string
+		for _, k := range ks {
+			s = append(s, k.Selector)
+		}
+		return strings.Join(s, ",")
+	}
+	for _, c := range []struct{ from, want string }{
+		{"news.acme.com", "s1024_acme,fbl"},
+		{"oceanicairlines.com", "s1024_oceanicairlines,fbl"},
+		{"other.example", "fbl"},
+	} {
+		if got := ids(pol.SigningKeys(c.from)); got != c.want {
+			t.Errorf("SigningKeys(%q) = %q, want %q", c.from, got, c.want)
+		}
+	}
+	for _, k := range pol.Table().Keys("bigcommunications.com") {
+		rules := strings.Join(pol.RulesUsing(k), "; ")
+		switch k.Selector {
+		case "s1024_acme":
+			if !strings.Contains(rules, "signing.rule[0]") || strings.Contains(rules, "rule[2]") {
+				t.Errorf("RulesUsing(%s) = %q", k.Selector, rules)
+			}
+		case "fbl":
+			if rules != "signing.rule[2] from=* domain=bigcommunications.com" {
+				t.Errorf("RulesUsing(fbl) = %q", rules)
+			}
+		}
+	}
+	// Unpublished, the rule's key signs nothing (and no other key stands in).
+	cfg.Keys.RequirePublished = true
+	dns := &fakeDNS{}
+	for _, k := range pol.Table().All() {
+		if k.Selector != "s1024_acme" {
+			dns.publish(k)
+		}
+	}
+	cfg.Keys.Check = "resolver"
+	pol, err = Compile(context.Background(), cfg, dns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(pol.SigningKeys("acme.com")); got != "fbl" {
+		t.Errorf("unpublished rule key: SigningKeys = %q, want fbl only", got)
+	}
+}
+
+func TestRuleSelectorNeedsDomain(t *testing.T) {
+	_, err := ParseConfig("t.toml", []byte("[[signing.rule]]\nfrom = \"*\"\nselector = \"s1\"\n"))
+	if err == nil || !strings.Contains(err.Error(), "signing.rule[0].selector") {
+		t.Fatalf("err = %v, want a signing.rule[0].selector error", err)
 	}
 }
