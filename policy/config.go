@@ -893,3 +893,8 @@ func matchLabels(p, n []string) bool {
 	}
 	return len(n) > 0 && p[0] == n[0] && matchLabels(p[1:], n[1:])
 }
+
+// Scheme is how keygen and rotate name new keys under this config.
+func (c *KeysConfig) Scheme() keys.SelectorScheme {
+	return keys.SelectorScheme{Format: c.SelectorFormat, Suffix: c.SelectorSuffix, Alternate: c.Alternate}
+}

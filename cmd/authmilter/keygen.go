@@ -28,8 +28,8 @@ func keygen(args []string, stdout, stderr io.Writer) error {
 	fs.SetOutput(stderr)
 	cfgPath := configFlag(fs)
 	domain := fs.String("d", "", "domain (d=) the key signs for")
-	selector := fs.String("s", "", "selector (default: YYYY-MM of today, \"e\" added for ed25519, then a letter b, c, ... if the month\n"+
-		"already has a key, then keys.selector_suffix; it always sorts after the domain's newest key)")
+	selector := fs.String("s", "", "selector (default: from keys.selector_format or keys.alternate; else YYYY-MM of today, \"e\" added\n"+
+		"for ed25519, then a letter b, c, ... if the month already has a key, then keys.selector_suffix)")
 	algo := fs.String("a", "rsa-2048", keys.Algorithms)
 	format := fs.String("format", "zone", "record output: "+recordFormats)
 	noPublish := fs.Bool("no-publish", false, "do not publish the record even if [keys.publish] is configured")
@@ -74,28 +74,31 @@ func keygen(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	taken := append([]string(nil), retired...)
-	newest := ""
+	var present []string
+	var newest *keys.Key
 	for _, k := range existing {
-		taken = append(taken, k.Selector)
-		if k.Algorithm == keys.AlgorithmOf(*algo) && k.Selector > newest {
-			newest = k.Selector
+		taken, present = append(taken, k.Selector), append(present, k.Selector)
+		if k.Algorithm == keys.AlgorithmOf(*algo) && (newest == nil || keys.Newer(k, newest)) {
+			newest = k
 		}
+	}
+	newestSel := ""
+	if newest != nil {
+		newestSel = newest.Selector
 	}
 	now := time.Now()
 	sel := strings.ToLower(*selector)
 	if sel == "" {
-		if sel, err = keys.NextSelector(now, *algo, cfg.Keys.SelectorSuffix, taken, newest); err != nil {
+		if sel, err = cfg.Keys.Scheme().Next(now, *algo, taken, present, newestSel); err != nil {
 			return fmt.Errorf("%s: %w", d, err)
 		}
-	} else {
+	} else if len(cfg.Keys.Alternate) == 0 {
+		// Alternating selectors are made to be used again; any other
+		// selector never is, since resolvers may still hold its old record.
 		for _, r := range retired {
 			if r == sel {
 				return fmt.Errorf("keys: %s/%s was used before (%s); a selector is never reused", d, sel, filepath.Join(ddir, keys.RetiredDir, sel+".pem"))
 			}
-		}
-		if newest != "" && sel <= newest {
-			fmt.Fprintf(stderr, "warning: %s sorts before the domain's newest %s key %s: it will not become active unless pinned with keys.pin\n",
-				sel, keys.AlgorithmOf(*algo), newest)
 		}
 	}
 	k, err := keys.Generate(cfg.Keys.Dir, d, sel, *algo)
@@ -103,8 +106,7 @@ func keygen(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if err := noteState(ddir, func(s *keys.DomainState) {
-		ks := s.Key(k.Selector)
-		ks.Algorithm, ks.Created = k.Algorithm, now
+		s.NewKey(k.Selector, k.Algorithm, now)
 	}); err != nil {
 		fmt.Fprintf(stderr, "warning: %v\n", err)
 	}
@@ -216,4 +218,3 @@ func publishKey(ctx context.Context, pub *publish.Updater, k *keys.Key, w io.Wri
 		keys.RecordName(k.Domain, k.Selector), pub.Server(), zone, pub.TTL())
 	return nil
 }
-

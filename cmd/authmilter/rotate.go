@@ -86,7 +86,8 @@ func rotate(args []string, stdout, stderr io.Writer) error {
 	}
 	run := &rotateRun{cfg: cfg, dryRun: *dryRun, verbose: *verbose || *dryRun, out: stdout,
 		pol: keys.RotatePolicy{Now: now, RotateAfter: cfg.Keys.RotateAfter.Duration, Grace: grace,
-			Recheck: cfg.Keys.Recheck.Duration, Force: *force, Suffix: cfg.Keys.SelectorSuffix}}
+			Recheck: cfg.Keys.Recheck.Duration, Force: *force, Suffix: cfg.Keys.SelectorSuffix,
+			Scheme: cfg.Keys.Scheme()}}
 	if cfg.Keys.Publish.Server != "" {
 		if run.pub, err = newPublisher(cfg); err != nil {
 			return err
@@ -186,7 +187,7 @@ func (r *rotateRun) domain(ctx context.Context, d string, firstAlgos []string) e
 		// A new domain: its first keys.
 		taken := append([]string(nil), retired...)
 		for _, a := range firstAlgos {
-			sel, err := keys.NextSelector(r.pol.Now, a, r.pol.Suffix, taken, "")
+			sel, err := r.pol.Scheme.Next(r.pol.Now, a, taken, nil, "")
 			if err != nil {
 				return fmt.Errorf("%s: %w", d, err)
 			}
@@ -241,8 +242,7 @@ func (r *rotateRun) do(ctx context.Context, a keys.Action, ddir string, state *k
 			return err
 		}
 		r.changed = true
-		ks := state.Key(k.Selector)
-		ks.Algorithm, ks.Created = k.Algorithm, r.pol.Now
+		state.NewKey(k.Selector, k.Algorithm, r.pol.Now)
 		r.say("%s: %s", what, k.Path)
 		return r.publishNew(ctx, k, state)
 	case keys.ActPending:
