@@ -17,7 +17,10 @@ import (
 )
 
 // Algorithms lists the algo values Generate accepts, for usage texts.
-const Algorithms = "rsa-2048, rsa-3072, rsa-4096 or ed25519"
+// rsa-1024 is allowed (RFC 8301 §3.2 permits 1024 bits) for DNS hosting
+// forms that cannot hold a longer TXT value, but not recommended: such keys
+// can be factored at a cost within reach of a determined attacker.
+const Algorithms = "rsa-2048, rsa-3072, rsa-4096, ed25519 or rsa-1024 (not recommended)"
 
 // maxSequence bounds the letters SelectorScheme.Next tries after a date.
 const maxSequence = 100
@@ -59,6 +62,8 @@ func Generate(dir, domain, selector, algo string) (*Key, error) {
 	var signer crypto.Signer
 	var err error
 	switch algo {
+	case "rsa-1024":
+		signer, err = rsa.GenerateKey(rand.Reader, 1024)
 	case "rsa-2048", "rsa":
 		signer, err = rsa.GenerateKey(rand.Reader, 2048)
 	case "rsa-3072":

@@ -130,6 +130,10 @@ type ImportItem struct {
 	Domain   string
 	Selector string
 	Key      *SourceKey
+	// Testing records the key as a testing key (its published record
+	// carries t=y, as opendkim-genkey -t writes it), so that the records
+	// authmilter prints for it say so too.
+	Testing bool
 }
 
 // ImportStatus is what CheckImport found at an item's place in the table.
@@ -193,8 +197,8 @@ func CheckImport(dir string, it ImportItem) (ImportStatus, error) {
 // write fails, the keys written so far are removed again. Then each key is
 // recorded in its domain's state file with FirstSeen = now (kept if
 // already set), which orders it among the domain's keys: it counts as
-// created now. It returns the keys as loaded back from the table, in the
-// order of items.
+// created now; and Testing, if the item says so. It returns the keys as
+// loaded back from the table, in the order of items.
 func Import(dir string, items []ImportItem, now time.Time) ([]*Key, error) {
 	status := make([]ImportStatus, len(items))
 	seen := map[string]int{}
@@ -253,7 +257,7 @@ func Import(dir string, items []ImportItem, now time.Time) ([]*Key, error) {
 	}
 	// The keys are in place; the state only orders them. A failure here
 	// leaves the keys (a second run completes the state).
-	for _, k := range out {
+	for i, k := range out {
 		ddir := filepath.Dir(k.Path)
 		st, err := LoadState(ddir)
 		if err != nil {
@@ -266,6 +270,8 @@ func Import(dir string, items []ImportItem, now time.Time) ([]*Key, error) {
 		if ks.FirstSeen.IsZero() && ks.Created.IsZero() {
 			ks.FirstSeen = now
 		}
+		ks.Testing = ks.Testing || items[i].Testing
+		k.Testing = ks.Testing
 		if err := st.Save(ddir); err != nil {
 			return out, err
 		}

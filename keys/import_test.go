@@ -147,7 +147,7 @@ func TestImport(t *testing.T) {
 	ks, err := Import(dir, []ImportItem{
 		{Domain: "Example.COM.", Selector: "Mail", Key: rsa},
 		{Domain: "example.com", Selector: "mail", Key: rsa}, // the same key twice: once
-		{Domain: "example.com", Selector: "ed", Key: ed},
+		{Domain: "example.com", Selector: "ed", Key: ed, Testing: true},
 		{Domain: "example.net", Selector: "s1", Key: rsa8},
 	}, now)
 	if err != nil {
@@ -172,8 +172,11 @@ func TestImport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ks := st.Keys["mail"]; ks == nil || !ks.FirstSeen.Equal(now) || ks.Algorithm != RSASHA256 || !ks.Created.IsZero() {
+	if ks := st.Keys["mail"]; ks == nil || !ks.FirstSeen.Equal(now) || ks.Algorithm != RSASHA256 || !ks.Created.IsZero() || ks.Testing {
 		t.Errorf("state %+v", st.Keys["mail"])
+	}
+	if ks := st.Keys["ed"]; ks == nil || !ks.Testing {
+		t.Errorf("state of the testing key: %+v", st.Keys["ed"])
 	}
 	// The table loads them; the source files are still there.
 	tab, err := LoadDir(dir)
@@ -182,6 +185,11 @@ func TestImport(t *testing.T) {
 	}
 	if got := len(tab.All()); got != 3 {
 		t.Errorf("table has %d keys", got)
+	}
+	for _, k := range tab.All() {
+		if k.Testing != (k.Selector == "ed") || !k.Created.Equal(now) {
+			t.Errorf("%s loaded with Testing %v, Created %v", k.ID(), k.Testing, k.Created)
+		}
 	}
 	if _, err := os.Stat(filepath.Join("..", "testdata", "keys", "rsa2048-pkcs1.pem")); err != nil {
 		t.Fatal(err)

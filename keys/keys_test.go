@@ -289,8 +289,8 @@ func TestGenerateAndZoneRecord(t *testing.T) {
 			t.Errorf("zone strings join to %q, want %q", joined.String(), FormatRecord(k))
 		}
 	}
-	if _, err := Generate(dir, "example.com", "x", "rsa-1024"); err == nil {
-		t.Error("rsa-1024 accepted")
+	if _, err := Generate(dir, "example.com", "x", "rsa-512"); err == nil {
+		t.Error("rsa-512 accepted")
 	}
 	if _, err := Generate(dir, "not a domain", "x", "ed25519"); err == nil {
 		t.Error("bad domain accepted")

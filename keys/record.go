@@ -27,8 +27,13 @@ type Record struct {
 	Services []string
 }
 
-// FormatRecord returns the TXT value that publishes k's public half.
+// FormatRecord returns the TXT value that publishes k's public half. A
+// testing key's record carries t=y (RFC 6376 §3.6.1): verifiers must not
+// treat mail that fails to verify with it differently from unsigned mail.
 func FormatRecord(k *Key) string {
+	if k.Testing {
+		return fmt.Sprintf("v=DKIM1; k=%s; t=y; p=%s", k.Algorithm.KeyType(), k.PublicKeyData())
+	}
 	return fmt.Sprintf("v=DKIM1; k=%s; p=%s", k.Algorithm.KeyType(), k.PublicKeyData())
 }
 
@@ -206,6 +211,20 @@ func CheckPublished(ctx context.Context, lookup TXTLookup, k *Key) Publication {
 	type equaler interface{ Equal(crypto.PublicKey) bool }
 	if eq, ok := k.Signer.Public().(equaler); !ok || !eq.Equal(pub) {
 		return Publication{Mismatch, fmt.Sprintf("record at %s holds a different public key", name)}
+	}
+	// The key matches whatever its flags say: t=y only asks verifiers to
+	// be lenient, and a record published by another tool (opendkim-genkey
+	// -t) or before keygen -t y may carry it or not. Say so when the
+	// record and the key's testing flag disagree.
+	testing := false
+	for _, f := range rec.Flags {
+		testing = testing || f == "y"
+	}
+	switch {
+	case testing && !k.Testing:
+		return Publication{State: Published, Detail: "the record has t=y (testing) but the key is not a testing key"}
+	case !testing && k.Testing:
+		return Publication{State: Published, Detail: "the key is a testing key but its record lacks t=y"}
 	}
 	return Publication{State: Published}
 }
