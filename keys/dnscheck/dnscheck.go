@@ -1,0 +1,731 @@
+// Package dnscheck tells whether a DKIM key record is published the way
+// receivers will see it, everywhere, and whether a retired key's record is
+// really gone.
+//
+// A key record is looked up two ways:
+//
+//   - the public path: the TXT at <selector>._domainkey.<domain> through the
+//     recursive resolvers, following CNAMEs, as a receiver's resolver finds
+//     it from the root side of the delegations;
+//   - in Nameservers mode, also every authoritative nameserver of the zone
+//     that holds the final name (after CNAMEs), asked directly with RD=0:
+//     a lagging secondary is seen before a receiver gets permerror from it.
+//
+// A key is Published only when the public path and every nameserver serve
+// its record. When the public path does not find it but the servers we
+// publish to (Config.Ours) serve it where we publish it, the customer's
+// delegation (NS) or CNAME is missing: DelegationMissing, with the records
+// to add. Temporary failures anywhere make the result TempError, never a
+// guess: nothing is activated on partial information.
+//
+// Everything read from DNS is bounded: CNAME chains (8 names), the zone
+// walk (16 names), the nameservers asked (13 addresses, the most a referral
+// holds), answer sizes (UDP 1232 bytes, then TCP).
+//
+// The package knows no configuration: the daemon and `authmilter keys`
+// give it the resolvers, the mode and the servers they publish to.
+package dnscheck
+
+import (
+	"cmp"
+	"context"
+	"crypto"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/authmilter/authmilter/keys"
+)
+
+// Mode is how publication is checked (config keys.check).
+type Mode string
+
+// The modes.
+const (
+	// Nameservers asks the public path and every authoritative nameserver.
+	Nameservers Mode = "nameservers"
+	// ResolverOnly asks only the public path, for hosts that cannot reach
+	// authoritative servers (a firewall that lets out only the resolver).
+	ResolverOnly Mode = "resolver"
+)
+
+// Bounds on what is asked.
+const (
+	// MaxChain is the most names a CNAME chain may have, the asked one
+	// included.
+	MaxChain = 8
+	// MaxServers is the most nameserver addresses asked per zone.
+	MaxServers = 13
+	// maxZoneWalk is the most names asked for an SOA to find a zone.
+	maxZoneWalk = 16
+	// parallel is how many keys CheckAll checks at a time.
+	parallel = 32
+	// DefaultTimeout bounds one query when Config.Timeout is zero.
+	DefaultTimeout = 5 * time.Second
+)
+
+// Config configures a Checker.
+type Config struct {
+	// Servers are the recursive resolvers, "ip:port", asked in order.
+	Servers []string
+	// Timeout bounds each query. Default DefaultTimeout.
+	Timeout time.Duration
+	// Mode is Nameservers (the default) or ResolverOnly.
+	Mode Mode
+	// Ours are the authoritative servers ("ip:port") we publish key
+	// records to ([keys.publish] server and targets): when the public path
+	// does not find a record that they serve, the delegation is missing.
+	// At most MaxServers are asked.
+	Ours []string
+}
+
+// Checker checks key records. It is safe for concurrent use.
+type Checker struct {
+	servers []string
+	ours    []string
+	timeout time.Duration
+	mode    Mode
+	// nsPort, when set, replaces port 53 for the nameservers found in DNS
+	// (tests run them on a free port).
+	nsPort string
+	cache  cache
+}
+
+// New returns a Checker for cfg.
+func New(cfg Config) (*Checker, error) {
+	c := &Checker{timeout: cmp.Or(cfg.Timeout, DefaultTimeout), mode: cmp.Or(cfg.Mode, Nameservers)}
+	if c.mode != Nameservers && c.mode != ResolverOnly {
+		return nil, fmt.Errorf("dnscheck: unknown mode %q (want %s or %s)", cfg.Mode, Nameservers, ResolverOnly)
+	}
+	if len(cfg.Servers) == 0 {
+		return nil, fmt.Errorf("dnscheck: no resolvers")
+	}
+	for _, list := range []struct {
+		in  []string
+		out *[]string
+	}{{cfg.Servers, &c.servers}, {cfg.Ours, &c.ours}} {
+		for _, s := range list.in {
+			ap, err := netip.ParseAddrPort(s)
+			if err != nil {
+				return nil, fmt.Errorf("dnscheck: server %q: want ip:port: %w", s, err)
+			}
+			if !slices.Contains(*list.out, ap.String()) {
+				*list.out = append(*list.out, ap.String())
+			}
+		}
+	}
+	if len(c.ours) > MaxServers {
+		c.ours = c.ours[:MaxServers]
+	}
+	return c, nil
+}
+
+// Mode returns the checker's mode.
+func (c *Checker) Mode() Mode { return c.mode }
+
+// Query is one key to check.
+type Query struct {
+	// Domain and Selector name the record, <Selector>._domainkey.<Domain>.
+	Domain, Selector string
+	// Public is the public key the record must hold.
+	Public crypto.PublicKey
+	// Known are the p= values (or whole TXT records) this installation
+	// knows as its own: the domain's keys, the records its state says were
+	// published. A valid record of a key not among them is Foreign. Empty:
+	// Foreign is not told from Mismatch.
+	Known []string
+	// PublishName is where we publish the record when not at its own name:
+	// in CNAME mode the target in the provider's zone
+	// (keys.CNAMETarget). Empty: at the record's own name (a delegated
+	// selector zone, or the customer's zone).
+	PublishName string
+}
+
+// KeyQuery returns the Query for k with its own public key as the one
+// known key.
+func KeyQuery(k *keys.Key) Query {
+	return Query{Domain: k.Domain, Selector: k.Selector, Public: k.Signer.Public(), Known: []string{k.PublicKeyData()}}
+}
+
+// Server is what one nameserver address answered.
+type Server struct {
+	// Name is the nameserver's name (from the NS RRset; empty for Ours).
+	Name string `json:"name,omitempty"`
+	// Addr is the address asked, "ip:port".
+	Addr string `json:"addr"`
+	// State is Published when it serves the key's record, TempError when
+	// it did not answer, else what it serves (Missing, Mismatch...).
+	State keys.State `json:"state"`
+	// Detail explains a state other than Published.
+	Detail string `json:"detail,omitempty"`
+	// Unreachable is set when the address cannot be reached from here at
+	// all (no route, no IPv6): ignored when another address of the same
+	// nameserver answered.
+	Unreachable bool `json:"unreachable,omitempty"`
+
+	ttl uint32   // TTL of the TXT records served
+	txt []string // the TXT values served
+}
+
+// Result is the publication state of one key.
+type Result struct {
+	// State is the verdict: Published, Partial, DelegationMissing,
+	// Missing, Mismatch, Foreign, Revoked or TempError.
+	State keys.State `json:"state"`
+	// Detail explains a state other than Published.
+	Detail string `json:"detail,omitempty"`
+	// Name is the record's name, <selector>._domainkey.<domain>.
+	Name string `json:"name"`
+	// FinalName is the name that holds the record after CNAMEs (Name when
+	// there are none).
+	FinalName string `json:"final_name"`
+	// CNAMEs are the names the public path went through after Name, the
+	// last being FinalName.
+	CNAMEs []string `json:"cnames,omitempty"`
+	// PublicState and PublicDetail are what the public path alone says.
+	PublicState  keys.State `json:"public_state"`
+	PublicDetail string     `json:"public_detail,omitempty"`
+	// TXT are the TXT values the public path found at FinalName.
+	TXT []string `json:"txt,omitempty"`
+	// Zone is the zone that holds FinalName (Nameservers mode).
+	Zone string `json:"zone,omitempty"`
+	// Nameservers are the answers of its nameservers, one per address.
+	Nameservers []Server `json:"nameservers,omitempty"`
+	// Ours are the answers of the servers we publish to, asked when the
+	// public path does not find the record.
+	Ours []Server `json:"ours,omitempty"`
+	// Add are the records the customer must add to their zone
+	// (DelegationMissing), in zone-file form.
+	Add []string `json:"add,omitempty"`
+	// Found is what the public path found instead (DelegationMissing).
+	Found string `json:"found,omitempty"`
+	// NegativeTTL is how long resolvers may cache "no such record" from
+	// the zone: min(SOA TTL, SOA MINIMUM) (Nameservers mode).
+	NegativeTTL time.Duration `json:"negative_ttl"`
+	// RecordTTL is the TTL of the record as its nameservers serve it
+	// (Nameservers mode): an older record at the same name may stay
+	// cached that long.
+	RecordTTL time.Duration `json:"record_ttl"`
+}
+
+// Hold is how long after a record is first seen published everywhere a
+// receiver may still get an older answer from a cache: the negative TTL
+// (a cached "no such record") or the record TTL (a cached older record at
+// the same name, as with alternating selectors), whichever is longer.
+func (r *Result) Hold() time.Duration { return max(r.NegativeTTL, r.RecordTTL) }
+
+// CheckAll checks many keys, a bounded number at a time; the results are
+// in the order of qs.
+func (c *Checker) CheckAll(ctx context.Context, qs []Query) []Result {
+	out := make([]Result, len(qs))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, parallel)
+	for i := range qs {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			out[i] = c.Check(ctx, qs[i])
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
+// Check checks one key.
+func (c *Checker) Check(ctx context.Context, q Query) Result {
+	name, ok := recordName(q.Domain, q.Selector)
+	if !ok {
+		return Result{State: keys.Mismatch, Detail: fmt.Sprintf("%q is not a valid record name", keys.RecordName(q.Domain, q.Selector)),
+			Name: keys.RecordName(q.Domain, q.Selector)}
+	}
+	p := c.publicPath(ctx, name)
+	res := Result{Name: display(name), FinalName: display(p.final()), TXT: p.txt}
+	for _, n := range p.chain[1:] {
+		res.CNAMEs = append(res.CNAMEs, display(n))
+	}
+	if p.err == nil {
+		res.PublicState, res.PublicDetail = Classify(p.txt, display(p.final()), q.Public, q.Known)
+		if len(p.txt) == 0 && p.nxdomain {
+			res.PublicDetail = "no such name " + display(p.final()) + " (NXDOMAIN)"
+		}
+	} else {
+		res.PublicState, res.PublicDetail = keys.TempError, p.err.Error()
+	}
+	if c.mode == ResolverOnly || res.PublicState == keys.TempError {
+		res.State, res.Detail = res.PublicState, res.PublicDetail
+		return res
+	}
+
+	// The zone that holds the final name, and what its nameservers serve.
+	zone, soa, zoneErr := c.findZone(ctx, p.final(), p.soa)
+	var nsErr error
+	if zoneErr == nil {
+		res.Zone = display(zone)
+		res.Nameservers, nsErr = c.askZone(ctx, zone, p.final(), q)
+		res.NegativeTTL = negativeTTL(c.authSOA(ctx, zone, res.Nameservers, soa))
+		for _, s := range res.Nameservers {
+			res.RecordTTL = max(res.RecordTTL, time.Duration(s.ttl)*time.Second)
+		}
+	}
+	serving, notServing, unknown := summarize(res.Nameservers)
+
+	if res.PublicState == keys.Published {
+		switch {
+		case zoneErr != nil:
+			res.State, res.Detail = keys.TempError, fmt.Sprintf("the public path serves the record, but the zone of %s is unknown: %v", res.FinalName, zoneErr)
+		case nsErr != nil:
+			res.State, res.Detail = keys.TempError, fmt.Sprintf("the public path serves the record, but the nameservers of %s are unknown: %v", res.Zone, nsErr)
+		case len(unknown) > 0:
+			res.State, res.Detail = keys.TempError, fmt.Sprintf("the public path serves the record; not known yet from %s", strings.Join(unknown, "; "))
+		case len(notServing) > 0:
+			res.State, res.Detail = keys.Partial, fmt.Sprintf("served by %s; not by %s", strings.Join(serving, ", "), strings.Join(notServing, "; "))
+		case len(serving) == 0:
+			res.State, res.Detail = keys.TempError, "no nameserver of "+res.Zone+" could be asked"
+		default:
+			res.State = keys.Published
+		}
+		return res
+	}
+
+	// The public path does not give the key.
+	if len(serving) > 0 {
+		detail := "served by " + strings.Join(serving, ", ")
+		if len(notServing) > 0 {
+			detail += "; not by " + strings.Join(notServing, "; ")
+		}
+		if len(unknown) > 0 {
+			detail += "; not known yet from " + strings.Join(unknown, "; ")
+		}
+		detail += "; the public path does not give it yet (" + res.PublicDetail + ")"
+		if res.PublicState == keys.Missing && res.NegativeTTL > 0 {
+			detail += fmt.Sprintf(" (a resolver may cache the negative answer for up to %s)", res.NegativeTTL)
+		}
+		res.State, res.Detail = keys.Partial, detail
+		return res
+	}
+	if len(c.ours) > 0 {
+		c.checkOurs(ctx, q, name, p, &res)
+		if res.State != "" {
+			return res
+		}
+	}
+	res.State, res.Detail = res.PublicState, res.PublicDetail
+	return res
+}
+
+// path is what the public path gave.
+type path struct {
+	chain    []string // the names asked, first the record's name, last the final one
+	txt      []string
+	ttl      uint32
+	nxdomain bool
+	soa      *dns.SOA // the authority SOA of a negative answer
+	err      error    // a temporary failure
+}
+
+func (p *path) final() string { return p.chain[len(p.chain)-1] }
+
+// publicPath looks name's TXT up through the recursive resolvers,
+// following CNAMEs for at most MaxChain names.
+func (c *Checker) publicPath(ctx context.Context, name string) path {
+	p := path{chain: []string{name}}
+	for {
+		cur := p.final()
+		msg, err := c.recursive(ctx, cur, dns.TypeTXT)
+		if err != nil {
+			p.err = fmt.Errorf("lookup %s: %w", display(cur), err)
+			return p
+		}
+		for {
+			if p.txt, p.ttl = txtValues(msg.Answer, p.final()); len(p.txt) > 0 {
+				return p
+			}
+			next := cnameTarget(msg.Answer, p.final())
+			if next == "" {
+				break
+			}
+			if slices.Contains(p.chain, next) {
+				p.err = fmt.Errorf("lookup %s: CNAME loop at %s", display(name), display(next))
+				return p
+			}
+			if len(p.chain) >= MaxChain {
+				p.err = fmt.Errorf("lookup %s: CNAME chain longer than %d names", display(name), MaxChain)
+				return p
+			}
+			p.chain = append(p.chain, next)
+		}
+		if msg.Rcode == dns.RcodeSuccess && p.final() != cur {
+			// The answer stopped at a CNAME whose target the server did
+			// not resolve: ask for the target.
+			continue
+		}
+		p.nxdomain = msg.Rcode == dns.RcodeNameError
+		p.soa = authoritySOA(msg, p.final())
+		return p
+	}
+}
+
+// findZone returns the zone that holds name and its SOA as the resolver
+// gives it: the SOA of a negative answer for name if there was one, else
+// by asking for the SOA at name and its parents.
+func (c *Checker) findZone(ctx context.Context, name string, hint *dns.SOA) (string, *dns.SOA, error) {
+	if hint != nil {
+		return strings.ToLower(hint.Hdr.Name), hint, nil
+	}
+	cur := name
+	for range maxZoneWalk {
+		msg, err := c.recursive(ctx, cur, dns.TypeSOA)
+		if err != nil {
+			return "", nil, fmt.Errorf("SOA of %s: %w", display(cur), err)
+		}
+		if rrs := records(msg.Answer, cur, dns.TypeSOA); len(rrs) > 0 {
+			return cur, rrs[0].(*dns.SOA), nil
+		}
+		if soa := authoritySOA(msg, cur); soa != nil {
+			return strings.ToLower(soa.Hdr.Name), soa, nil
+		}
+		off, end := dns.NextLabel(cur, 0)
+		if end || cur == "." {
+			break
+		}
+		cur = cur[off:]
+	}
+	return "", nil, fmt.Errorf("no SOA found for %s or its parents", display(name))
+}
+
+// nameservers returns the NS names of zone through the resolver, sorted,
+// at most MaxServers.
+func (c *Checker) nameservers(ctx context.Context, zone string) ([]string, error) {
+	msg, err := c.cached(ctx, zone, dns.TypeNS)
+	if err != nil {
+		return nil, fmt.Errorf("NS of %s: %w", display(zone), err)
+	}
+	var out []string
+	for _, rr := range records(msg.Answer, zone, dns.TypeNS) {
+		n := strings.ToLower(dns.Fqdn(rr.(*dns.NS).Ns))
+		if !slices.Contains(out, n) {
+			out = append(out, n)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("NS of %s: none", display(zone))
+	}
+	sort.Strings(out)
+	if len(out) > MaxServers {
+		out = out[:MaxServers]
+	}
+	return out, nil
+}
+
+// addresses returns the IPv4 and IPv6 addresses of a nameserver through
+// the resolver.
+func (c *Checker) addresses(ctx context.Context, host string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	found := false
+	var lastErr error
+	for _, t := range []uint16{dns.TypeA, dns.TypeAAAA} {
+		msg, err := c.cached(ctx, host, t)
+		if err != nil {
+			lastErr = err
+			continue
+		}
+		found = true
+		for _, rr := range msg.Answer {
+			var ip net.IP
+			switch rr := rr.(type) {
+			case *dns.A:
+				ip = rr.A
+			case *dns.AAAA:
+				ip = rr.AAAA
+			}
+			if a, ok := netip.AddrFromSlice(ip); ok && len(out) < MaxServers && !slices.Contains(out, a.Unmap()) {
+				out = append(out, a.Unmap())
+			}
+		}
+	}
+	if !found {
+		return nil, lastErr
+	}
+	return out, nil
+}
+
+// askZone asks every nameserver of zone (at most MaxServers addresses in
+// all) for the TXT at name, in parallel.
+func (c *Checker) askZone(ctx context.Context, zone, name string, q Query) ([]Server, error) {
+	names, err := c.nameservers(ctx, zone)
+	if err != nil {
+		return nil, err
+	}
+	type target struct{ name, addr string }
+	var targets []target
+	var out []Server
+	for _, ns := range names {
+		addrs, err := c.addresses(ctx, ns)
+		if err != nil {
+			out = append(out, Server{Name: display(ns), State: keys.TempError, Detail: "address lookup: " + err.Error()})
+			continue
+		}
+		if len(addrs) == 0 {
+			// A nameserver without an address serves no one: noted, not
+			// counted.
+			out = append(out, Server{Name: display(ns), State: keys.Missing, Unreachable: true, Detail: "has no A or AAAA record"})
+			continue
+		}
+		for _, a := range addrs {
+			if len(targets) < MaxServers {
+				targets = append(targets, target{ns, net.JoinHostPort(a.String(), cmp.Or(c.nsPort, "53"))})
+			}
+		}
+	}
+	asked := make([]Server, len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			asked[i] = c.askAuth(ctx, t.name, t.addr, name, q)
+		}()
+	}
+	wg.Wait()
+	return append(out, asked...), nil
+}
+
+// askAuth asks one authoritative server for the TXT at name with RD=0 and
+// classifies what it serves.
+func (c *Checker) askAuth(ctx context.Context, nsName, addr, name string, q Query) Server {
+	s := Server{Name: display(nsName), Addr: addr}
+	msg, err := c.exchange(ctx, addr, name, dns.TypeTXT, false)
+	if err != nil {
+		s.State, s.Detail, s.Unreachable = keys.TempError, err.Error(), isUnreachable(err)
+		return s
+	}
+	switch {
+	case msg.Rcode == dns.RcodeRefused || msg.Rcode == dns.RcodeNotAuth:
+		s.State, s.Detail = keys.Missing, fmt.Sprintf("answers %s for %s: not authoritative (lame delegation)", dns.RcodeToString[msg.Rcode], display(name))
+		return s
+	case msg.Rcode != dns.RcodeSuccess && msg.Rcode != dns.RcodeNameError:
+		s.State, s.Detail = keys.TempError, fmt.Sprintf("answers %s", dns.RcodeToString[msg.Rcode])
+		return s
+	case !msg.Authoritative:
+		s.State, s.Detail = keys.Missing, fmt.Sprintf("not authoritative for %s (a referral or a lame delegation)", display(name))
+		return s
+	}
+	txts, ttl := txtValues(msg.Answer, name)
+	if len(txts) == 0 {
+		if cn := cnameTarget(msg.Answer, name); cn != "" {
+			s.State, s.Detail = keys.Mismatch, fmt.Sprintf("serves a CNAME at %s to %s", display(name), display(cn))
+			return s
+		}
+		s.State, s.Detail = keys.Missing, "no TXT record at "+display(name)
+		if msg.Rcode == dns.RcodeNameError {
+			s.Detail = "no such name " + display(name) + " (NXDOMAIN)"
+		}
+		return s
+	}
+	s.ttl, s.txt = ttl, txts
+	s.State, s.Detail = Classify(txts, display(name), q.Public, q.Known)
+	return s
+}
+
+// authSOA returns the zone's SOA as an authoritative nameserver serves it
+// (the resolver's copy has a TTL that counts down in its cache), else
+// fallback.
+func (c *Checker) authSOA(ctx context.Context, zone string, servers []Server, fallback *dns.SOA) *dns.SOA {
+	for _, s := range servers {
+		if s.State == keys.TempError || s.Addr == "" {
+			continue
+		}
+		msg, err := c.exchange(ctx, s.Addr, zone, dns.TypeSOA, false)
+		if err != nil || msg.Rcode != dns.RcodeSuccess || !msg.Authoritative {
+			continue
+		}
+		if rrs := records(msg.Answer, zone, dns.TypeSOA); len(rrs) > 0 {
+			return rrs[0].(*dns.SOA)
+		}
+	}
+	return fallback
+}
+
+// summarize groups per-address answers by nameserver: the ones that serve
+// the record, the ones that do not (with what they serve), and the
+// addresses whose answer is not known (they did not answer). An address
+// that cannot be reached at all (no route: no IPv6 here) is ignored when
+// another address of the same nameserver answered, and a nameserver
+// without any address is ignored (it serves no one).
+func summarize(servers []Server) (serving, notServing, unknown []string) {
+	var order []string
+	by := map[string][]Server{}
+	for _, s := range servers {
+		key := cmp.Or(s.Name, s.Addr)
+		if _, ok := by[key]; !ok {
+			order = append(order, key)
+		}
+		by[key] = append(by[key], s)
+	}
+	for _, name := range order {
+		ss := by[name]
+		var answered, failed []Server
+		for _, s := range ss {
+			switch {
+			case s.Addr == "" && s.Unreachable:
+			case s.State == keys.TempError:
+				failed = append(failed, s)
+			default:
+				answered = append(answered, s)
+			}
+		}
+		var bad []string
+		for _, s := range answered {
+			if s.State != keys.Published {
+				bad = append(bad, fmt.Sprintf("%s (%s): %s", name, s.Addr, cmp.Or(s.Detail, string(s.State))))
+			}
+		}
+		for _, s := range failed {
+			// An address that timed out may serve anything: unknown, even
+			// when another address of the nameserver answered.
+			if !s.Unreachable || len(answered) == 0 {
+				unknown = append(unknown, fmt.Sprintf("%s (%s): %s", name, cmp.Or(s.Addr, "no address"), s.Detail))
+			}
+		}
+		switch {
+		case len(bad) > 0:
+			notServing = append(notServing, bad...)
+		case len(answered) > 0:
+			addrs := make([]string, 0, len(answered))
+			for _, s := range answered {
+				addrs = append(addrs, s.Addr)
+			}
+			serving = append(serving, fmt.Sprintf("%s (%s)", name, strings.Join(addrs, ", ")))
+		}
+	}
+	return serving, notServing, unknown
+}
+
+// checkOurs asks the servers we publish to whether they serve the key
+// where we publish it; if one does, the public path does not lead there:
+// DelegationMissing, with the records the customer must add. It leaves
+// res.State empty when none does.
+func (c *Checker) checkOurs(ctx context.Context, q Query, name string, p path, res *Result) {
+	pubName := name
+	if q.PublishName != "" {
+		var ok bool
+		if pubName, ok = canonical(q.PublishName); !ok {
+			return
+		}
+	}
+	served := ""
+	for _, addr := range c.ours {
+		s := c.askAuth(ctx, "", addr, pubName, q)
+		res.Ours = append(res.Ours, s)
+		if s.State == keys.Published && served == "" {
+			served = addr
+		}
+	}
+	if served == "" {
+		return
+	}
+	res.State = keys.DelegationMissing
+	if pubName != name {
+		// CNAME mode.
+		res.Add = []string{fmt.Sprintf("%s CNAME %s", name, pubName)}
+		switch {
+		case len(p.chain) > 1:
+			res.Found = fmt.Sprintf("the CNAME at %s points to %s, expected %s", display(name), display(p.chain[1]), display(pubName))
+		case len(p.txt) > 0:
+			res.Found = fmt.Sprintf("%s holds its own TXT record (%s) instead of a CNAME to %s", display(name), res.PublicDetail, display(pubName))
+		case res.Zone != "":
+			res.Found = fmt.Sprintf("no CNAME at %s: the public path ends at zone %s (%s)", display(name), res.Zone, res.PublicDetail)
+		default:
+			res.Found = fmt.Sprintf("no CNAME at %s (%s)", display(name), res.PublicDetail)
+		}
+		res.Detail = fmt.Sprintf("published at %s, but %s; the customer must add: %s", display(pubName), res.Found, strings.Join(res.Add, "; "))
+		return
+	}
+	// A delegated selector zone: the zone as our server holds it, and its
+	// apex NS records, which the customer must delegate to.
+	zone, nss, err := c.ourZone(ctx, served, pubName)
+	if err != nil {
+		res.Found = res.PublicDetail
+		res.Detail = fmt.Sprintf("published on %s, but the public path does not find it (%s); the delegation to our servers is missing (its NS records could not be read: %v)",
+			served, res.PublicDetail, err)
+		return
+	}
+	for _, ns := range nss {
+		res.Add = append(res.Add, fmt.Sprintf("%s NS %s", zone, ns))
+	}
+	switch {
+	case res.Zone == "":
+		res.Found = res.PublicDetail
+	case res.Zone == display(zone):
+		res.Found = fmt.Sprintf("zone %s is delegated to other nameservers", res.Zone)
+		if names, err := c.nameservers(ctx, zone); err == nil {
+			res.Found = fmt.Sprintf("zone %s is delegated to %s, expected %s", res.Zone, strings.Join(displayAll(names), ", "), strings.Join(displayAll(nss), ", "))
+		}
+	default:
+		res.Found = fmt.Sprintf("the public path ends at zone %s, which has no NS records for %s", res.Zone, display(zone))
+	}
+	res.Detail = fmt.Sprintf("published in zone %s on our servers, but %s; the customer must add: %s", display(zone), res.Found, strings.Join(res.Add, "; "))
+}
+
+// ourZone asks server (one of ours) which zone holds name and that zone's
+// NS names.
+func (c *Checker) ourZone(ctx context.Context, server, name string) (string, []string, error) {
+	msg, err := c.exchange(ctx, server, name, dns.TypeSOA, false)
+	if err != nil {
+		return "", nil, err
+	}
+	zone := ""
+	if rrs := records(msg.Answer, name, dns.TypeSOA); len(rrs) > 0 {
+		zone = name
+	} else if soa := authoritySOA(msg, name); soa != nil {
+		zone = strings.ToLower(soa.Hdr.Name)
+	} else {
+		return "", nil, fmt.Errorf("%s gives no SOA for %s", server, display(name))
+	}
+	msg, err = c.exchange(ctx, server, zone, dns.TypeNS, false)
+	if err != nil {
+		return "", nil, err
+	}
+	var nss []string
+	for _, rr := range records(msg.Answer, zone, dns.TypeNS) {
+		if n := strings.ToLower(dns.Fqdn(rr.(*dns.NS).Ns)); !slices.Contains(nss, n) && len(nss) < MaxServers {
+			nss = append(nss, n)
+		}
+	}
+	if len(nss) == 0 {
+		return "", nil, fmt.Errorf("%s serves no NS records at %s", server, display(zone))
+	}
+	sort.Strings(nss)
+	return zone, nss, nil
+}
+
+// recordName returns the record's name, lowercased and fully qualified.
+func recordName(domain, selector string) (string, bool) {
+	return canonical(keys.RecordName(strings.TrimSuffix(domain, "."), selector))
+}
+
+// canonical validates a name and returns it lowercased and fully
+// qualified.
+func canonical(name string) (string, bool) {
+	name = strings.ToLower(dns.Fqdn(name))
+	if _, ok := dns.IsDomainName(name); !ok || len(name) > 254 || strings.ContainsAny(name, `\ "`) {
+		return "", false
+	}
+	return name, true
+}
+
+func displayAll(names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = display(n)
+	}
+	return out
+}
