@@ -27,14 +27,17 @@ const rotateLockFile = ".rotate.lock"
 
 // rotateRun is one run of `authmilter rotate`.
 type rotateRun struct {
-	cfg     *policy.Config
-	view    *keyView
-	pub     *publish.Updater
-	pol     keys.RotatePolicy
-	dryRun  bool
-	verbose bool
-	out     io.Writer
-	changed bool
+	cfg  *policy.Config
+	view *keyView
+	// pub holds the publication targets; empty: records are printed for
+	// the administrator.
+	pub          *publish.Set
+	pol          keys.RotatePolicy
+	dryRun       bool
+	forcePublish bool
+	verbose      bool
+	out          io.Writer
+	changed      bool
 }
 
 // rotate makes the next key of each domain and algorithm when the newest is
@@ -50,13 +53,15 @@ func rotate(args []string, stdout, stderr io.Writer) error {
 	dryRun := fs.Bool("dry-run", false, "print what would be done and change nothing (files, state, DNS)")
 	force := fs.Bool("force", false, "make the next key even if the newest one is younger than keys.rotate_after")
 	firstAlgos := fs.String("a", "rsa-2048", "with -d, the algorithms of a domain's first keys, comma-separated ("+keys.Algorithms+")")
+	forcePublish := fs.Bool("force-publish", false, "publish new keys even where their name holds a record that this installation did not\n"+
+		"publish (another provider's or another installation's key): that record is replaced")
 	verbose := fs.Bool("v", false, "also report keys waiting out their grace period, and domains with nothing to do")
 	testNow := fs.String("test-now", "", "TEST ONLY: pretend the time is this RFC 3339 time")
 	if err := fs.Parse(args); err != nil {
 		return exitError(2)
 	}
 	if (*domain == "") == !*all || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, "usage: authmilter rotate [-config FILE] (-d DOMAIN | --all) [--grace 7d] [--dry-run] [--force] [-v]")
+		fmt.Fprintln(stderr, "usage: authmilter rotate [-config FILE] (-d DOMAIN | --all) [--grace 7d] [--dry-run] [--force] [--force-publish] [-v]")
 		return exitError(2)
 	}
 	cfg, _, err := loadConfig(*cfgPath)
@@ -84,16 +89,14 @@ func rotate(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("-a: want a comma-separated list of %s, got %q", keys.Algorithms, a)
 		}
 	}
-	run := &rotateRun{cfg: cfg, dryRun: *dryRun, verbose: *verbose || *dryRun, out: stdout,
+	run := &rotateRun{cfg: cfg, dryRun: *dryRun, forcePublish: *forcePublish, verbose: *verbose || *dryRun, out: stdout,
 		pol: keys.RotatePolicy{Now: now, RotateAfter: cfg.Keys.RotateAfter.Duration, Grace: grace,
 			Recheck: cfg.Keys.Recheck.Duration, Force: *force, Suffix: cfg.Keys.SelectorSuffix,
 			Scheme: cfg.Keys.Scheme()}}
-	if cfg.Keys.Publish.Server != "" {
-		if run.pub, err = newPublisher(cfg); err != nil {
-			return err
-		}
-		run.pol.CanWithdraw = true
+	if run.pub, err = newPublisher(cfg); err != nil {
+		return err
 	}
+	run.pol.CanWithdraw = !run.pub.Empty()
 	if _, err := os.Stat(cfg.Keys.Dir); errors.Is(err, os.ErrNotExist) && *all {
 		return nil // no key table yet: nothing to rotate
 	}
@@ -226,7 +229,7 @@ func (r *rotateRun) domain(ctx context.Context, d string, firstAlgos []string) e
 
 // do carries out (or, in a dry run, describes) one action.
 func (r *rotateRun) do(ctx context.Context, a keys.Action, ddir string, state *keys.DomainState) error {
-	name := keys.RecordName(a.Domain, a.Selector) + "."
+	name := r.pub.RecordName(a.Domain, a.Selector) + "."
 	switch a.Kind {
 	case keys.ActCreate:
 		what := fmt.Sprintf("%s: new %s key %s (%s)", a.Domain, a.GenAlgo, a.Selector, a.Reason)
@@ -236,6 +239,15 @@ func (r *rotateRun) do(ctx context.Context, a keys.Action, ddir string, state *k
 		if r.dryRun {
 			r.say("%s", what)
 			return nil
+		}
+		if !r.pub.Empty() {
+			// A name that holds someone else's record gets no key: a key
+			// that cannot be published would only wait forever.
+			_, err := r.pub.Check(ctx, a.Domain, a.Selector, r.ownership(state, a.Selector, nil))
+			var foreign *publish.ForeignRecordError
+			if errors.As(err, &foreign) {
+				return fmt.Errorf("%s: no new key %s: %w", a.Domain, a.Selector, err)
+			}
 		}
 		k, err := keys.Generate(r.cfg.Keys.Dir, a.Domain, a.Selector, a.GenAlgo)
 		if err != nil {
@@ -247,12 +259,22 @@ func (r *rotateRun) do(ctx context.Context, a keys.Action, ddir string, state *k
 		return r.publishNew(ctx, k, state)
 	case keys.ActPending:
 		k := a.Key
-		if a.Publication.State == keys.Missing && r.pub != nil {
+		again := a.Publication.State == keys.Missing || a.Publication.State == keys.DelegationMissing ||
+			(r.forcePublish && a.Publication.State != keys.Published)
+		if again && !r.pub.Empty() {
 			if r.dryRun {
-				r.say("%s: %s has no DNS record yet; would publish it again by RFC 2136 update to %s", a.Domain, a.Selector, r.pub.Server())
+				r.say("%s: %s has no usable DNS record yet (%s); would publish it again by RFC 2136 update", a.Domain, a.Selector, a.Publication.State)
 				return nil
 			}
-			r.say("%s: %s has no DNS record yet; publishing it again", a.Domain, a.Selector)
+			switch a.Publication.State {
+			case keys.Missing:
+				r.say("%s: %s has no DNS record yet; publishing it again", a.Domain, a.Selector)
+			case keys.DelegationMissing:
+				r.say("%s: %s is not found through the customer's zone (%s); checking its record and what the customer must add",
+					a.Domain, a.Selector, a.Publication.Detail)
+			default:
+				r.say("%s: %s: %s: %s; publishing it again (-force-publish)", a.Domain, a.Selector, a.Publication.State, a.Publication.Detail)
+			}
 			return r.publishNew(ctx, k, state)
 		}
 		how := "publish"
@@ -260,7 +282,11 @@ func (r *rotateRun) do(ctx context.Context, a keys.Action, ddir string, state *k
 			how = "replace it with"
 		}
 		r.say("%s: the newest %s key %s waits for its DNS record (%s: %s); %s:\n%s", a.Domain, a.Algorithm, a.Selector,
-			a.Publication.State, a.Publication.Detail, how, strings.TrimRight(keys.ZoneRecord(k), "\n"))
+			a.Publication.State, a.Publication.Detail, how, zoneRecord(r.cfg, k))
+		if !r.pub.Empty() && a.Publication.State != keys.Missing {
+			r.say("%s: or run authmilter rotate -d %s -force-publish to replace the record there by RFC 2136 update", a.Domain, a.Domain)
+		}
+		r.sayCustomer(ctx, nil, a.Domain, a.Selector)
 		return nil
 	case keys.ActWait:
 		if r.verbose {
@@ -292,61 +318,127 @@ func (r *rotateRun) do(ctx context.Context, a keys.Action, ddir string, state *k
 	return fmt.Errorf("keys: %s/%s: unknown action %q", a.Domain, a.Selector, a.Kind)
 }
 
+// ownership says which records at the name of domain/selector are ours:
+// the values the state recorded there, and any record of key (may be nil).
+func (r *rotateRun) ownership(state *keys.DomainState, selector string, key *keys.Key) publish.Ownership {
+	own := publish.Ownership{Key: key, Force: r.forcePublish, Override: "run authmilter rotate with -force-publish"}
+	if ks := state.Keys[selector]; ks != nil {
+		own.Known = ks.Records
+	}
+	return own
+}
+
 // publishNew publishes a new key's record, or prints it for the
-// administrator.
+// administrator; either way it tells what the customer must add (CNAME
+// mode, delegated selector zones).
 func (r *rotateRun) publishNew(ctx context.Context, k *keys.Key, state *keys.DomainState) error {
-	if r.pub == nil {
-		r.say("%s: publish this record:\n%s", k.Domain, strings.TrimRight(keys.ZoneRecord(k), "\n"))
+	if r.pub.Empty() {
+		r.say("%s: publish this record:\n%s", k.Domain, zoneRecord(r.cfg, k))
+		r.sayCustomer(ctx, nil, k.Domain, k.Selector)
 		if !r.cfg.Keys.RequirePublished {
 			r.say("%s: WARNING: keys.require_published is off: authmilter signs with %s from its next reload (keys.recheck %s or SIGHUP) whether or not this record is in DNS; publish it now",
 				k.Domain, k.Selector, r.cfg.Keys.Recheck.Duration)
 		}
 		return nil
 	}
-	if err := publishKey(ctx, r.pub, k, r.out); err != nil {
-		r.say("%s: publishing failed; publish this record by hand or run rotate again:\n%s", k.Domain, strings.TrimRight(keys.ZoneRecord(k), "\n"))
+	up, err := r.pub.Publish(ctx, k, r.ownership(state, k.Selector, k))
+	if err != nil {
+		r.say("%s: publishing failed; publish this record by hand or run rotate again:\n%s", k.Domain, zoneRecord(r.cfg, k))
+		r.sayCustomer(ctx, nil, k.Domain, k.Selector)
 		return err
 	}
-	state.Key(k.Selector).Published = r.pol.Now
+	ks := state.Key(k.Selector)
+	ks.Records = publish.Remember(ks.Records, up.Value)
+	ks.Published = r.pol.Now
+	sayPublished(r.out, up)
+	r.sayCustomer(ctx, &up.Place, k.Domain, k.Selector)
 	return nil
+}
+
+// sayCustomer prints the records the owner of domain must add for
+// selector's record to be found, if any (place: where it is published,
+// when known).
+func (r *rotateRun) sayCustomer(ctx context.Context, place *publish.Place, domain, selector string) {
+	recs := customerRecords(ctx, r.pub, place, domain, selector)
+	if len(recs) == 0 {
+		return
+	}
+	var b strings.Builder
+	sayCustomerRecords(&b, domain, recs)
+	r.say("%s: %s", domain, strings.TrimRight(b.String(), "\n"))
 }
 
 // sayWithdraw tells what would be or is to be done with a retired key's
 // record.
 func (r *rotateRun) sayWithdraw(a keys.Action, name string) {
-	if r.pub != nil {
+	if !r.pub.Empty() {
 		how := "remove"
 		if r.cfg.Keys.Publish.Retire == "revoke" {
 			how = "revoke"
 		}
-		r.say("%s: would %s %s TXT by RFC 2136 update to %s", a.Domain, how, name, r.pub.Server())
+		r.say("%s: would %s %s TXT by RFC 2136 update (if it is still the record this installation published)", a.Domain, how, name)
 		return
 	}
 	r.say("%s: remove the record %s TXT (or revoke it: %s\tIN\tTXT\t%q)", a.Domain, name, name, keys.RevokedRecord(a.Algorithm))
 }
 
 // withdraw removes or revokes a retired key's record, or tells the
-// administrator to.
+// administrator to. Only our record is withdrawn: a record there that this
+// installation did not publish is reported and left alone.
 func (r *rotateRun) withdraw(ctx context.Context, a keys.Action, name string, state *keys.DomainState) error {
-	if r.pub == nil {
+	if r.pub.Empty() {
 		r.sayWithdraw(a, name)
 		return nil
 	}
-	var zone string
-	var err error
-	how := "removed"
-	if r.cfg.Keys.Publish.Retire == "revoke" {
-		how = "revoked"
-		zone, err = r.pub.Revoke(ctx, a.Domain, a.Selector, a.Algorithm)
-	} else {
-		zone, err = r.pub.Remove(ctx, a.Domain, a.Selector)
+	key := a.Key
+	if key == nil {
+		// Retired earlier: its file is in retired/; its public key still
+		// identifies its record.
+		ddir := filepath.Join(r.cfg.Keys.Dir, a.Domain)
+		key, _ = keys.LoadKey(filepath.Join(ddir, keys.RetiredDir, a.Selector+".pem"), a.Domain, a.Selector)
 	}
+	revoke := r.cfg.Keys.Publish.Retire == "revoke"
+	own := r.ownership(state, a.Selector, key)
+	up, err := r.pub.Withdraw(ctx, a.Domain, a.Selector, a.Algorithm, revoke, own)
 	if err != nil {
 		r.say("%s: could not withdraw the record of retired key %s; rotate tries again at its next run", a.Domain, a.Selector)
 		return err
 	}
+	ks := state.Key(a.Selector)
+	ks.Withdrawn = r.pol.Now
+	where := fmt.Sprintf("%s (zone %s)", up.Target.Server(), strings.TrimSuffix(up.Zone, "."))
+	switch {
+	case up.Noop && len(up.Foreign) > 0:
+		r.say("%s: left %s alone: it holds a record that this installation did not publish (%s at %s); nothing of ours to withdraw",
+			a.Domain, up.Name, strings.Join(quoted(up.Foreign), ", "), where)
+		return nil
+	case up.Noop && up.Value != "":
+		r.say("%s: %s TXT is already revoked at %s", a.Domain, up.Name, where)
+		return nil
+	case up.Noop:
+		r.say("%s: %s has no TXT record at %s; nothing to withdraw", a.Domain, up.Name, where)
+		return nil
+	}
 	r.changed = true
-	state.Key(a.Selector).Withdrawn = r.pol.Now
-	r.say("%s: %s %s TXT by RFC 2136 update to %s (zone %s)", a.Domain, how, name, r.pub.Server(), zone)
+	if up.Value != "" {
+		ks.Records = publish.Remember(ks.Records, up.Value)
+	}
+	how := "removed"
+	if up.Action == "revoke" {
+		how = "revoked"
+	}
+	r.say("%s: %s %s TXT by RFC 2136 update to %s", a.Domain, how, up.Name, where)
+	if len(up.Foreign) > 0 {
+		r.say("%s: left the record(s) at %s that this installation did not publish: %s", a.Domain, up.Name, strings.Join(quoted(up.Foreign), ", "))
+	}
 	return nil
+}
+
+// quoted quotes values for a report line.
+func quoted(vs []string) []string {
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i] = fmt.Sprintf("%q", v)
+	}
+	return out
 }

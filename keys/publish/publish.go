@@ -1,12 +1,21 @@
 // Package publish publishes and withdraws DKIM key records by DNS dynamic
 // update (RFC 2136) signed with TSIG (RFC 8945), sent to the primary
-// (master) server of the zone that holds the records. keygen and rotate use
-// it when [keys.publish] is configured.
+// (master) server of the zone that holds each record. keygen and rotate use
+// it when [keys.publish] or [[keys.publish.target]] is configured.
 //
-// An update replaces the whole TXT RRset at the record's name (delete, then
-// add, in one atomic update message), so publishing the same key twice is
-// harmless and a stale record at the name is replaced. Withdrawing deletes
-// the RRset, or replaces it with a revocation (empty p=).
+// A Set holds the publication targets in the order they are tried; for a
+// record it chooses the first target whose server answers authoritatively
+// with the SOA of the zone that holds the record's name and whose zone
+// patterns match that zone. In CNAME mode a record is published under the
+// provider's zone (keys.CNAMETarget) and the customer adds a CNAME to it.
+//
+// Nothing is ever overwritten that is not ours: before an update the name
+// is looked up at the chosen server, and a record there that is neither
+// the key's own nor one this installation published before (the state's
+// Records) makes the update fail unless forced. Every update carries RFC
+// 2136 §2.4 prerequisites stating exactly what the server held when we
+// looked, so that two installations racing for the same name cannot
+// overwrite each other: the second update fails and changes nothing.
 package publish
 
 import (
@@ -21,8 +30,6 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-
-	"github.com/authmilter/authmilter/keys"
 )
 
 // Config says where and how to send updates.
@@ -38,6 +45,13 @@ type Config struct {
 	TSIGName, TSIGAlgorithm, TSIGSecret string
 	// TTL is the TTL of published records, in seconds.
 	TTL uint32
+	// Zones limits the zones this target takes updates for: a zone is
+	// taken when it matches one of these patterns (by Match). Empty: any
+	// zone Server is authoritative for.
+	Zones []string
+	// Match reports whether zone matches pattern (policy.ZoneMatches);
+	// nil compares names exactly.
+	Match func(pattern, zone string) bool
 	// Timeout bounds each exchange with the server. Default 10s.
 	Timeout time.Duration
 }
@@ -96,106 +110,16 @@ func (u *Updater) Server() string { return u.cfg.Server }
 // TTL returns the TTL of published records.
 func (u *Updater) TTL() uint32 { return u.cfg.TTL }
 
-// Publish replaces the TXT records at k's record name with k's record and
-// returns the zone it updated.
-func (u *Updater) Publish(ctx context.Context, k *keys.Key) (string, error) {
-	name := keys.RecordName(k.Domain, k.Selector)
-	zone, err := u.replace(ctx, name, keys.FormatRecord(k))
-	if err != nil {
-		return "", fmt.Errorf("publish: %s: %w", k.ID(), err)
-	}
-	return zone, nil
-}
-
-// Revoke replaces the TXT records of domain/selector with a revocation
-// record (empty p=, RFC 6376 §3.6.1) and returns the zone it updated.
-func (u *Updater) Revoke(ctx context.Context, domain, selector string, a keys.Algorithm) (string, error) {
-	zone, err := u.replace(ctx, keys.RecordName(domain, selector), keys.RevokedRecord(a))
-	if err != nil {
-		return "", fmt.Errorf("publish: %s/%s: revoke: %w", domain, selector, err)
-	}
-	return zone, nil
-}
-
-// Remove deletes the TXT records of domain/selector and returns the zone it
-// updated. Removing a record that is not there succeeds.
-func (u *Updater) Remove(ctx context.Context, domain, selector string) (string, error) {
-	name := dns.Fqdn(keys.RecordName(domain, selector))
-	zone, err := u.zoneOf(ctx, name)
-	if err != nil {
-		return "", fmt.Errorf("publish: %s/%s: remove: %w", domain, selector, err)
-	}
-	m := new(dns.Msg)
-	m.SetUpdate(zone)
-	m.RemoveRRset([]dns.RR{&dns.ANY{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeTXT, Class: dns.ClassINET}}})
-	if err := u.send(ctx, m); err != nil {
-		return "", fmt.Errorf("publish: %s/%s: remove: %w", domain, selector, err)
-	}
-	return zone, nil
-}
-
-// replace sends one update that deletes the TXT RRset at name and adds
-// value.
-func (u *Updater) replace(ctx context.Context, name, value string) (string, error) {
-	name = dns.Fqdn(name)
-	zone, err := u.zoneOf(ctx, name)
-	if err != nil {
-		return "", err
-	}
-	m := new(dns.Msg)
-	m.SetUpdate(zone)
-	hdr := dns.RR_Header{Name: name, Rrtype: dns.TypeTXT, Class: dns.ClassINET}
-	m.RemoveRRset([]dns.RR{&dns.ANY{Hdr: hdr}})
-	hdr.Ttl = u.cfg.TTL
-	m.Insert([]dns.RR{&dns.TXT{Hdr: hdr, Txt: escape(keys.RecordStrings(value))}})
-	return zone, u.send(ctx, m)
-}
-
-// escape puts TXT strings into miekg/dns's presentation form.
-func escape(parts []string) []string {
-	out := make([]string, len(parts))
-	for i, p := range parts {
-		out[i] = strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(p)
-	}
-	return out
-}
-
-// zoneOf returns the configured zone, or asks the server for the SOA that
-// covers name: the answer's SOA for a zone apex, the authority section's
-// otherwise.
-func (u *Updater) zoneOf(ctx context.Context, name string) (string, error) {
-	if u.cfg.Zone != "" {
-		if !dns.IsSubDomain(u.cfg.Zone, name) {
-			return "", fmt.Errorf("%s is not in zone %s (keys.publish.zone)", name, u.cfg.Zone)
-		}
-		return u.cfg.Zone, nil
-	}
-	q := new(dns.Msg)
-	q.SetQuestion(dns.CanonicalName(name), dns.TypeSOA)
-	q.RecursionDesired = false
-	r, err := u.exchange(ctx, q, false)
-	if err != nil {
-		return "", fmt.Errorf("find zone of %s: %w", name, err)
-	}
-	if r.Rcode != dns.RcodeSuccess && r.Rcode != dns.RcodeNameError {
-		return "", fmt.Errorf("find zone of %s: server %s answered %s (is it authoritative for the zone? set keys.publish.zone)",
-			name, u.cfg.Server, dns.RcodeToString[r.Rcode])
-	}
-	for _, sec := range [][]dns.RR{r.Answer, r.Ns} {
-		for _, rr := range sec {
-			if soa, ok := rr.(*dns.SOA); ok && dns.IsSubDomain(soa.Hdr.Name, name) {
-				return dns.CanonicalName(soa.Hdr.Name), nil
-			}
-		}
-	}
-	return "", fmt.Errorf("find zone of %s: server %s sent no SOA (is it authoritative for the zone? set keys.publish.zone)", name, u.cfg.Server)
-}
-
-// send sends an update and checks the answer.
+// send sends an update and checks the answer. A failed prerequisite
+// (RFC 2136 §2.4) is ErrChanged.
 func (u *Updater) send(ctx context.Context, m *dns.Msg) error {
 	r, err := u.exchange(ctx, m, true)
 	if err != nil {
 		return err
+	}
+	switch r.Rcode {
+	case dns.RcodeYXDomain, dns.RcodeYXRrset, dns.RcodeNXRrset, dns.RcodeNameError:
+		return fmt.Errorf("server %s answered %s to the prerequisites: %w", u.cfg.Server, dns.RcodeToString[r.Rcode], ErrChanged)
 	}
 	if r.Rcode != dns.RcodeSuccess {
 		return fmt.Errorf("server %s refused the update of zone %s: %s%s", u.cfg.Server, m.Question[0].Name,
@@ -268,6 +192,15 @@ func (u *Updater) Lookup(ctx context.Context, name string) ([]string, error) {
 		return nil, &net.DNSError{Err: "no TXT record", Name: name, Server: u.cfg.Server, IsNotFound: true}
 	}
 	return out, nil
+}
+
+// escape puts TXT strings into miekg/dns's presentation form.
+func escape(parts []string) []string {
+	out := make([]string, len(parts))
+	for i, p := range parts {
+		out[i] = strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(p)
+	}
+	return out
 }
 
 // unescape undoes miekg/dns's presentation-form escapes (\" \\ \DDD).

@@ -38,15 +38,19 @@ func TestPublishAgainstKnot(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			set := NewSet(nil, u)
 			for _, k := range []*keys.Key{rsa2048, rsa4096, ed} {
-				// Twice: the second update replaces the first, leaving one record.
-				for range 2 {
-					z, err := u.Publish(ctx, k)
+				// Twice: the second finds the record there and sends nothing.
+				for i := range 2 {
+					up, err := set.Publish(ctx, k, Ownership{})
 					if err != nil {
 						t.Fatal(err)
 					}
-					if z != "example.com." {
-						t.Errorf("updated zone %q", z)
+					if up.Zone != "example.com." || up.Target != u || up.Name != keys.RecordName(k.Domain, k.Selector)+"." {
+						t.Errorf("updated %s in zone %q at %s", up.Name, up.Zone, up.Target.Server())
+					}
+					if wantNoop := i == 1 || (zone != "" && k != rsa2048); up.Noop != wantNoop { // the first run removed rsa2048
+						t.Errorf("publication %d: Noop = %v, want %v", i+1, up.Noop, wantNoop)
 					}
 				}
 				if got := keys.CheckPublished(ctx, knot.LookupTXT, k); got.State != keys.Published {
@@ -56,15 +60,20 @@ func TestPublishAgainstKnot(t *testing.T) {
 					t.Fatalf("%s via Updater.Lookup: %s %s", k.ID(), got.State, got.Detail)
 				}
 			}
-			if _, err := u.Revoke(ctx, "example.com", rsa2048.Selector, rsa2048.Algorithm); err != nil {
+			if _, err := set.Withdraw(ctx, "example.com", rsa2048.Selector, rsa2048.Algorithm, true, Ownership{Key: rsa2048}); err != nil {
 				t.Fatal(err)
 			}
 			if got := keys.CheckPublished(ctx, knot.LookupTXT, rsa2048); got.State != keys.Revoked {
 				t.Errorf("after Revoke: %s %s", got.State, got.Detail)
 			}
-			for range 2 { // removing what is gone succeeds
-				if _, err := u.Remove(ctx, "example.com", rsa2048.Selector); err != nil {
+			revoked := Ownership{Known: []string{keys.RevokedRecord(rsa2048.Algorithm)}}
+			for i := range 2 { // removing what is gone succeeds, and sends nothing
+				up, err := set.Withdraw(ctx, "example.com", rsa2048.Selector, rsa2048.Algorithm, false, revoked)
+				if err != nil {
 					t.Fatal(err)
+				}
+				if up.Noop != (i == 1) {
+					t.Errorf("removal %d: Noop = %v", i+1, up.Noop)
 				}
 			}
 			if got := keys.CheckPublished(ctx, knot.LookupTXT, rsa2048); got.State != keys.Missing {
@@ -82,26 +91,27 @@ func TestPublishAgainstKnot(t *testing.T) {
 
 	t.Run("zone found per record", func(t *testing.T) {
 		u, _ := New(Config{Server: knot.Addr, TSIGName: publishtest.TSIGName, TSIGSecret: knot.TSIGSecret, TTL: 60})
-		z, err := u.Publish(ctx, other)
-		if err != nil || z != "example.net." {
-			t.Fatalf("Publish = %q, %v", z, err)
+		up, err := NewSet(nil, u).Publish(ctx, other, Ownership{})
+		if err != nil || up.Zone != "example.net." {
+			t.Fatalf("Publish = %+v, %v", up, err)
 		}
 		if got := keys.CheckPublished(ctx, knot.LookupTXT, other); got.State != keys.Published {
 			t.Errorf("%s", got.State)
 		}
 	})
 
+	fresh := newKey(t, dir, "example.com", "fresh", "ed25519")
 	failures := []struct {
 		name    string
 		cfg     Config
 		key     *keys.Key
 		wantErr string
 	}{
-		{"wrong secret", Config{TSIGName: publishtest.TSIGName, TSIGSecret: "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}, ed, "TSIG"},
-		{"unknown key name", Config{TSIGName: "nobody.", TSIGSecret: knot.TSIGSecret}, ed, "TSIG"},
-		{"unsigned", Config{}, ed, "NOTAUTH"},
-		{"record outside the zone", Config{Zone: "example.org", TSIGName: publishtest.TSIGName, TSIGSecret: knot.TSIGSecret}, ed, "not in zone"},
-		{"zone not served", Config{TSIGName: publishtest.TSIGName, TSIGSecret: knot.TSIGSecret}, newKey(t, dir, "example.org", "x", "ed25519"), "example.org"},
+		{"wrong secret", Config{TSIGName: publishtest.TSIGName, TSIGSecret: "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}, fresh, "TSIG"},
+		{"unknown key name", Config{TSIGName: "nobody.", TSIGSecret: knot.TSIGSecret}, fresh, "TSIG"},
+		{"unsigned", Config{}, fresh, "NOTAUTH"},
+		{"record outside the zone", Config{Zone: "example.org", TSIGName: publishtest.TSIGName, TSIGSecret: knot.TSIGSecret}, fresh, "not in its zone example.org"},
+		{"zone not served", Config{TSIGName: publishtest.TSIGName, TSIGSecret: knot.TSIGSecret}, newKey(t, dir, "example.org", "x", "ed25519"), "REFUSED"},
 	}
 	for _, tt := range failures {
 		t.Run(tt.name, func(t *testing.T) {
@@ -117,7 +127,7 @@ func TestPublishAgainstKnot(t *testing.T) {
 			if served {
 				before = knot.TXT(t, name)
 			}
-			_, err = u.Publish(ctx, tt.key)
+			_, err = NewSet(nil, u).Publish(ctx, tt.key, Ownership{})
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("Publish error = %v, want %q", err, tt.wantErr)
 			}
