@@ -44,16 +44,47 @@ type lastAnswer struct {
 	TXT []string `json:"txt"`
 	// Seen is when DNS last gave this answer.
 	Seen time.Time `json:"seen"`
+	// Since is when the record was first seen published everywhere with
+	// these TXT values (zero: not seen so).
+	Since time.Time `json:"published_since,omitzero"`
+	// Hold is the DNS wait seen then, in seconds (see Answer.Hold).
+	Hold int64 `json:"hold_seconds,omitempty"`
 }
 
+// Answer is what LastGood remembers about one key record name.
+type Answer struct {
+	// TXT are the TXT values DNS gave for the name (the public path).
+	TXT []string
+	// Seen is when DNS last gave them.
+	Seen time.Time
+	// Since is when the record was first seen published everywhere (every
+	// authoritative nameserver and the public path) with these TXT values;
+	// zero when it has not been. A key is activated some time after Since
+	// (see policy.ActivationTime), and the time must survive restarts.
+	// Answers saved by version 1 of the file have MigratedSince.
+	Since time.Time
+	// Hold is how long receivers may keep an older answer cached (the
+	// zone's negative TTL, the record's TTL), as last seen.
+	Hold time.Duration
+}
+
+// MigratedSince is the Since of answers read from a version 1
+// PublicationFile, which did not record it: long ago. The daemon that
+// wrote them was signing with those keys, so an upgrade must not make
+// them wait again.
+var MigratedSince = time.Unix(0, 0).UTC()
+
 // PublicationFile is the file in keys.dir where the daemon keeps the last
-// good DNS answer for each key record, <keys.dir>/.authmilter-publication.json.
-// It starts with a dot and is not a folder, so the key table ignores it.
-// Deleting it is safe: the daemon then waits for DNS at its next start.
+// good DNS answer for each key record, <keys.dir>/.authmilter-publication.json,
+// and when each record was first seen published everywhere. It starts with
+// a dot and is not a folder, so the key table ignores it. Deleting it is
+// safe: the daemon then waits for DNS at its next start, and new keys wait
+// out their activation delay again.
 const PublicationFile = ".authmilter-publication.json"
 
-// publicationVersion is the format version of PublicationFile.
-const publicationVersion = 1
+// publicationVersion is the format version of PublicationFile: 2 added
+// published_since and hold_seconds; version 1 files are read too.
+const publicationVersion = 2
 
 // publicationFile is the content of PublicationFile.
 type publicationFile struct {
@@ -88,10 +119,15 @@ func (l *LastGood) Wrap(next TXTLookup) TXTLookup {
 			if l.m == nil {
 				l.m = map[string]lastAnswer{}
 			}
-			if prev, ok := l.m[name]; !ok || !equalStrings(prev.TXT, txts) || time.Since(prev.Seen) > time.Hour {
+			prev, ok := l.m[name]
+			if !ok || !equalStrings(prev.TXT, txts) || time.Since(prev.Seen) > time.Hour {
 				l.dirty = true
 			}
-			l.m[name] = lastAnswer{TXT: append([]string(nil), txts...), Seen: time.Now().UTC().Truncate(time.Second)}
+			a := lastAnswer{TXT: append([]string(nil), txts...), Seen: time.Now().UTC().Truncate(time.Second)}
+			if ok && equalStrings(prev.TXT, txts) {
+				a.Since, a.Hold = prev.Since, prev.Hold
+			}
+			l.m[name] = a
 			l.mu.Unlock()
 			return txts, nil
 		}
@@ -114,6 +150,51 @@ func (l *LastGood) Wrap(next TXTLookup) TXTLookup {
 			l.Stale(name, err)
 		}
 		return txt, nil
+	}
+}
+
+// Answer returns what is remembered about name.
+func (l *LastGood) Answer(name string) (Answer, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	a, ok := l.m[name]
+	if !ok {
+		return Answer{}, false
+	}
+	return Answer{TXT: append([]string(nil), a.TXT...), Seen: a.Seen, Since: a.Since, Hold: time.Duration(a.Hold) * time.Second}, true
+}
+
+// Published records that name's record was seen published everywhere at
+// now, with the TXT values txt on the public path and the DNS wait hold,
+// and returns when it was first seen so: the remembered Since while the
+// TXT values stay the same, else now.
+func (l *LastGood) Published(name string, txt []string, hold time.Duration, now time.Time) time.Time {
+	now = now.UTC().Truncate(time.Second)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m == nil {
+		l.m = map[string]lastAnswer{}
+	}
+	prev, ok := l.m[name]
+	a := lastAnswer{TXT: append([]string(nil), txt...), Seen: now, Since: now, Hold: int64(hold / time.Second)}
+	if ok && equalStrings(prev.TXT, txt) && !prev.Since.IsZero() {
+		a.Since = prev.Since
+	}
+	if !ok || !prev.Since.Equal(a.Since) || prev.Hold != a.Hold || !equalStrings(prev.TXT, a.TXT) || now.Sub(prev.Seen) > time.Hour {
+		l.dirty = true
+	}
+	l.m[name] = a
+	return a.Since
+}
+
+// Forget drops what is remembered about name: DNS said for sure that its
+// record is not (or no longer) published everywhere.
+func (l *LastGood) Forget(name string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.m[name]; ok {
+		delete(l.m, name)
+		l.dirty = true
 	}
 }
 
@@ -151,7 +232,15 @@ func (l *LastGood) Load(path string) error {
 	if err := json.Unmarshal(data, &f); err != nil {
 		return fmt.Errorf("keys: %s: %w (delete it; the daemon then waits for DNS at start)", path, err)
 	}
-	if f.Version != publicationVersion {
+	switch f.Version {
+	case 1:
+		// Version 1 did not record since when: see MigratedSince.
+		for name, a := range f.Records {
+			a.Since = MigratedSince
+			f.Records[name] = a
+		}
+	case publicationVersion:
+	default:
 		return fmt.Errorf("keys: %s: unknown version %d (want %d)", path, f.Version, publicationVersion)
 	}
 	l.mu.Lock()
@@ -162,6 +251,7 @@ func (l *LastGood) Load(path string) error {
 	for name, a := range f.Records {
 		if _, ok := l.m[name]; !ok && len(a.TXT) > 0 {
 			l.m[name] = a
+			l.dirty = l.dirty || f.Version != publicationVersion
 		}
 	}
 	return nil
@@ -209,10 +299,15 @@ func (l *LastGood) Names() []string {
 	return out
 }
 
+// equalStrings reports whether a and b hold the same strings, in any
+// order: resolvers may shuffle the records of an RRset.
 func equalStrings(a, b []string) bool {
 	if len(a) != len(b) {
 		return false
 	}
+	a, b = append([]string(nil), a...), append([]string(nil), b...)
+	sort.Strings(a)
+	sort.Strings(b)
 	for i := range a {
 		if a[i] != b[i] {
 			return false

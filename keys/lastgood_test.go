@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestLastGoodPersisted: the last good answers survive a restart through
@@ -103,5 +104,85 @@ func TestLastGoodPersisted(t *testing.T) {
 	// The key table ignores the file.
 	if tab, err := LoadDir(dir); err != nil || len(tab.Domains()) != 1 {
 		t.Errorf("LoadDir with the publication file: %v", err)
+	}
+}
+
+// TestLastGoodSince: the time a record was first seen published
+// everywhere is kept while its TXT values stay the same, survives a
+// restart, restarts with another record, and is forgotten with the record;
+// a version 1 file is read with MigratedSince, so an upgrade makes no key
+// wait again.
+func TestLastGoodSince(t *testing.T) {
+	dir := t.TempDir()
+	path := PublicationPath(dir)
+	const name = "s1._domainkey.example.com"
+	t0 := time.Date(2027, 1, 1, 0, 0, 0, 0, time.UTC)
+	var l LastGood
+	steps := []struct {
+		txt       []string
+		at        time.Duration
+		wantSince time.Duration
+	}{
+		{[]string{"v=DKIM1; p=A"}, 0, 0},
+		{[]string{"v=DKIM1; p=A"}, time.Minute, 0},
+		{[]string{"other", "v=DKIM1; p=A"}, 2 * time.Minute, 2 * time.Minute}, // another record set: starts over
+		{[]string{"v=DKIM1; p=A", "other"}, 3 * time.Minute, 2 * time.Minute}, // the same set, shuffled
+		{[]string{"v=DKIM1; p=B"}, 4 * time.Minute, 4 * time.Minute},
+	}
+	for i, st := range steps {
+		if got := l.Published(name, st.txt, 5*time.Minute, t0.Add(st.at)); !got.Equal(t0.Add(st.wantSince)) {
+			t.Errorf("step %d: since %v, want %v", i, got, t0.Add(st.wantSince))
+		}
+	}
+	if err := l.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	var back LastGood
+	if err := back.Load(path); err != nil {
+		t.Fatal(err)
+	}
+	a, ok := back.Answer(name)
+	if !ok || !a.Since.Equal(t0.Add(4*time.Minute)) || a.Hold != 5*time.Minute || len(a.TXT) != 1 || a.TXT[0] != "v=DKIM1; p=B" {
+		t.Errorf("after a restart: %+v %v", a, ok)
+	}
+	// A Wrap lookup with the same answer keeps Since; another answer drops it.
+	same := back.Wrap(func(context.Context, string) ([]string, error) { return []string{"v=DKIM1; p=B"}, nil })
+	same(context.Background(), name)
+	if a, _ := back.Answer(name); !a.Since.Equal(t0.Add(4 * time.Minute)) {
+		t.Errorf("Wrap with the same answer: since %v", a.Since)
+	}
+	other := back.Wrap(func(context.Context, string) ([]string, error) { return []string{"v=DKIM1; p=C"}, nil })
+	other(context.Background(), name)
+	if a, _ := back.Answer(name); !a.Since.IsZero() {
+		t.Errorf("Wrap with another answer: since %v", a.Since)
+	}
+	back.Forget(name)
+	if _, ok := back.Answer(name); ok || back.Len() != 0 {
+		t.Errorf("Forget kept %v", back.Names())
+	}
+
+	// Version 1, as the previous release wrote it.
+	v1 := `{"version": 1, "records": {"` + name + `": {"txt": ["v=DKIM1; p=A"], "seen": "2026-12-01T00:00:00Z"}}}`
+	if err := os.WriteFile(path, []byte(v1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var up LastGood
+	if err := up.Load(path); err != nil {
+		t.Fatal(err)
+	}
+	if got := up.Published(name, []string{"v=DKIM1; p=A"}, time.Hour, t0); !got.Equal(MigratedSince) {
+		t.Errorf("migrated since %v, want %v", got, MigratedSince)
+	}
+	if err := up.Save(path); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(path)
+	if !strings.Contains(string(data), `"version": 2`) || !strings.Contains(string(data), `"published_since": "1970-01-01T00:00:00Z"`) {
+		t.Errorf("migrated file:\n%s", data)
+	}
+	// An unknown version is an error.
+	os.WriteFile(path, []byte(`{"version": 9, "records": {}}`), 0o600)
+	if err := (&LastGood{}).Load(path); err == nil || !strings.Contains(err.Error(), "unknown version 9") {
+		t.Errorf("version 9: %v", err)
 	}
 }
