@@ -4,13 +4,15 @@
 #  - test/e2e/install-deps.sh: Postfix, Dovecot (SASL), OpenDKIM and its tools,
 #    dkimpy, swaks, m4, and an unpacked Sendmail (it conflicts with postfix);
 #  - the packages below, for the key publication tests (RFC 2136 updates to
-#    a real authoritative server), and systemd's tools and passwd (useradd)
-#    for the tests of contrib/ (test/contrib).
+#    a real authoritative server; the DNS world of internal/dnstopo and
+#    test/esp: Knot DNS servers and an unbound recursive resolver), and
+#    systemd's tools and passwd (useradd) for the tests of contrib/
+#    (test/contrib).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-extra=(knot knot-dnsutils procps iproute2 systemd passwd)
+extra=(knot knot-dnsutils unbound procps iproute2 systemd passwd)
 
 have_all() {
   for p in postfix dovecot-core opendkim opendkim-tools miltertest python3-dkim python3-dnspython \
@@ -28,7 +30,7 @@ if [ "$(id -u)" -ne 0 ]; then
   echo "install-deps: missing packages; run as root: sudo $0" >&2
   exit 1
 fi
-# The packages' own daemons (postfix, dovecot, opendkim, knot) are not
+# The packages' own daemons (postfix, dovecot, opendkim, knot, unbound) are not
 # wanted: the tests start private instances on their own ports, and a
 # system knotd or opendkim could hold a port they need. Keep the package
 # scripts from starting them, unless the machine already has a policy.
