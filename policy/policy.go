@@ -140,13 +140,19 @@ func (p *Policy) usable(k *keys.Key) bool {
 	return st == keys.Published || st == keys.Unchecked
 }
 
-// checkPublication looks up every key's record.
+// checkPublication looks up every key's record: through the resolver's
+// PublicationChecker when it has one (the daemon's: every nameserver, and
+// the activation wait), else by one TXT lookup per key.
 func (p *Policy) checkPublication(ctx context.Context) {
 	all := p.table.All()
 	if !p.cfg.Keys.RequirePublished || p.resolver == nil {
 		for _, k := range all {
 			p.publication[k] = keys.Publication{State: keys.Unchecked}
 		}
+		return
+	}
+	if pc, ok := p.resolver.(PublicationChecker); ok {
+		p.applyChecks(pc.CheckPublication(ctx, all))
 		return
 	}
 	p.publication = keys.CheckAllPublished(ctx, p.resolver.LookupTXT, all)
