@@ -298,7 +298,7 @@ func newPublisher(cfg *policy.Config) (*publish.Set, error) {
 		tc := targetConfig{server: t.Server, zones: t.Zones, tsigName: t.TSIGName, tsigAlgorithm: t.TSIGAlgorithm,
 			tsigSecretFile: t.TSIGSecretFile, ttl: t.TTL}
 		if tc.tsigName == "" {
-			tc.tsigName, tc.tsigAlgorithm, tc.tsigSecretFile = pc.TSIGName, pc.TSIGAlgorithm, pc.TSIGSecretFile
+			tc.tsigName = pc.TSIGName
 		}
 		if tc.tsigAlgorithm == "" {
 			tc.tsigAlgorithm = pc.TSIGAlgorithm
