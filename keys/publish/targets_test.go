@@ -31,7 +31,9 @@ func target(t *testing.T, k *publishtest.Knot, zones ...string) *Updater {
 // patterns match.
 func TestTargetsPerZone(t *testing.T) {
 	provider := publishtest.StartKnot(t, "esp.example", "shared.example", "myesp._domainkey.customer.com", "sub.esp.example")
-	hosting := publishtest.StartKnot(t, "customer.net", "shared.example")
+	hosting := publishtest.StartKnot(t, "customer.net", "shared.example", "deleg.example")
+	// deleg.example delegates its selector zone to a server that is not a target.
+	hosting.AddRR(t, "deleg.example", "myesp._domainkey.deleg.example. 300 IN NS ns.elsewhere.example.")
 	set := NewSet(nil, target(t, provider, "myesp._domainkey.*", "esp.example", "shared.example"), target(t, hosting))
 	dir := t.TempDir()
 	ctx := context.Background()
@@ -52,6 +54,8 @@ func TestTargetsPerZone(t *testing.T) {
 		{domain: "sub.esp.example", selector: "s1", wantErr: []string{
 			provider.Addr + ": authoritative for zone sub.esp.example, which is not in its zones myesp._domainkey.*, esp.example, shared.example",
 			hosting.Addr + ": answered REFUSED"}},
+		{domain: "deleg.example", selector: "x.myesp", wantErr: []string{
+			hosting.Addr + ": not authoritative: it refers x.myesp._domainkey.deleg.example. to the nameservers of myesp._domainkey.deleg.example (ns.elsewhere.example)"}},
 		{domain: "other.org", selector: "s1", wantErr: []string{"no publication target takes s1._domainkey.other.org.",
 			provider.Addr + ": not asked: no zone holding s1._domainkey.other.org. matches its zones", hosting.Addr + ": answered REFUSED"}},
 	}
