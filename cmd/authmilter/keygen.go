@@ -384,12 +384,13 @@ func publishKey(ctx context.Context, place *publish.Place, k *keys.Key, own publ
 
 // sayPublished reports a publication.
 func sayPublished(w io.Writer, up *publish.Update) {
-	how := "by RFC 2136 update to"
 	if up.Noop {
-		how = "already; checked at"
+		fmt.Fprintf(w, "%s TXT is already published at %s (zone %s); the server answers with it\n",
+			up.Name, up.Target.Server(), strings.TrimSuffix(up.Zone, "."))
+	} else {
+		fmt.Fprintf(w, "published %s TXT by RFC 2136 update to %s (zone %s, TTL %d); the server answers with it\n",
+			up.Name, up.Target.Server(), strings.TrimSuffix(up.Zone, "."), up.Target.TTL())
 	}
-	fmt.Fprintf(w, "published %s TXT %s %s (zone %s, TTL %d); the server answers with it\n",
-		up.Name, how, up.Target.Server(), strings.TrimSuffix(up.Zone, "."), up.Target.TTL())
 	if len(up.Foreign) > 0 {
 		fmt.Fprintf(w, "replaced (forced) the record(s) there that this installation had not published: %q\n", up.Foreign)
 	}
