@@ -33,7 +33,7 @@ func newKeyEnv(t *testing.T, extra string) *keyEnv {
 	e := &keyEnv{tmp: t.TempDir(), dns: testdns.Start(t)}
 	e.dir = filepath.Join(e.tmp, "keys")
 	e.cfg = filepath.Join(e.tmp, "authmilter.toml")
-	e.conf = fmt.Sprintf("listen = [\"inet:127.0.0.1:0\"]\n[dns]\nservers = [%q]\ntimeout = \"2s\"\n[keys]\ndir = %q\n%s", e.dns.Addr(), e.dir, extra)
+	e.conf = fmt.Sprintf("listen = [\"inet:127.0.0.1:0\"]\n[dns]\nservers = [%q]\ntimeout = \"2s\"\n[keys]\ncheck = \"resolver\"\ndir = %q\n%s", e.dns.Addr(), e.dir, extra)
 	if err := os.WriteFile(e.cfg, []byte(e.conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestKeygen(t *testing.T) {
 		{args: []string{"-d", "example.com", "-s", "manual", "-a", "rsa-3072"}, wantSel: "manual", wantOut: `k=rsa`},
 		{args: []string{"-d", "example.com", "-s", "manual"}, wantErr: "already exists"},
 		{args: []string{"-d", "example.com", "-format", "yaml"}, wantErr: "-format"},
-		{args: []string{"-d", "example.com", "-a", "rsa-1024"}, wantErr: "-a"},
+		{args: []string{"-d", "example.com", "-a", "rsa-512"}, wantErr: "-a"}, // rsa-1024 is allowed now (with a warning)
 		{args: []string{"-d", "not_a domain"}, wantErr: "not a domain"},
 	}
 	for _, tt := range tests {
