@@ -259,9 +259,16 @@ func (r *rotateRun) do(ctx context.Context, a keys.Action, ddir string, state *k
 		return r.publishNew(ctx, k, state)
 	case keys.ActPending:
 		k := a.Key
-		again := a.Publication.State == keys.Missing || a.Publication.State == keys.DelegationMissing ||
-			(r.forcePublish && a.Publication.State != keys.Published)
-		if again && !r.pub.Empty() {
+		// Publish again where the record is absent or wrong; the
+		// ownership check decides whether what is there may be replaced
+		// (ours, or -force-publish) or is someone else's (an error that
+		// says so). Partial and waiting records are already ours
+		// everywhere that matters: they only need time.
+		switch a.Publication.State {
+		case keys.Missing, keys.DelegationMissing, keys.Mismatch, keys.Foreign, keys.Revoked:
+			if r.pub.Empty() {
+				break
+			}
 			if r.dryRun {
 				r.say("%s: %s has no usable DNS record yet (%s); would publish it again by RFC 2136 update", a.Domain, a.Selector, a.Publication.State)
 				return nil
@@ -273,7 +280,7 @@ func (r *rotateRun) do(ctx context.Context, a keys.Action, ddir string, state *k
 				r.say("%s: %s is not found through the customer's zone (%s); checking its record and what the customer must add",
 					a.Domain, a.Selector, a.Publication.Detail)
 			default:
-				r.say("%s: %s: %s: %s; publishing it again (-force-publish)", a.Domain, a.Selector, a.Publication.State, a.Publication.Detail)
+				r.say("%s: %s: %s: %s; publishing it again", a.Domain, a.Selector, a.Publication.State, a.Publication.Detail)
 			}
 			return r.publishNew(ctx, k, state)
 		}
@@ -283,9 +290,6 @@ func (r *rotateRun) do(ctx context.Context, a keys.Action, ddir string, state *k
 		}
 		r.say("%s: the newest %s key %s waits for its DNS record (%s: %s); %s:\n%s", a.Domain, a.Algorithm, a.Selector,
 			a.Publication.State, a.Publication.Detail, how, zoneRecord(r.cfg, k))
-		if !r.pub.Empty() && a.Publication.State != keys.Missing {
-			r.say("%s: or run authmilter rotate -d %s -force-publish to replace the record there by RFC 2136 update", a.Domain, a.Domain)
-		}
 		r.sayCustomer(ctx, nil, a.Domain, a.Selector)
 		return nil
 	case keys.ActWait:
