@@ -190,6 +190,34 @@ func CheckImport(dir string, it ImportItem) (ImportStatus, error) {
 	return ImportPresent, nil
 }
 
+// ownerOf returns a function that gives files to the owner of the key
+// table dir when we run as root and dir belongs to another user (the
+// daemon's): an administrator imports as root, since the daemon's user
+// cannot read another program's keys, and the daemon must then be able to
+// read the copies. Otherwise the function does nothing.
+func ownerOf(dir string) func(paths ...string) error {
+	none := func(...string) error { return nil }
+	if os.Geteuid() != 0 {
+		return none
+	}
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return none
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid == 0 {
+		return none
+	}
+	return func(paths ...string) error {
+		for _, p := range paths {
+			if err := os.Lchown(p, int(st.Uid), int(st.Gid)); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+}
+
 // Import copies keys into the key table at dir, all or none: every item is
 // checked first (CheckImport), then each new key is written as
 // <dir>/<domain>/<selector>.pem, mode 0600, atomically and never over an
@@ -197,8 +225,9 @@ func CheckImport(dir string, it ImportItem) (ImportStatus, error) {
 // write fails, the keys written so far are removed again. Then each key is
 // recorded in its domain's state file with FirstSeen = now (kept if
 // already set), which orders it among the domain's keys: it counts as
-// created now; and Testing, if the item says so. It returns the keys as
-// loaded back from the table, in the order of items.
+// created now; and Testing, if the item says so. Run as root, the new
+// files and folders are given to the owner of dir (see ownerOf). It returns
+// the keys as loaded back from the table, in the order of items.
 func Import(dir string, items []ImportItem, now time.Time) ([]*Key, error) {
 	status := make([]ImportStatus, len(items))
 	seen := map[string]int{}
@@ -214,6 +243,7 @@ func Import(dir string, items []ImportItem, now time.Time) ([]*Key, error) {
 		}
 		seen[id] = i
 	}
+	give := ownerOf(dir)
 	var written, made []string
 	undo := func() {
 		for _, p := range written {
@@ -246,6 +276,10 @@ func Import(dir string, items []ImportItem, now time.Time) ([]*Key, error) {
 					return nil, fmt.Errorf("keys: %s/%s: %w", d, s, err)
 				}
 				written = append(written, path)
+				if err := give(ddir, path); err != nil {
+					undo()
+					return nil, fmt.Errorf("keys: %s/%s: %w", d, s, err)
+				}
 			}
 		}
 		k, err := LoadKey(path, d, s)
@@ -274,6 +308,9 @@ func Import(dir string, items []ImportItem, now time.Time) ([]*Key, error) {
 		k.Testing = ks.Testing
 		if err := st.Save(ddir); err != nil {
 			return out, err
+		}
+		if err := give(filepath.Join(ddir, StateFile)); err != nil {
+			return out, fmt.Errorf("keys: %w", err)
 		}
 		if ks.Created.IsZero() {
 			k.Created = ks.FirstSeen

@@ -249,3 +249,33 @@ func TestImportRollsBack(t *testing.T) {
 		t.Errorf("example.com/ left behind: %v", err)
 	}
 }
+
+// TestImportAsRootGivesToOwner: run as root, the copies belong to the
+// owner of the key table (the daemon's user), who must read them; run as
+// anyone else, to that user.
+func TestImportAsRootGivesToOwner(t *testing.T) {
+	uid, gid := uint32(os.Geteuid()), uint32(os.Getegid())
+	dir := filepath.Join(t.TempDir(), "keys")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if uid == 0 {
+		uid, gid = 65534, 65534 // nobody
+		if err := os.Chown(dir, int(uid), int(gid)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ks, err := Import(dir, []ImportItem{{Domain: "example.com", Selector: "mail", Key: sourceFrom(t, "rsa2048-pkcs1.pem")}}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{filepath.Dir(ks[0].Path), ks[0].Path, filepath.Join(filepath.Dir(ks[0].Path), StateFile)} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != uid || st.Gid != gid {
+			t.Errorf("%s belongs to %d:%d, want %d:%d", p, st.Uid, st.Gid, uid, gid)
+		}
+	}
+}

@@ -60,7 +60,10 @@ func (t *OpenDKIMTable) Pos(n int) string { return fmt.Sprintf("%s:%d", t.Path, 
 // "file:/path", "refile:/path" or a plain absolute or relative path (a
 // file: data set). Other OpenDKIM data set types (db:, dsn:, ldap:, lua:,
 // csl:, ...) are refused with a hint: export them to a flat file first.
-// The file must be a regular file of at most 64 MiB.
+// The file must be a regular file of at most 64 MiB. Bad lines are
+// reported in the error, each with its file and line, and the table of the
+// good lines is returned with it, so that a caller can report the problems
+// of both tables at once; a file that cannot be read gives a nil table.
 func ReadOpenDKIMTable(spec string) (*OpenDKIMTable, error) {
 	t := &OpenDKIMTable{Path: spec}
 	if typ, rest, ok := strings.Cut(spec, ":"); ok && !strings.ContainsAny(typ, "/.") {
@@ -81,11 +84,8 @@ func ReadOpenDKIMTable(spec string) (*OpenDKIMTable, error) {
 		return nil, err
 	}
 	lines, err := parseOpenDKIMLines(t.Path, data)
-	if err != nil {
-		return nil, err
-	}
 	t.Lines = lines
-	return t, nil
+	return t, err
 }
 
 // isSpace is C's isspace for ASCII, as OpenDKIM uses it.

@@ -17,17 +17,23 @@ Commands:
   sign     [-config FILE] [-from-ip IP]   sign a message from stdin as the daemon would,
                                           print the signed message
   verify   [-config FILE]                 verify the DKIM signatures of a message from stdin
-  keygen   -d DOMAIN [-s SELECTOR] [-a rsa-2048|rsa-3072|rsa-4096|ed25519] [-config FILE]
-           [-format zone|value|nsupdate|json] [-no-publish]
+  keygen   -d DOMAIN [-s SELECTOR] [-a rsa-2048|rsa-3072|rsa-4096|ed25519|rsa-1024] [-t y] [-config FILE]
+           [-format zone|value|nsupdate|json] [-no-publish] [-force]
                                           make a key in the key table, print its DNS record
-                                          (and publish it when [keys.publish] is configured)
+                                          (and publish it when [keys.publish] is configured;
+                                          -force: even over a record this installation did not publish)
   keys     [-config FILE] [-json] [-d DOMAIN]
                                           list keys with their DNS state and whether they sign;
                                           exit 1 if an active key's record is not right
-  rotate   [-config FILE] (-d DOMAIN | -all) [-grace 7d] [-dry-run] [-force] [-v]
+  keys record -d DOMAIN -s SELECTOR [-format zone|value|nsupdate|json] [-config FILE]
+                                          print the DNS record of any key again (retired ones too)
+  rotate   [-config FILE] (-d DOMAIN | -all) [-grace 7d] [-dry-run] [-force] [-force-publish] [-v]
                                           make the next key when the newest is older than
                                           keys.rotate_after, retire superseded keys after the
                                           grace period; safe to run from cron
+  import-opendkim -keytable FILE -signingtable FILE [-config FILE] [-dry-run] [-force]
+                                          copy the keys of an OpenDKIM KeyTable into the key table
+                                          and print its SigningTable as [[signing.rule]] entries
   version                                 print the version
 
 Every command reads the same TOML config; see README.md for its keys.
@@ -58,6 +64,8 @@ func main() {
 		err = cmdKeys(args)
 	case "rotate":
 		err = cmdRotate(args)
+	case "import-opendkim":
+		err = cmdImportOpenDKIM(args)
 	case "version", "-version", "--version":
 		fmt.Println("authmilter", version)
 	case "help", "-h", "-help", "--help":

@@ -60,6 +60,11 @@ func cmdCheck(args []string) error {
 			fmt.Fprintf(os.Stderr, "  warning: %s: %s: %s\n", k.ID(), p.State, p.Detail)
 		}
 	}
+	// A key under another name (an OpenDKIM mail.private) is never used:
+	// say so rather than leave the domain unsigned without a word.
+	for _, why := range pol.Table().Ignored() {
+		fmt.Fprintf(os.Stderr, "  warning: ignored %s\n", why)
+	}
 	return nil
 }
 
