@@ -121,7 +121,12 @@ type keyInfo struct {
 	Problem string `json:"problem,omitempty"`
 }
 
-func cmdKeys(args []string) error { return listKeys(args, os.Stdout, os.Stderr) }
+func cmdKeys(args []string) error {
+	if len(args) > 0 && args[0] == "record" {
+		return keyRecord(args[1:], os.Stdout, os.Stderr)
+	}
+	return listKeys(args, os.Stdout, os.Stderr)
+}
 
 // listKeys prints every key with its DNS state and whether it signs. It
 // exits 1 when an active key's record is missing, does not match, is
