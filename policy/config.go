@@ -542,9 +542,13 @@ func (c *Config) Validate() error {
 	if c.Keys.RotateAfter.Duration < time.Hour {
 		bad("keys.rotate_after", "must be at least 1h")
 	}
-	if pc := c.Keys.Publish; pc.Server != "" {
-		if _, err := NormalizeDNSServer(pc.Server); err != nil {
-			bad("keys.publish.server", "%v", err)
+	// The [keys.publish] settings are the defaults of every target, so they
+	// are checked whenever anything is published.
+	if pc := c.Keys.Publish; pc.Server != "" || len(pc.Targets) > 0 {
+		if pc.Server != "" {
+			if _, err := NormalizeDNSServer(pc.Server); err != nil {
+				bad("keys.publish.server", "%v", err)
+			}
 		}
 		if pc.Zone != "" && !validDomain(pc.Zone) {
 			bad("keys.publish.zone", "%q is not a domain name", pc.Zone)
@@ -670,6 +674,11 @@ func (c *Config) Validate() error {
 		}
 		if t.TTL < 0 || t.TTL > 86400*7 {
 			bad(key+".ttl", "must be between 1 and 604800 seconds, got %d", t.TTL)
+		}
+		switch t.TSIGAlgorithm {
+		case "", "hmac-sha256", "hmac-sha384", "hmac-sha512", "hmac-sha224", "hmac-sha1":
+		default:
+			bad(key+".tsig_algorithm", "must be hmac-sha256, hmac-sha384, hmac-sha512, hmac-sha224 or hmac-sha1, got %q", t.TSIGAlgorithm)
 		}
 	}
 	for d, sels := range c.Keys.Pin {

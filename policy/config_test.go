@@ -190,3 +190,23 @@ func TestCNAMEZoneFor(t *testing.T) {
 		t.Errorf("star: %q", got)
 	}
 }
+
+func TestPublishTargetsValidated(t *testing.T) {
+	for _, c := range []struct{ toml, want string }{
+		{"[keys.publish]\nretire = \"drop\"\n[[keys.publish.target]]\nserver = \"127.0.0.1\"\n", "keys.publish.retire"},
+		{"[[keys.publish.target]]\nserver = \"127.0.0.1\"\ntsig_algorithm = \"md5\"\n", "keys.publish.target[0].tsig_algorithm"},
+		{"[[keys.publish.target]]\nserver = \"\"\n", "keys.publish.target[0].server"},
+		{"[[keys.publish.target]]\nserver = \"127.0.0.1\"\nzones = [\"a..b\"]\n", "keys.publish.target[0].zones"},
+		{"[keys.publish]\ncname_domains = [\"x.example\"]\n", "keys.publish.cname_domains"},
+		{"[keys]\nalternate = [\"s1\"]\n", "keys.alternate"},
+		{"[keys]\nalternate = [\"s1\", \"S1\"]\n", "keys.alternate"},
+		{"[keys]\nselector_format = \"%b.myesp\"\n", "keys.selector_format"},
+		{"[keys]\nselector_format = \"%b%Y\"\nselector_suffix = \".x\"\n", "keys.selector_suffix"},
+		{"[keys]\ncheck = \"maybe\"\n", "keys.check"},
+	} {
+		_, err := ParseConfig("t.toml", []byte(c.toml))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: err = %v, want one naming %s", c.toml, err, c.want)
+		}
+	}
+}
