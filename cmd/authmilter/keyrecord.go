@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/authmilter/authmilter/keys"
+	"github.com/authmilter/authmilter/keys/publish"
 )
 
 // keyRecord prints the DNS record of any key in the table again, active or
@@ -84,7 +85,15 @@ func keyRecord(args []string, stdout, stderr io.Writer) error {
 	if k.Testing {
 		fmt.Fprintf(stderr, "note: %s is a testing key: its record carries t=y (RFC 6376 §3.6.1)\n", k.ID())
 	}
-	return printRecord(stdout, k, *format, cfg)
+	if err := printRecord(stdout, k, *format, cfg); err != nil {
+		return err
+	}
+	// In CNAME mode the record lives in the provider's zone; the customer
+	// needs the CNAME that leads there (in -format json it is in the output).
+	if z := cfg.Keys.CNAMEZoneFor(d); z != "" && *format != "json" {
+		sayCustomerRecords(stderr, d, []publish.CustomerRecord{publish.CNAMERecord(d, s, z)})
+	}
+	return nil
 }
 
 // otherSelectors lists the keys a domain folder does have, for an error

@@ -140,3 +140,23 @@ func TestKeygenTestingAndRSA1024(t *testing.T) {
 		t.Errorf("rsa-512 accepted: %s", stderr)
 	}
 }
+
+// TestKeysRecordCNAMEMode: in CNAME mode the record is printed at its name
+// in the provider's zone, with the CNAME the customer must add.
+func TestKeysRecordCNAMEMode(t *testing.T) {
+	e := newKeyEnv(t, "[keys.publish]\ncname_zone = \"dkim.esp.example\"\ncname_domains = [\"customer.example\"]\n")
+	if _, stderr, err := run(keygenF, "-config", e.cfg, "-d", "customer.example", "-s", "s1", "-a", "ed25519", "-no-publish"); err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	out, stderr, err := run(keyRecordF, "-config", e.cfg, "-d", "customer.example", "-s", "s1")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, stderr)
+	}
+	if !strings.HasPrefix(out, "s1.customer.example.dkim.esp.example.\tIN\tTXT\t( \"v=DKIM1; k=ed25519; p=") {
+		t.Errorf("record %q", out)
+	}
+	if !strings.Contains(stderr, "s1._domainkey.customer.example") || !strings.Contains(stderr, "CNAME") ||
+		!strings.Contains(stderr, "s1.customer.example.dkim.esp.example") {
+		t.Errorf("stderr lacks the customer's CNAME:\n%s", stderr)
+	}
+}
