@@ -401,6 +401,10 @@ func TestImportOpenDKIMRefuses(t *testing.T) {
 			appendTo(t, f.signingTable, "*@example.edu nosuchkey\n")
 			return nil
 		}, want: []string{`SigningTable:12: key name "nosuchkey" is not in the KeyTable`}},
+		{name: "key name % without an entry named after the domain", setup: func(t *testing.T, f *odkFixture) []string {
+			appendTo(t, f.signingTable, "*@example.edu %\n")
+			return nil
+		}, want: []string{`SigningTable:12: key name % stands for the From domain, but the KeyTable has no entry named "example.edu"`}},
 		{name: "another key already at the place", setup: func(t *testing.T, f *odkFixture) []string {
 			if _, err := keys.Generate(f.keysDir, "example.com", "mail", "ed25519"); err != nil {
 				t.Fatal(err)
@@ -465,11 +469,12 @@ func appendTo(t *testing.T, spec, text string) {
 func TestImportOpenDKIMPatterns(t *testing.T) {
 	f := newODKFixture(t)
 	tests := []struct {
-		name    string
-		refile  bool
-		table   string
-		want    []string // in the rules
-		notWant []string
+		name      string
+		refile    bool
+		table     string
+		extraKeys string   // KeyTable lines added, %KEYS% standing for the key folder
+		want      []string // in the rules
+		notWant   []string
 	}{
 		{name: "subdomains only", refile: true, table: "*@*.example.com mail._domainkey.example.com\n",
 			want: []string{"from = \"example.com\"\nsubdomains = true\ndomain = \"example.com\"\n", "also matches example.com itself"}},
@@ -483,6 +488,9 @@ func TestImportOpenDKIMPatterns(t *testing.T) {
 			want: []string{"run again with -signingtable refile:FILE"}, notWant: []string{"\n[[signing.rule]]"}},
 		{name: "key name %", refile: true, table: "* %\n",
 			want: []string{"key name %: OpenDKIM used the KeyTable entry named after each From domain", "[[signing.rule]]\nfrom = \"*\"\n"}, notWant: []string{"domain =", "selector ="}},
+		{name: "key name % for one domain", refile: true, table: "*@example.com %\n",
+			extraKeys: "example.com example.com:mail:%KEYS%/example.com/mail.private\n",
+			want:      []string{"[[signing.rule]]\nfrom = \"example.com\"\n"}, notWant: []string{"not converted"}},
 		{name: "signer dropped", refile: true, table: "*@example.net ed:bounces@example.net\n",
 			want: []string{`signer (i=) "bounces@example.net" dropped`}},
 		{name: "two keys of one domain: selectors named", refile: true, table: "*@esp.example fbl\n*@esp.example acme\n",
@@ -501,7 +509,19 @@ func TestImportOpenDKIMPatterns(t *testing.T) {
 			if tt.refile {
 				spec = "refile:" + p
 			}
-			stdout, stderr, err := run(importF, "-config", f.cfg, "-keytable", f.keyTable, "-signingtable", spec, "-dry-run")
+			keyTable := f.keyTable
+			if tt.extraKeys != "" {
+				data, err := os.ReadFile(f.keyTable)
+				if err != nil {
+					t.Fatal(err)
+				}
+				keyTable = filepath.Join(filepath.Dir(p), "KeyTable")
+				data = append(data, strings.ReplaceAll(tt.extraKeys, "%KEYS%", f.keys)...)
+				if err := os.WriteFile(keyTable, data, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			stdout, stderr, err := run(importF, "-config", f.cfg, "-keytable", keyTable, "-signingtable", spec, "-dry-run")
 			if err != nil {
 				t.Fatalf("%v\n%s", err, stderr)
 			}
