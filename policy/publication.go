@@ -46,6 +46,9 @@ func ActivationTime(cfg *Config, since time.Time, hold time.Duration) time.Time 
 // publication states: a published key that has not waited long enough is
 // Waiting.
 func (p *Policy) applyChecks(checks map[*keys.Key]PublicationCheck) {
+	// Now, not CompiledAt: the checks ran after it, and a key first seen
+	// a moment ago with nothing to wait for is usable at once.
+	now := time.Now()
 	for _, k := range p.table.All() {
 		c, ok := checks[k]
 		if !ok {
@@ -56,9 +59,9 @@ func (p *Policy) applyChecks(checks map[*keys.Key]PublicationCheck) {
 		if pub.State == keys.Published {
 			since := c.Since
 			if since.IsZero() {
-				since = p.CompiledAt
+				since = now
 			}
-			if at := ActivationTime(p.cfg, since, c.Hold); p.CompiledAt.Before(at) {
+			if at := ActivationTime(p.cfg, since, c.Hold); now.Before(at) {
 				pub = keys.Publication{State: keys.Waiting, Detail: WaitingDetail(since, at, c.Hold, p.cfg.Keys.ActivateAfter.Duration)}
 			}
 		}

@@ -208,11 +208,11 @@ type Result struct {
 	Found string `json:"found,omitempty"`
 	// NegativeTTL is how long resolvers may cache "no such record" from
 	// the zone: min(SOA TTL, SOA MINIMUM) (Nameservers mode).
-	NegativeTTL time.Duration `json:"negative_ttl"`
+	NegativeTTL time.Duration `json:"-"`
 	// RecordTTL is the TTL of the record as its nameservers serve it
 	// (Nameservers mode): an older record at the same name may stay
 	// cached that long.
-	RecordTTL time.Duration `json:"record_ttl"`
+	RecordTTL time.Duration `json:"-"`
 }
 
 // Hold is how long after a record is first seen published everywhere a
