@@ -7,10 +7,10 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/authmilter/authmilter/keys"
+	"github.com/authmilter/authmilter/keys/dnscheck"
 	"github.com/authmilter/authmilter/policy"
 	"github.com/authmilter/authmilter/policy/resolve"
 )
@@ -52,16 +52,18 @@ const startWait = 2 * time.Second
 // and so on, up to keys.recheck.
 const retryFirst = 2 * time.Second
 
-// dnsState is the daemon's resolvers, kept across reloads while [dns] is
-// unchanged (with its cache).
+// dnsState is the daemon's resolver and publication checker, kept across
+// reloads while the settings they are made from are unchanged (the
+// resolver with its cache).
 type dnsState struct {
 	resolver *resolve.Resolver
 	key      string // the [dns] settings it was made for
-	// keyLookup answers the key publication checks: uncached (a key
+	// checker checks the keys' publication (keys.check): uncached (a key
 	// published a minute ago is seen at the next SIGHUP or recheck, not
-	// when a cached NXDOMAIN expires), and with the last good answer when
+	// when a cached NXDOMAIN expires); the last good answers stand in when
 	// DNS fails temporarily (a DNS outage must not deactivate keys).
-	keyLookup keys.TXTLookup
+	checker    *dnscheck.Checker
+	checkerKey string // the settings it was made for
 }
 
 // compiled is the result of one compile.
@@ -71,40 +73,27 @@ type compiled struct {
 	err error
 }
 
-// keyCheckResolver is the resolver given to policy.Compile. While the
-// snapshot is being compiled, TXT lookups (the publication checks) go
-// through keyLookup; once compiled, every lookup (inbound DKIM, SPF,
-// DMARC) goes to the shared caching resolver.
-type keyCheckResolver struct {
-	*resolve.Resolver
-	compiling atomic.Bool
-	keyLookup keys.TXTLookup
-}
-
-// LookupTXT implements policy.Resolver.
-func (k *keyCheckResolver) LookupTXT(ctx context.Context, name string) ([]string, error) {
-	if k.compiling.Load() {
-		return k.keyLookup(ctx, name)
-	}
-	return k.Resolver.LookupTXT(ctx, name)
-}
-
-// buildDNS returns prev if cfg's [dns] is what it was made for, else new
-// resolvers.
+// buildDNS returns prev if cfg's settings are what it was made for, else
+// a new resolver and checker.
 func (d *daemon) buildDNS(prev dnsState, cfg *policy.Config) (dnsState, error) {
 	key := fmt.Sprint(cfg.DNS.Servers, cfg.DNS.Timeout)
-	if prev.resolver != nil && prev.key == key {
-		return prev, nil
+	checkerKey := fmt.Sprint(cfg.Keys.Check, publishServers(cfg))
+	st := prev
+	if prev.resolver == nil || prev.key != key {
+		r, err := newResolver(cfg)
+		if err != nil {
+			return dnsState{}, err
+		}
+		st = dnsState{resolver: r, key: key}
 	}
-	r, err := newResolver(cfg)
-	if err != nil {
-		return dnsState{}, err
+	if st.checker == nil || st.checkerKey != checkerKey {
+		c, err := newChecker(cfg, st.resolver.Servers())
+		if err != nil {
+			return dnsState{}, err
+		}
+		st.checker, st.checkerKey = c, checkerKey
 	}
-	uncached, err := resolve.New(resolve.Config{Servers: r.Servers(), Timeout: cfg.DNS.Timeout.Duration, CacheSize: -1, OnError: dnsErrorHook})
-	if err != nil {
-		return dnsState{}, err
-	}
-	return dnsState{resolver: r, key: key, keyLookup: d.lastGood.Wrap(uncached.LookupTXT)}, nil
+	return st, nil
 }
 
 // compile builds a snapshot from cfg within reloadTimeout: it reads the
@@ -127,16 +116,14 @@ func (d *daemon) compile(cfg *policy.Config, prev dnsState, table *keys.Table, o
 				return
 			}
 		}
-		lookup := st.keyLookup
+		check := &pubChecker{checker: st.checker, last: &d.lastGood, cfg: cfg}
 		if offline {
-			lookup = d.lastGood.Wrap(keys.Offline)
+			check.checker = nil
 		}
-		r := &keyCheckResolver{Resolver: st.resolver, keyLookup: lookup}
-		r.compiling.Store(true)
+		r := &checkResolver{Resolver: st.resolver, check: check}
 		ctx, cancel := context.WithTimeout(context.Background(), compileTimeout)
 		defer cancel()
 		pol, err := policy.CompileTable(ctx, cfg, table, r)
-		r.compiling.Store(false)
 		done <- compiled{pol: pol, dns: st, err: err}
 	}()
 	return waitCompiled(done)
@@ -197,6 +184,18 @@ func tempErrorKeys(pol *policy.Policy) int {
 	return n
 }
 
+// partialKeys counts the keys of pol whose record is not on every
+// nameserver yet (a lagging secondary: worth a quick look again).
+func partialKeys(pol *policy.Policy) int {
+	n := 0
+	for _, k := range pol.Table().All() {
+		if pol.Publication(k).State == keys.Partial {
+			n++
+		}
+	}
+	return n
+}
+
 // nextBackoff doubles the retry delay, from retryFirst up to limit.
 func nextBackoff(cur, limit time.Duration) time.Duration {
 	next := retryFirst
@@ -227,27 +226,47 @@ func (d *daemon) takePending() bool {
 	return r
 }
 
+// activationSlack is added to a waiting key's activation time before the
+// recheck that activates it, so that the check is not a moment early.
+const activationSlack = time.Second
+
 // reloader runs every reload, one at a time, until ctx ends: requests
 // (SIGHUP), the periodic recheck (keys.recheck), quick retries while keys
-// are in temperror, and the first DNS checks if they had not finished when
-// the daemon started serving (first, nil otherwise; firstGen is the
-// generation of the snapshot they are to replace).
+// are in temperror or partial, a recheck when the first waiting key's wait
+// ends, and the first DNS checks if they had not finished when the daemon
+// started serving (first, nil otherwise; firstGen is the generation of the
+// snapshot they are to replace).
 func (d *daemon) reloader(ctx context.Context, first <-chan compiled, firstGen int64) {
 	recheck := time.NewTimer(d.current.Load().Config().Keys.Recheck.Duration)
 	defer recheck.Stop()
-	var retry <-chan time.Time
+	var retry, activate <-chan time.Time
 	var backoff time.Duration
+	var activateAt time.Time
 	for {
 		if first == nil {
 			cur := d.current.Load()
-			if n := tempErrorKeys(cur); n > 0 {
+			n, m := tempErrorKeys(cur), partialKeys(cur)
+			if n+m > 0 {
 				if retry == nil {
 					backoff = nextBackoff(backoff, cur.Config().Keys.Recheck.Duration)
 					retry = time.After(backoff)
-					d.log.Warn("key records could not be looked up; retrying", "keys", n, "in", backoff.String())
+					if n > 0 {
+						d.log.Warn("key records could not be looked up; retrying", "keys", n, "in", backoff.String())
+					} else {
+						d.log.Info("key records not on every nameserver yet; checking again", "keys", m, "in", backoff.String())
+					}
 				}
 			} else {
 				backoff, retry = 0, nil
+			}
+			// A key waits out the DNS caches after its publication: look
+			// again when the first wait ends, not at keys.recheck.
+			if at := nextActivation(cur, &d.lastGood); !at.Equal(activateAt) {
+				activateAt, activate = at, nil
+				if !at.IsZero() {
+					activate = time.After(max(time.Until(at), 0) + activationSlack)
+					d.log.Info("keys wait before activation", "until", at.UTC().Format(time.RFC3339))
+				}
 			}
 		}
 		select {
@@ -264,6 +283,10 @@ func (d *daemon) reloader(ctx context.Context, first <-chan compiled, firstGen i
 			d.reload(false)
 		case <-retry:
 			retry = nil
+			d.reload(false)
+		case <-activate:
+			// activateAt stays: the same time is never waited for twice.
+			activate = nil
 			d.reload(false)
 		}
 		recheck.Reset(d.current.Load().Config().Keys.Recheck.Duration)

@@ -244,6 +244,10 @@ func (d *daemon) install(old, pol *policy.Policy) {
 		case pub.State == keys.Published, pub.State == keys.Unchecked:
 		case strings.Contains(pub.Detail, keys.ErrNotLookedUp.Error()):
 			// Serving before the first DNS checks: said once, by start.
+		case pub.State == keys.Waiting:
+			if prev, ok := before[k.ID()]; !ok || prev != pub {
+				d.log.Info("key published; waiting before signing with it", "key", k.ID(), "detail", pub.Detail)
+			}
 		default:
 			if prev, ok := before[k.ID()]; !ok || prev != pub {
 				d.log.Warn("key not usable", "key", k.ID(), "state", string(pub.State), "detail", pub.Detail)
