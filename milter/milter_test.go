@@ -56,6 +56,7 @@ authserv_id = "mx.test.example"
 [dns]
 servers = [%q]
 [keys]
+check = "resolver"
 dir = %q
 [outbound]
 networks = ["127.0.0.0/8"]

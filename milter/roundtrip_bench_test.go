@@ -69,6 +69,7 @@ authserv_id = "mx.bench.example"
 [dns]
 servers = [%q]
 [keys]
+check = "resolver"
 dir = %q
 require_published = false
 [outbound]

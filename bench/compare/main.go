@@ -328,6 +328,7 @@ networks = ["127.0.0.0/8"]
 [keys]
 dir = %q
 require_published = true
+check = "resolver"
 [signing]
 canonicalization = "relaxed/relaxed"
 [metrics]

@@ -86,6 +86,7 @@ authserv_id = "mx.cli.test"
 [dns]
 servers = [%q]
 [keys]
+check = "resolver"
 dir = %q
 [metrics]
 listen = "127.0.0.1:%d"

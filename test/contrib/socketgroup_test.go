@@ -274,6 +274,7 @@ func startHost(t *testing.T, l layout, daemon *testUser, names map[string]string
 	cfg["socket_group"] = names[l.socketGroup]
 	cfg["dns"].(map[string]any)["servers"] = []string{dns.Addr()}
 	cfg["keys"].(map[string]any)["dir"] = h.at(l.keysDir)
+	cfg["keys"].(map[string]any)["check"] = "resolver" // one test DNS server answers for every zone
 	cfg["metrics"].(map[string]any)["listen"] = ""
 	h.cfgPath = h.at("/etc/authmilter/authmilter.toml")
 	os.MkdirAll(filepath.Dir(h.cfgPath), 0o755)

@@ -82,6 +82,7 @@ authserv_id = "mx.interop.test"
 [dns]
 servers = [%q]
 [keys]
+check = "resolver"
 dir = %q
 [signing]
 canonicalization = %q

@@ -88,6 +88,7 @@ listen = %q
 [log]
 level = "info"
 [keys]
+check = "resolver"
 dir = %q
 %s`, sock, dnsAddr, metrics, keyDir, keysExtra)
 	if err := os.WriteFile(cfgPath, []byte(conf), 0o600); err != nil {

@@ -85,6 +85,7 @@ listen = %q
 [log]
 level = "info"
 [keys]
+check = "resolver"
 dir = %q
 %s`, d.sock, dnsAddr, dnsTimeout, d.metrics, keyDir, extra)
 	if err := os.WriteFile(cfgPath, []byte(conf), 0o600); err != nil {
