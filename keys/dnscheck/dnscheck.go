@@ -539,6 +539,11 @@ func (c *Checker) askAuth(ctx context.Context, nsName, addr, name string, q Quer
 // (the resolver's copy has a TTL that counts down in its cache), else
 // fallback.
 func (c *Checker) authSOA(ctx context.Context, zone string, servers []Server, fallback *dns.SOA) *dns.SOA {
+	// Many keys share a zone (a provider's CNAME zone): ask once a while.
+	key := cacheKey{"auth " + zone, dns.TypeSOA}
+	if m, ok := c.cache.get(key, time.Now()); ok {
+		return m.Answer[0].(*dns.SOA)
+	}
 	for _, s := range servers {
 		if s.State == keys.TempError || s.Addr == "" {
 			continue
@@ -548,6 +553,7 @@ func (c *Checker) authSOA(ctx context.Context, zone string, servers []Server, fa
 			continue
 		}
 		if rrs := records(msg.Answer, zone, dns.TypeSOA); len(rrs) > 0 {
+			c.cache.put(key, &dns.Msg{Answer: rrs[:1]}, time.Now().Add(cacheTTL))
 			return rrs[0].(*dns.SOA)
 		}
 	}
