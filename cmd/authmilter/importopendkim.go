@@ -213,10 +213,6 @@ func planOpenDKIMImport(dir, keyTableSpec, signingTableSpec string, force bool) 
 			problem("%s: key %q: %v", w.e.Pos, w.e.Name, err)
 			continue
 		}
-		if sk.Algorithm == keys.RSASHA256 && sk.Bits < 2048 {
-			p.warnings = append(p.warnings, fmt.Sprintf("%s: key %q has %d bits: RFC 8301 permits it, 2048 are recommended; authmilter rotate replaces it by a 2048-bit key",
-				w.e.Pos, w.e.Name, sk.Bits))
-		}
 		if sk.Insecure != "" {
 			forcible("%s: key %q: %s; the key may have been copied (consider a new key with authmilter keygen)", w.e.Pos, w.e.Name, sk.Insecure)
 		}
@@ -227,10 +223,14 @@ func planOpenDKIMImport(dir, keyTableSpec, signingTableSpec string, force bool) 
 			}
 			continue
 		}
+		if sk.Algorithm == keys.RSASHA256 && sk.Bits < 2048 {
+			p.warnings = append(p.warnings, fmt.Sprintf("%s: key %q has %d bits: RFC 8301 permits it, 2048 are recommended; authmilter rotate replaces it by a 2048-bit key",
+				w.e.Pos, w.e.Name, sk.Bits))
+		}
 		it := &importItem{ImportItem: keys.ImportItem{Domain: w.domain, Selector: w.e.Selector, Key: sk}, pos: w.e.Pos}
 		checkNames(w.e, w.domain, src, forcible)
 		if rec, txt := genkeyRecord(src); rec != nil {
-			checkGenkeyRecord(w.e, w.domain, sk, rec, txt, forcible, problem)
+			checkGenkeyRecord(w.e, w.domain, sk, rec, txt, forcible)
 			if r, err := keys.ParseRecord(rec.Value); err == nil {
 				for _, f := range r.Flags {
 					it.Testing = it.Testing || f == "y"
@@ -332,7 +332,7 @@ func genkeyRecord(src string) (*keys.GenkeyRecord, string) {
 // for it: another public key there means the .private file was replaced
 // (or the .txt belongs to another key), and what is in DNS may be either.
 func checkGenkeyRecord(e *keys.KeyTableEntry, domain string, sk *keys.SourceKey, rec *keys.GenkeyRecord, txt string,
-	forcible func(string, ...any), problem func(string, ...any)) {
+	forcible func(string, ...any)) {
 	if r, err := keys.ParseRecord(rec.Value); err == nil && r.PublicKey != keys.PublicKeyData(sk.Signer.Public()) {
 		forcible("%s: key %q: %s holds the record of a different key; check which one is in DNS at %s._domainkey.%s", e.Pos, e.Name, txt, e.Selector, domain)
 	}
