@@ -108,6 +108,9 @@ type DomainView struct {
 	Publication func(*Key) Publication
 	// Retired lists the selectors in the domain's retired/ folder.
 	Retired []string
+	// Unmanaged lists selectors of keys in the folder that rotation does
+	// not touch (named by a signing rule): their state is kept as is.
+	Unmanaged []string
 	// State is the domain's state file; PlanRotation records its
 	// observations in it (the caller saves it unless it is a dry run).
 	State *DomainState
@@ -169,6 +172,9 @@ func PlanRotation(v DomainView, p RotatePolicy) ([]Action, error) {
 	retired := map[string]bool{}
 	for _, s := range v.Retired {
 		retired[s] = true
+	}
+	for _, sel := range v.Unmanaged {
+		present[sel] = true
 	}
 	// Forget keys that are neither in the folder nor in retired/.
 	for sel, ks := range v.State.Keys {

@@ -217,6 +217,24 @@ func (p *Policy) ruleKeys(r RuleConfig, d string) []*keys.Key {
 	return nil
 }
 
+// RuleNamed reports whether a signing rule's selector names k: it signs
+// for that rule only, and rotation leaves it alone.
+func (p *Policy) RuleNamed(k *keys.Key) bool { return p.ruleNamed[k] }
+
+// Signs reports whether the snapshot signs with k: it is an active key of
+// its domain, or a usable key that a rule names.
+func (p *Policy) Signs(k *keys.Key) bool {
+	if p.ruleNamed[k] {
+		return p.usable(k)
+	}
+	for _, a := range p.active[k.Domain] {
+		if a == k {
+			return true
+		}
+	}
+	return false
+}
+
 // RulesUsing names the signing rules that may sign with k, as
 // "signing.rule[i]" with what the rule matches, for `authmilter keys`.
 func (p *Policy) RulesUsing(k *keys.Key) []string {

@@ -92,14 +92,7 @@ func loadKeyView(ctx context.Context, cfg *policy.Config) (*keyView, error) {
 
 func (v *keyView) publication(k *keys.Key) keys.Publication { return v.pub[k] }
 
-func (v *keyView) isActive(k *keys.Key) bool {
-	for _, a := range v.pol.ActiveKeys(k.Domain) {
-		if a == k {
-			return true
-		}
-	}
-	return false
-}
+func (v *keyView) isActive(k *keys.Key) bool { return v.pol.Signs(k) }
 
 // whyInactive explains why k is not signing.
 func (v *keyView) whyInactive(k *keys.Key) string {
@@ -140,6 +133,9 @@ func (v *keyView) whyInactive(k *keys.Key) string {
 		if a.Algorithm == k.Algorithm && keys.Newer(a, k) {
 			return "superseded by " + a.Selector
 		}
+	}
+	if len(v.pol.RulesUsing(k)) == 0 {
+		return "no signing rule uses it"
 	}
 	return "not chosen"
 }
@@ -194,6 +190,9 @@ type keyInfo struct {
 	RetireAfter *time.Time `json:"retire_after,omitempty"`
 	// Problem is set for an active key whose record is not right.
 	Problem string `json:"problem,omitempty"`
+	// Rules are the signing rules that sign with the key (when it is
+	// active), e.g. "signing.rule[0] from=acme.com domain=bigcommunications.com selector=s1024_acme".
+	Rules []string `json:"rules,omitempty"`
 }
 
 func cmdKeys(args []string) error {
@@ -249,7 +248,8 @@ func listKeys(args []string, stdout, stderr io.Writer) error {
 			created := state.Created(k)
 			row := keyInfo{Domain: k.Domain, Selector: k.Selector, Algorithm: string(k.Algorithm), Bits: k.Bits,
 				Created: created.UTC(), AgeDays: int(now.Sub(created).Hours() / 24), DNS: string(pub.State),
-				Detail: pub.Detail, Active: v.isActive(k), Record: keys.RecordName(k.Domain, k.Selector)}
+				Detail: pub.Detail, Active: v.isActive(k), Record: keys.RecordName(k.Domain, k.Selector),
+				Rules: v.pol.RulesUsing(k)}
 			v.addCheck(&row, k, pub)
 			if !row.Active {
 				row.Why = v.whyInactive(k)
@@ -417,6 +417,20 @@ func (v *keyView) retiredRows(ctx context.Context, d string, state *keys.DomainS
 	return rows, problems
 }
 
+// ruleNumbers shortens RulesUsing's descriptions to the rules' numbers
+// for the table ("0,2"; "-" for none); -json has them whole.
+func ruleNumbers(rules []string) string {
+	if len(rules) == 0 {
+		return "-"
+	}
+	var out []string
+	for _, r := range rules {
+		n, _, _ := strings.Cut(strings.TrimPrefix(r, "signing.rule["), "]")
+		out = append(out, n)
+	}
+	return strings.Join(out, ",")
+}
+
 // printKeyTable prints the rows as a table (retired keys only when their
 // selector still gives a key, or may), then what the administrator needs
 // beyond a state: per-nameserver answers of keys that are not
@@ -424,7 +438,7 @@ func (v *keyView) retiredRows(ctx context.Context, d string, state *keys.DomainS
 // key becomes active.
 func printKeyTable(w io.Writer, rows []keyInfo) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DOMAIN\tSELECTOR\tALGORITHM\tBITS\tAGE\tDNS\tACTIVE")
+	fmt.Fprintln(tw, "DOMAIN\tSELECTOR\tALGORITHM\tBITS\tAGE\tDNS\tRULES\tACTIVE")
 	for _, r := range rows {
 		if r.Retired && r.Problem == "" {
 			continue // withdrawn as it should be: only -json lists it
@@ -444,7 +458,7 @@ func printKeyTable(w io.Writer, rows []keyInfo) {
 				act += "; retire after " + r.RetireAfter.Format("2006-01-02 15:04")
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%dd\t%s\t%s\n", r.Domain, r.Selector, r.Algorithm, r.Bits, r.AgeDays, r.DNS, act)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%dd\t%s\t%s\t%s\n", r.Domain, r.Selector, r.Algorithm, r.Bits, r.AgeDays, r.DNS, ruleNumbers(r.Rules), act)
 	}
 	tw.Flush()
 	for _, r := range rows {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/authmilter/authmilter/keys"
+	"github.com/authmilter/authmilter/keys/dnscheck"
 	"github.com/authmilter/authmilter/keys/publish"
 	"github.com/authmilter/authmilter/policy"
 )
@@ -184,7 +185,23 @@ func (r *rotateRun) domain(ctx context.Context, d string, firstAlgos []string) e
 		return err
 	}
 	saved, _ := json.Marshal(state)
-	domainKeys := r.view.pol.Table().Keys(d)
+	// Keys a signing rule names by selector are the administrator's to
+	// replace (they sign for that rule alone): rotation leaves them be.
+	var domainKeys []*keys.Key
+	var unmanaged []string
+	for _, k := range r.view.pol.Table().Keys(d) {
+		if r.view.pol.RuleNamed(k) {
+			if r.verbose {
+				r.say("%s: %s is named by a signing rule (%s); rotate leaves it alone", d, k.Selector, strings.Join(r.view.pol.RulesUsing(k), "; "))
+			}
+			unmanaged = append(unmanaged, k.Selector)
+			continue
+		}
+		domainKeys = append(domainKeys, k)
+	}
+	if len(domainKeys) == 0 && len(unmanaged) > 0 {
+		return nil // only rule-named keys: no rotation of its own
+	}
 	var plan []keys.Action
 	if len(domainKeys) == 0 {
 		// A new domain: its first keys.
@@ -200,7 +217,7 @@ func (r *rotateRun) domain(ctx context.Context, d string, firstAlgos []string) e
 		}
 	} else {
 		plan, err = keys.PlanRotation(keys.DomainView{Domain: d, Keys: domainKeys, Active: r.view.pol.ActiveKeys(d),
-			Publication: r.view.publication, Retired: retired, State: state}, r.pol)
+			Publication: r.view.publication, Retired: retired, Unmanaged: unmanaged, State: state}, r.pol)
 		if errors.Is(err, keys.ErrDNSUnavailable) {
 			return err // nothing may change, not even the state
 		}
@@ -254,7 +271,16 @@ func (r *rotateRun) do(ctx context.Context, a keys.Action, ddir string, state *k
 			return err
 		}
 		r.changed = true
-		state.NewKey(k.Selector, k.Algorithm, r.pol.Now)
+		// A domain in testing mode (keygen -t y) stays in it: the new key
+		// follows the one it replaces.
+		testing := false
+		for _, old := range r.view.pol.Table().Keys(a.Domain) {
+			if old.Selector == a.Previous && old.Testing {
+				testing = true
+			}
+		}
+		state.NewKey(k.Selector, k.Algorithm, r.pol.Now).Testing = testing
+		k.Testing = testing
 		r.say("%s: %s", what, k.Path)
 		return r.publishNew(ctx, k, state)
 	case keys.ActPending:
@@ -434,6 +460,43 @@ func (r *rotateRun) withdraw(ctx context.Context, a keys.Action, name string, st
 	r.say("%s: %s %s TXT by RFC 2136 update to %s", a.Domain, how, up.Name, where)
 	if len(up.Foreign) > 0 {
 		r.say("%s: left the record(s) at %s that this installation did not publish: %s", a.Domain, up.Name, strings.Join(quoted(up.Foreign), ", "))
+	}
+	return r.verifyRetired(ctx, a, key)
+}
+
+// verifyRetired looks, through the public path and (keys.check =
+// "nameservers") every authoritative nameserver, whether the selector of a
+// key whose record was just withdrawn still gives a usable key: a wildcard
+// TXT or a synthesizing server keeps old signatures verifying whatever was
+// removed. That is an error. A record still cached or on a lagging
+// secondary goes away by itself: a warning, and authmilter keys keeps
+// warning (and exits 1) until it has.
+func (r *rotateRun) verifyRetired(ctx context.Context, a keys.Action, key *keys.Key) error {
+	if r.view == nil || r.view.check == nil {
+		return nil
+	}
+	q := dnscheck.RetiredQuery{Domain: a.Domain, Selector: a.Selector}
+	if key != nil {
+		q.P = key.PublicKeyData()
+	}
+	for _, k := range r.view.pol.Table().Keys(a.Domain) {
+		if strings.EqualFold(k.Selector, a.Selector) && k != key {
+			q.Current = append(q.Current, k.PublicKeyData())
+		}
+	}
+	res := r.view.check.checker.CheckRetired(ctx, q)
+	switch {
+	case res.Retired:
+		r.say("%s: checked: %s no longer gives a usable key (%s)", a.Domain, keys.RecordName(a.Domain, a.Selector), res.State)
+		return nil
+	case res.Wildcard:
+		return fmt.Errorf("%s: retired key %s still verifies: %s; a wildcard record (*._domainkey.%s) or a synthesizing server answers for every selector: remove it, or signatures of retired keys keep verifying",
+			a.Domain, a.Selector, res.Detail, a.Domain)
+	case res.State == keys.TempError:
+		r.say("%s: warning: could not check that %s is gone: %s; authmilter keys checks it again", a.Domain, a.Selector, res.Detail)
+	default:
+		r.say("%s: warning: %s still gives a usable key: %s (a cached copy or a lagging nameserver goes away within the record's TTL; authmilter keys warns until it has)",
+			a.Domain, a.Selector, res.Detail)
 	}
 	return nil
 }
