@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -229,6 +230,22 @@ func (d *daemon) install(old, pol *policy.Policy) {
 					d.log.Warn(fmt.Sprintf("key deactivated d=%s s=%s a=%s; nothing replaces it", dom, o.Selector, o.Algorithm))
 				}
 			}
+		}
+	}
+	// Files in the key folders that are not keys: at start, and when the
+	// list changes (an OpenDKIM mail.private left where a key was meant).
+	var was []string
+	if old != nil {
+		was = old.Table().Ignored()
+	}
+	if now := pol.Table().Ignored(); old == nil || !slices.Equal(was, now) {
+		const most = 20
+		for i, entry := range now {
+			if i == most {
+				d.log.Warn("key folder entries ignored", "more", len(now)-most)
+				break
+			}
+			d.log.Warn("key folder entry ignored", "detail", entry)
 		}
 	}
 	// Unusable keys, each time what is wrong changes (not at every recheck).
