@@ -235,8 +235,12 @@ func PlanRotation(v DomainView, p RotatePolicy) ([]Action, error) {
 		n := newest[a]
 		pub := v.Publication(n)
 		if pub.State != Published {
+			reason := fmt.Sprintf("newest key has no valid record (%s)", pub.State)
+			if pub.State == Waiting {
+				reason = "newest key is published; the daemon waits for DNS caches to expire before signing with it"
+			}
 			creates = append(creates, Action{Kind: ActPending, Domain: v.Domain, Selector: n.Selector, Algorithm: a, Key: n,
-				Publication: pub, Reason: fmt.Sprintf("newest key has no valid record (%s)", pub.State)})
+				Publication: pub, Reason: reason})
 			continue
 		}
 		if !active[n] {

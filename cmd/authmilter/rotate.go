@@ -310,6 +310,15 @@ func (r *rotateRun) do(ctx context.Context, a keys.Action, ddir string, state *k
 			}
 			return r.publishNew(ctx, k, state)
 		}
+		switch a.Publication.State {
+		case keys.Waiting:
+			r.say("%s: the newest %s key %s is published; %s", a.Domain, a.Algorithm, a.Selector, a.Reason)
+			return nil
+		case keys.Partial:
+			r.say("%s: the newest %s key %s is not on every nameserver yet (%s); it becomes active once they all serve it",
+				a.Domain, a.Algorithm, a.Selector, a.Publication.Detail)
+			return nil
+		}
 		how := "publish"
 		if a.Publication.State != keys.Missing {
 			how = "replace it with"
