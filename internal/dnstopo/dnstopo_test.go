@@ -291,3 +291,32 @@ func sign(t *testing.T, key crypto.Signer, domain, selector string) []byte {
 	}
 	return out.Bytes()
 }
+
+// TestZoneData: ZoneData reads a server's own records, which a query
+// cannot tell from wildcard answers.
+func TestZoneData(t *testing.T) {
+	w := Start(t, Options{CustomerZones: []string{"wild.example"},
+		Records: []string{`*._domainkey.wild.example. TXT "w"`, `a._domainkey.wild.example. TXT "a"`}})
+	ctx := context.Background()
+	tests := []struct {
+		owner     string
+		own, resp []string
+	}{
+		{"a._domainkey.wild.example", []string{`a._domainkey.wild.example. 2 TXT "a"`}, []string{"a"}},
+		{"b._domainkey.wild.example", nil, []string{"w"}},
+		{"*._domainkey.wild.example", []string{`*._domainkey.wild.example. 2 TXT "w"`}, []string{"w"}},
+	}
+	for _, tt := range tests {
+		own, err := w.Customers.ZoneData(ctx, "wild.example", tt.owner, "TXT")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(own) != len(tt.own) || (len(own) == 1 && !strings.HasSuffix(own[0], tt.own[0])) {
+			t.Errorf("ZoneData %s = %q, want %q", tt.owner, own, tt.own)
+		}
+		txt, err := w.Customers.TXT(ctx, tt.owner)
+		if err != nil || !slices.Equal(txt, tt.resp) {
+			t.Errorf("TXT %s = %q, %v; want %q", tt.owner, txt, err, tt.resp)
+		}
+	}
+}

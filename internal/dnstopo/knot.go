@@ -227,6 +227,34 @@ func txtOf(r *dns.Msg, name string) []string {
 	return out
 }
 
+// ZoneData returns the records the server holds in zone at owner of type
+// rrtype ("" for every type), from its zone contents (knotc zone-read):
+// unlike a query, it never answers from a wildcard, so a test can tell a
+// record of its own from a synthesized one. Each record is one line of
+// knotc's output; none gives nil.
+func (s *Server) ZoneData(ctx context.Context, zone, owner, rrtype string) ([]string, error) {
+	args := []string{"zone-read", fqdn(canon(zone)), dns.Fqdn(owner)}
+	if rrtype != "" {
+		args = append(args, rrtype)
+	}
+	out, err := s.Control(ctx, args...)
+	if err != nil {
+		// knotc reports an owner without records as an error ("no such
+		// name in the zone" in 3.2).
+		if strings.Contains(out, "no such") || strings.Contains(out, "not exist") {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("%s: %w", s.Name, err)
+	}
+	var recs []string
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			recs = append(recs, l)
+		}
+	}
+	return recs, nil
+}
+
 // Control runs knotc on the server's control socket.
 func (s *Server) Control(ctx context.Context, args ...string) (string, error) {
 	return run(ctx, KnotcBinary, append([]string{"-s", s.sock}, args...)...)
