@@ -374,7 +374,7 @@ func TestAddrAccessors(t *testing.T) {
 
 func TestFreeLoopback53(t *testing.T) {
 	if os.Geteuid() != 0 {
-		t.Skip("needs root to bind port 53")
+		t.Fatal("needs root to bind port 53: run the tests as root")
 	}
 	addr := FreeLoopback53(t)
 	host, port, err := net.SplitHostPort(addr)
