@@ -70,6 +70,9 @@ const (
 	ActWithdraw ActionKind = "withdraw"
 	// ActWait is informational: Key is superseded and is retired at RetireAt.
 	ActWait ActionKind = "wait"
+	// ActHold is informational: Key (the newest) is due for rotation, but
+	// the alternating selector that comes next still holds a key.
+	ActHold ActionKind = "hold"
 )
 
 // Action is one step of a rotation plan.
@@ -253,6 +256,13 @@ func PlanRotation(v DomainView, p RotatePolicy) ([]Action, error) {
 		}
 		gen := GenAlgorithm(n)
 		sel, err := scheme.Next(p.Now, gen, taken, holding, n.Selector)
+		if errors.Is(err, ErrSelectorBusy) {
+			// Alternating selectors: the other one's key is still in its
+			// grace period. Not an error: a later run makes the key.
+			creates = append(creates, Action{Kind: ActHold, Domain: v.Domain, Selector: n.Selector, Algorithm: a, Key: n,
+				Reason: fmt.Sprintf("%s is %s old, but %v", n.Selector, days(age), err)})
+			continue
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("keys: %s: %w", n.ID(), err))
 			continue

@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -14,6 +15,10 @@ import (
 func CNAMETarget(domain, selector, cnameZone string) string {
 	return strings.ToLower(selector + "." + strings.TrimSuffix(domain, ".") + "." + strings.TrimSuffix(cnameZone, "."))
 }
+
+// ErrSelectorBusy is wrapped by SelectorScheme.Next when the alternating
+// selector due next still holds a key: rotation waits for its retirement.
+var ErrSelectorBusy = errors.New("selector still in use")
 
 // SelectorScheme says how keygen and rotate name new keys: by a template
 // (Format, or the default date scheme with Suffix), or by Alternate, two
@@ -136,8 +141,8 @@ func (s SelectorScheme) Next(t time.Time, algo string, taken, present []string, 
 		}
 		for _, p := range present {
 			if strings.EqualFold(p, next) {
-				return "", fmt.Errorf("keys: alternating selectors %s/%s: %s still holds a key; it must be retired (keys.grace after it was superseded) before its selector is used again",
-					pair[0], pair[1], next)
+				return "", fmt.Errorf("keys: alternating selectors %s/%s: %s still holds a key; it must be retired (keys.grace after it was superseded) before its selector is used again: %w",
+					pair[0], pair[1], next, ErrSelectorBusy)
 			}
 		}
 		return next, nil

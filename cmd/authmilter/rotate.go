@@ -327,6 +327,11 @@ func (r *rotateRun) do(ctx context.Context, a keys.Action, ddir string, state *k
 			a.Publication.State, a.Publication.Detail, how, zoneRecord(r.cfg, k))
 		r.sayCustomer(ctx, nil, a.Domain, a.Selector)
 		return nil
+	case keys.ActHold:
+		if r.verbose {
+			r.say("%s: no new %s key yet: %s", a.Domain, a.Algorithm, a.Reason)
+		}
+		return nil
 	case keys.ActWait:
 		if r.verbose {
 			r.say("%s: %s (%s) %s; it is retired after %s", a.Domain, a.Selector, a.Algorithm, a.Reason,
