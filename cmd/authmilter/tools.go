@@ -95,16 +95,17 @@ func cmdSign(args []string) error {
 	if err != nil {
 		return fmt.Errorf("-from-ip: %w", err)
 	}
-	r, err := newResolver(cfg)
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), compileTimeout)
 	defer cancel()
-	pol, err := policy.Compile(ctx, cfg, r)
+	// The daemon's view of the keys: the same publication check (every
+	// nameserver and the public path) and the same wait after publication,
+	// from the daemon's saved first-seen times; never a key the daemon
+	// would not sign with.
+	v, err := loadKeyView(ctx, cfg)
 	if err != nil {
 		return err
 	}
+	pol := v.pol
 	header, body, err := readMessage(os.Stdin)
 	if err != nil {
 		return err
