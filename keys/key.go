@@ -13,7 +13,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -131,29 +130,14 @@ var ErrNotRegular = errors.New("not a regular file")
 // one we run as nor root: that user could replace our signing key.
 var ErrBadOwner = errors.New("key file must be owned by the daemon's user or root")
 
-// readKeyFile reads a key file safely: the file type is checked before it
-// is opened (a FIFO is never opened), it is opened non-blocking and checked
-// again on the open descriptor (it may have been swapped in between), and
-// at most maxKeyFileSize bytes are read.
+// readKeyFile reads a key file safely (see readRegular: a FIFO is never
+// opened, the type is checked again on the open descriptor, at most
+// maxKeyFileSize bytes are read) and checks its owner and mode; the content
+// is used only if both are right.
 func readKeyFile(path string) ([]byte, os.FileInfo, error) {
-	fi, err := os.Stat(path) // follows a symbolic link to its target
+	data, fi, err := readRegular(path, maxKeyFileSize)
 	if err != nil {
 		return nil, nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, nil, fmt.Errorf("%s: %w (%s)", path, ErrNotRegular, fileType(fi.Mode()))
-	}
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer f.Close()
-	fi, err = f.Stat()
-	if err != nil {
-		return nil, nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, nil, fmt.Errorf("%s: %w (%s)", path, ErrNotRegular, fileType(fi.Mode()))
 	}
 	if err := CheckOwner(path, fi); err != nil {
 		return nil, nil, err
@@ -161,13 +145,6 @@ func readKeyFile(path string) ([]byte, os.FileInfo, error) {
 	if fi.Mode().Perm()&0o077 != 0 {
 		return nil, nil, fmt.Errorf("%s has mode %04o: %w (run chmod 600 %s)",
 			path, fi.Mode().Perm(), ErrInsecurePermissions, path)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
-	if err != nil {
-		return nil, nil, err
-	}
-	if len(data) > maxKeyFileSize {
-		return nil, nil, fmt.Errorf("%s: larger than %d bytes: not a private key", path, maxKeyFileSize)
 	}
 	return data, fi, nil
 }
