@@ -131,21 +131,53 @@ type Update struct {
 	Action string
 	// Value is the TXT value the update leaves at the name ("" for remove).
 	Value string
-	// Found are the TXT values the name held (nil when it held none, or
-	// only a wildcard's).
+	// Found are the TXT values the name itself held (nil when it held
+	// none). For a Wildcard update they are known only after Send.
 	Found []string
 	// Foreign are the values of Found that are not ours: replaced by a
 	// forced publication, left alone by a withdrawal.
 	Foreign []string
-	// Wildcard is set when the name itself held no TXT record but a
-	// wildcard answered for it; the wildcard is left alone.
+	// Wildcard is set when a wildcard answers at the name with the very
+	// records the server answered there (a random sibling name got the
+	// same answer): an answer cannot tell whether the name holds them
+	// itself or only the wildcard does. The update's prerequisites decide,
+	// as they see only the name's own records, never a wildcard's (RFC
+	// 2136 §3.2): Send tries the update for one case, then for the other,
+	// and sets the fields to the case that held. After Send, Found is nil
+	// when only the wildcard answered. The wildcard is never touched.
 	Wildcard bool
-	// Noop is set when there is nothing to send: the record is already
+	// Noop is set when there is nothing to change: the record is already
 	// there (publish, revoke), or nothing of ours is there (withdrawal).
+	// For a Wildcard update it is known only after Send.
 	Noop bool
 
+	// msg is the update with its prerequisites; for a Noop, the
+	// prerequisites alone (a check that changes nothing).
 	msg     *dns.Msg
 	removed []string // values the update takes away
+	// cases are, for a Wildcard update before Send, the updates for "the
+	// name holds the answered records itself" and "the name holds no TXT
+	// record", in the order Send tries them.
+	cases []wildcardCase
+}
+
+// wildcardCase is the update for one case a wildcard's answer leaves
+// open, or why it is refused in that case (a record not ours at the name).
+type wildcardCase struct {
+	u   *Update
+	err error
+}
+
+// undecided returns the update of a name where a wildcard answers: the
+// cases' updates, tried by Send in the order given. Until then its fields
+// are the first case's.
+func undecided(cases ...wildcardCase) *Update {
+	for _, c := range cases {
+		c.u.Wildcard = true
+	}
+	u := *cases[0].u
+	u.Noop, u.cases = false, cases
+	return &u
 }
 
 // Check locates the record of domain/selector and looks at what its name
@@ -155,15 +187,37 @@ type Update struct {
 func (s *Set) Check(ctx context.Context, domain, selector string, own Ownership) (*Place, error) {
 	p, err := s.Locate(ctx, domain, selector)
 	if err == nil {
-		var found *rrset
-		if found, err = p.lookup(ctx); err == nil {
-			err = found.refuse(p, own)
-		}
+		err = p.check(ctx, own)
 	}
 	if err != nil {
 		return p, fmt.Errorf("publish: %s/%s: %w", domain, selector, err)
 	}
 	return p, nil
+}
+
+// check looks at what the name holds now: a *ForeignRecordError when it
+// holds records that own does not cover.
+func (p *Place) check(ctx context.Context, own Ownership) error {
+	found, err := p.lookup(ctx)
+	if err != nil {
+		return err
+	}
+	refused := found.refuse(p, own)
+	if refused == nil || !found.wildcard {
+		return refused
+	}
+	// The records refused may be only a wildcard's, which is left alone:
+	// they are the name's when it holds a TXT RRset itself. The
+	// prerequisite "RRset does not exist" alone asks the server that,
+	// changing nothing.
+	err = p.Target.send(ctx, p.newUpdate(&rrset{}))
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrChanged):
+		return refused
+	}
+	return fmt.Errorf("asking whether %s holds a TXT record itself or a wildcard answers for it: %w", p.Name, err)
 }
 
 // PreparePublish locates k's record, looks up what its name holds and
@@ -230,7 +284,19 @@ func (s *Set) PrepareWithdraw(ctx context.Context, domain, selector string, a ke
 	if found.cname != "" {
 		return nil, &ForeignRecordError{Name: p.Name, Server: p.Target.cfg.Server, CNAME: found.cname}
 	}
-	u := &Update{Place: *p, Action: "remove", Found: found.values(), Wildcard: found.wildcard}
+	held := p.planWithdraw(found, a, revoke, own)
+	if !found.wildcard {
+		return held, nil
+	}
+	// Tried first: the name holds the answered records itself (then the
+	// update takes ours away); else only the wildcard answers and nothing
+	// of ours is at the name.
+	return undecided(wildcardCase{u: held}, wildcardCase{u: p.planWithdraw(&rrset{}, a, revoke, own)}), nil
+}
+
+// planWithdraw is the withdrawal when the name holds found itself.
+func (p *Place) planWithdraw(found *rrset, a keys.Algorithm, revoke bool, own Ownership) *Update {
+	u := &Update{Place: *p, Action: "remove", Found: found.values(), msg: p.newUpdate(found)}
 	if revoke {
 		u.Action, u.Value = "revoke", keys.RevokedRecord(a)
 	}
@@ -248,12 +314,11 @@ func (s *Set) PrepareWithdraw(ctx context.Context, domain, selector string, a ke
 		// Nothing of ours: nothing to do (a revocation is added only in
 		// place of our own record, never next to someone else's).
 		u.Noop, u.Value = true, ""
-		return u, nil
+		return u
 	case revoke && len(u.Foreign) == 0 && len(found.txt) == 1 && txtValue(found.txt[0]) == u.Value:
 		u.Noop = true
-		return u, nil
+		return u
 	}
-	m := p.newUpdate(found)
 	if len(u.Foreign) > 0 {
 		// Delete only our records; the others stay, and so no revocation
 		// goes next to them (two DKIM records at one name break both).
@@ -262,15 +327,14 @@ func (s *Set) PrepareWithdraw(ctx context.Context, domain, selector string, a ke
 		for i, rr := range ours {
 			rrs[i] = dns.Copy(rr)
 		}
-		m.Remove(rrs)
+		u.msg.Remove(rrs)
 	} else {
-		m.RemoveRRset([]dns.RR{&dns.ANY{Hdr: dns.RR_Header{Name: p.Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET}}})
+		u.msg.RemoveRRset([]dns.RR{&dns.ANY{Hdr: dns.RR_Header{Name: p.Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET}}})
 		if revoke {
-			m.Insert([]dns.RR{p.txt(u.Value)})
+			u.msg.Insert([]dns.RR{p.txt(u.Value)})
 		}
 	}
-	u.msg = m
-	return u, nil
+	return u
 }
 
 // Withdraw withdraws the record of a retired key (PrepareWithdraw), sends
@@ -289,13 +353,41 @@ func (s *Set) Withdraw(ctx context.Context, domain, selector string, a keys.Algo
 	return u, nil
 }
 
-// Send sends the prepared update (nothing for a Noop). When its
-// prerequisites fail, nothing was changed and the error wraps ErrChanged.
+// Send sends the prepared update (nothing for a Noop; for a Wildcard
+// update, see Update.Wildcard). When its prerequisites fail, nothing was
+// changed and the error wraps ErrChanged.
 func (u *Update) Send(ctx context.Context) error {
+	if len(u.cases) > 0 {
+		return u.sendCases(ctx)
+	}
 	if u.Noop {
 		return nil
 	}
-	err := u.Target.send(ctx, u.msg)
+	return u.changed(u.Target.send(ctx, u.msg))
+}
+
+// sendCases sends the update of each case a wildcard's answer left open
+// until the server accepts one's prerequisites: they exclude each other,
+// so exactly one case holds unless the records change meanwhile. A case
+// with nothing to change, or refused, sends its prerequisites alone: the
+// server checks them and changes nothing. u becomes the case that held.
+func (u *Update) sendCases(ctx context.Context) error {
+	var err error
+	for _, c := range u.cases {
+		if err = u.Target.send(ctx, c.u.msg); errors.Is(err, ErrChanged) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		*u = *c.u
+		return c.err
+	}
+	return u.changed(err)
+}
+
+// changed explains a failed prerequisite.
+func (u *Update) changed(err error) error {
 	if errors.Is(err, ErrChanged) {
 		return fmt.Errorf("another installation changed %s at the same moment; nothing was overwritten; run again to see what is there now (%w)",
 			u.Name, err)
@@ -304,7 +396,9 @@ func (u *Update) Send(ctx context.Context) error {
 }
 
 // verify looks the name up again after the update: the value left there
-// must be served, and what was removed must be gone.
+// must be served, and what was removed must be gone, unless a wildcard
+// answers with it (the update's prerequisites made sure that the name's
+// own records were what it took away).
 func (u *Update) verify(ctx context.Context) error {
 	found, err := u.lookup(ctx)
 	if err != nil {
@@ -313,7 +407,7 @@ func (u *Update) verify(ctx context.Context) error {
 	now := found.values()
 	bad := u.Value != "" && !slices.Contains(now, u.Value)
 	for _, v := range u.removed {
-		bad = bad || (v != u.Value && slices.Contains(now, v))
+		bad = bad || (v != u.Value && slices.Contains(now, v) && !found.wildcard)
 	}
 	if bad {
 		return fmt.Errorf("the update of zone %s was accepted but %s then answers %s at %s", strings.TrimSuffix(u.Zone, "."),
@@ -328,10 +422,28 @@ func (p *Place) preparePut(ctx context.Context, action, value string, own Owners
 	if err != nil {
 		return nil, err
 	}
-	if err := found.refuse(p, own); err != nil {
-		return nil, err
+	held, refused := p.planPut(action, value, found, own)
+	if !found.wildcard {
+		if refused != nil {
+			return nil, refused
+		}
+		return held, nil
 	}
-	u := &Update{Place: *p, Action: action, Value: value, Found: found.values(), Wildcard: found.wildcard}
+	// Tried first: the name holds no TXT record, only the wildcard
+	// answers (a wildcard's record is no record at the name, and stays);
+	// else the name holds the answered records itself, and they decide as
+	// anywhere else.
+	none, _ := p.planPut(action, value, &rrset{}, own)
+	return undecided(wildcardCase{u: none}, wildcardCase{u: held, err: refused}), nil
+}
+
+// planPut is the update that leaves exactly value at the name when it
+// holds found itself, and the refusal of it if found is not ours.
+func (p *Place) planPut(action, value string, found *rrset, own Ownership) (*Update, error) {
+	u := &Update{Place: *p, Action: action, Value: value, Found: found.values(), msg: p.newUpdate(found)}
+	if err := found.refuse(p, own); err != nil {
+		return u, err
+	}
 	for _, rr := range found.txt {
 		v := txtValue(rr)
 		u.removed = append(u.removed, v)
@@ -343,10 +455,8 @@ func (p *Place) preparePut(ctx context.Context, action, value string, own Owners
 		u.Noop = true // already there
 		return u, nil
 	}
-	m := p.newUpdate(found)
-	m.RemoveRRset([]dns.RR{&dns.ANY{Hdr: dns.RR_Header{Name: p.Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET}}})
-	m.Insert([]dns.RR{p.txt(value)})
-	u.msg = m
+	u.msg.RemoveRRset([]dns.RR{&dns.ANY{Hdr: dns.RR_Header{Name: p.Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET}}})
+	u.msg.Insert([]dns.RR{p.txt(value)})
 	return u, nil
 }
 
@@ -377,8 +487,11 @@ func (p *Place) txt(value string) *dns.TXT {
 
 // rrset is what a name holds, as the chosen server answered.
 type rrset struct {
-	txt      []*dns.TXT
-	cname    string
+	txt   []*dns.TXT
+	cname string
+	// wildcard: a random sibling name got the same TXT records, so a
+	// wildcard answers at the name with them, and the name may hold them
+	// itself or hold none.
 	wildcard bool
 }
 
@@ -415,10 +528,12 @@ func (r *rrset) refuse(p *Place, own Ownership) error {
 func txtValue(t *dns.TXT) string { return unescape(strings.Join(t.Txt, "")) }
 
 // lookup asks the place's server (RD=0) for the TXT records at the name.
-// The server must answer authoritatively. Records that a wildcard
-// synthesizes (the name itself holds none) are recognised by asking for a
-// random sibling name too, and are not the name's: an update's
-// prerequisites see only the name's own records.
+// The server must answer authoritatively. A wildcard answering with the
+// same records is recognised by asking for a random sibling name too: then
+// the answer cannot tell whether the name holds them itself (an answer
+// from a name's own RRset and one synthesized from a wildcard look the
+// same, RFC 4592), and the result says so (wildcard) for the update's
+// prerequisites to decide.
 func (p *Place) lookup(ctx context.Context) (*rrset, error) {
 	r, err := p.Target.queryAuth(ctx, p.Name, dns.TypeTXT)
 	if err != nil {
@@ -438,9 +553,7 @@ func (p *Place) lookup(ctx context.Context) (*rrset, error) {
 	a, b := r.values(), pr.values()
 	slices.Sort(a)
 	slices.Sort(b)
-	if slices.Equal(a, b) {
-		return &rrset{wildcard: true}, nil
-	}
+	r.wildcard = slices.Equal(a, b)
 	return r, nil
 }
 

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/authmilter/authmilter/keys"
 	"github.com/authmilter/authmilter/keys/publish/publishtest"
 	"github.com/authmilter/authmilter/policy"
@@ -424,5 +426,140 @@ func TestRemember(t *testing.T) {
 		if !slices.Equal(got, tt.want) || len(got) > MaxRecords {
 			t.Errorf("Remember(%q, %q) = %q, want %q", tt.records, tt.value, got, tt.want)
 		}
+	}
+}
+
+// TestWildcard: a wildcard *._domainkey TXT answers at every selector name
+// that holds nothing itself, exactly as the name's own records would: an
+// answer cannot tell them apart. Withdrawals and publications must act on
+// the name's own records (RFC 2136 prerequisites see only those), never
+// take the wildcard's answer for them, and never touch the wildcard.
+func TestWildcard(t *testing.T) {
+	const zone = "wild.example"
+	knot := publishtest.StartKnot(t, zone)
+	set := NewSet(nil, target(t, knot))
+	dir := t.TempDir()
+	ctx := context.Background()
+	foreign := keys.FormatRecord(newKey(t, dir, "elsewhere.example", "x", "ed25519"))
+	// All names share one wildcard: each case sets it.
+	wildName := "*._domainkey." + zone + "."
+	for i, tt := range []struct {
+		name string
+		// wild is what the wildcard holds: "ours" (the key's record) or
+		// "foreign"; own is what the name itself holds: "", "ours",
+		// "foreign".
+		wild, own string
+		op        string // "remove", "revoke", "publish"
+		force     bool
+		// wantOwn is what the name holds itself after: "", "ours",
+		// "foreign", "revocation".
+		wantOwn  string
+		wantNoop bool
+		wantErr  string // a *ForeignRecordError saying this
+	}{
+		{name: "withdraw ours, wildcard the same", wild: "ours", own: "ours", op: "remove", wantOwn: ""},
+		{name: "revoke ours, wildcard the same", wild: "ours", own: "ours", op: "revoke", wantOwn: "revocation"},
+		{name: "withdraw, wildcard only", wild: "ours", op: "remove", wantOwn: "", wantNoop: true},
+		{name: "revoke, wildcard only", wild: "ours", op: "revoke", wantOwn: "", wantNoop: true},
+		{name: "withdraw, foreign wildcard and the same foreign record", wild: "foreign", own: "foreign", op: "remove", wantOwn: "foreign", wantNoop: true},
+		{name: "withdraw, foreign wildcard only", wild: "foreign", op: "remove", wantOwn: "", wantNoop: true},
+		{name: "publish, wildcard holds our record", wild: "ours", op: "publish", wantOwn: "ours"},
+		{name: "publish, ours there and in the wildcard", wild: "ours", own: "ours", op: "publish", wantOwn: "ours", wantNoop: true},
+		{name: "publish, foreign wildcard only", wild: "foreign", op: "publish", wantOwn: "ours"},
+		{name: "publish, foreign wildcard and the same foreign record", wild: "foreign", own: "foreign", op: "publish", wantOwn: "foreign",
+			wantErr: "already holds a record that this installation did not publish"},
+		{name: "publish forced, foreign wildcard and the same foreign record", wild: "foreign", own: "foreign", op: "publish", force: true, wantOwn: "ours"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sel := "c" + string(rune('a'+i))
+			k := newKey(t, dir, zone, sel, "ed25519")
+			name := keys.RecordName(zone, sel) + "."
+			value := map[string]string{"ours": keys.FormatRecord(k), "foreign": foreign, "revocation": keys.RevokedRecord(k.Algorithm)}
+			knot.RemoveRRset(t, zone, wildName, dns.TypeTXT)
+			knot.AddRR(t, zone, txt(value[tt.wild])(wildName, k)...)
+			if tt.own != "" {
+				knot.AddRR(t, zone, txt(value[tt.own])(name, k)...)
+			}
+			if got := knot.TXT(t, name); !slices.Equal(got, []string{value[tt.wild]}) {
+				t.Fatalf("test setup: the server answers %q at %s", got, name)
+			}
+			var up *Update
+			var err error
+			if tt.op == "publish" {
+				// keygen's check before it makes a key refuses the same.
+				if _, err := set.Check(ctx, zone, sel, Ownership{Force: tt.force, Key: k}); (err != nil) != (tt.wantErr != "") {
+					t.Errorf("Check: %v", err)
+				}
+				up, err = set.Publish(ctx, k, Ownership{Force: tt.force})
+			} else {
+				up, err = set.Withdraw(ctx, zone, sel, k.Algorithm, tt.op == "revoke", Ownership{Key: k})
+			}
+			if tt.wantErr != "" {
+				var fe *ForeignRecordError
+				if !errors.As(err, &fe) || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Errorf("error = %v, want a ForeignRecordError saying %q", err, tt.wantErr)
+				}
+			} else if err != nil {
+				t.Fatal(err)
+			} else if up.Noop != tt.wantNoop || !up.Wildcard || (up.Found == nil) != (tt.own == "") {
+				t.Errorf("Noop = %v, Wildcard = %v, Found = %q; want Noop %v, the wildcard noticed, and found what the name holds itself (%q)",
+					up.Noop, up.Wildcard, up.Found, tt.wantNoop, tt.own)
+			}
+			var want []string
+			if tt.wantOwn != "" {
+				want = []string{value[tt.wantOwn]}
+			}
+			if got := knot.ZoneTXT(t, zone, name); !slices.Equal(got, want) {
+				t.Errorf("%s itself holds %q, want %q", name, got, want)
+			}
+			if got := knot.ZoneTXT(t, zone, wildName); !slices.Equal(got, []string{value[tt.wild]}) {
+				t.Errorf("the wildcard changed: %q", got)
+			}
+		})
+	}
+
+	// Between the lookup and the update, someone removes or replaces our
+	// record at the name: the prerequisites of both cases see it.
+	for _, tt := range []struct {
+		name     string
+		then     string // what the name holds itself when the update comes: "" or "foreign"
+		wantNoop bool   // else ErrChanged
+	}{
+		{name: "removed meanwhile", wantNoop: true},
+		{name: "replaced meanwhile", then: "foreign"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sel := strings.ReplaceAll(tt.name, " ", "-")
+			k := newKey(t, dir, zone, sel, "ed25519")
+			name := keys.RecordName(zone, sel) + "."
+			ours := keys.FormatRecord(k)
+			knot.RemoveRRset(t, zone, wildName, dns.TypeTXT)
+			knot.AddRR(t, zone, txt(ours)(wildName, k)...)
+			knot.AddRR(t, zone, txt(ours)(name, k)...)
+			up, err := set.PrepareWithdraw(ctx, zone, sel, k.Algorithm, false, Ownership{Key: k})
+			if err != nil {
+				t.Fatal(err)
+			}
+			knot.RemoveRRset(t, zone, name, dns.TypeTXT)
+			var want []string
+			if tt.then != "" {
+				knot.AddRR(t, zone, txt(foreign)(name, k)...)
+				want = []string{foreign}
+			}
+			err = up.Send(ctx)
+			if tt.wantNoop {
+				if err != nil || !up.Noop || !up.Wildcard || up.Found != nil {
+					t.Errorf("Send: %v; Noop %v, Wildcard %v, Found %q: want nothing done, only the wildcard there", err, up.Noop, up.Wildcard, up.Found)
+				}
+			} else if !errors.Is(err, ErrChanged) {
+				t.Errorf("Send error = %v, want ErrChanged", err)
+			}
+			if got := knot.ZoneTXT(t, zone, name); !slices.Equal(got, want) {
+				t.Errorf("%s itself holds %q, want %q", name, got, want)
+			}
+			if got := knot.ZoneTXT(t, zone, wildName); !slices.Equal(got, []string{ours}) {
+				t.Errorf("the wildcard changed: %q", got)
+			}
+		})
 	}
 }

@@ -1,6 +1,11 @@
 package publishtest
 
 import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -48,4 +53,44 @@ func (k *Knot) update(t testing.TB, m *dns.Msg) {
 	if r.Rcode != dns.RcodeSuccess {
 		t.Fatalf("publishtest: update of %s: %s\n%s", m.Question[0].Name, dns.RcodeToString[r.Rcode], k.Logs())
 	}
+}
+
+// KnotcBinary is Knot's control tool, which reads a zone's own contents.
+const KnotcBinary = "/usr/sbin/knotc"
+
+// ZoneTXT returns the TXT records that zone itself holds at name, each
+// record's strings joined, from the server's zone contents (knotc
+// zone-read): unlike a query it never answers from a wildcard, so a test
+// can tell a name's own record from a synthesized one. nil if none.
+func (k *Knot) ZoneTXT(t testing.TB, zone, name string) []string {
+	t.Helper()
+	if _, err := os.Stat(KnotcBinary); err != nil {
+		t.Fatalf("publishtest: %s not found (%v); install it with: %s", KnotcBinary, err, InstallHint)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, KnotcBinary, "-s", filepath.Join(k.Dir, "knot.sock"),
+		"zone-read", dns.Fqdn(zone), dns.Fqdn(name), "TXT")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		// knotc reports a name without records as an error.
+		if s := string(out); strings.Contains(s, "no such") || strings.Contains(s, "not exist") {
+			return nil
+		}
+		t.Fatalf("publishtest: knotc zone-read %s %s: %v: %s", zone, name, err, out)
+	}
+	var recs []string
+	for _, l := range strings.Split(string(out), "\n") {
+		// "[zone.] name TTL TXT "..." ..."
+		if _, rest, ok := strings.Cut(strings.TrimSpace(l), "] "); ok {
+			rr, err := dns.NewRR(rest)
+			if err != nil {
+				t.Fatalf("publishtest: knotc zone-read line %q: %v", l, err)
+			}
+			if txt, ok := rr.(*dns.TXT); ok {
+				recs = append(recs, strings.Join(txt.Txt, ""))
+			}
+		}
+	}
+	return recs
 }
