@@ -459,6 +459,12 @@ func (r *rotateRun) withdraw(ctx context.Context, a keys.Action, name string, st
 	case up.Noop && up.Value != "":
 		r.say("%s: %s TXT is already revoked at %s", a.Domain, up.Name, where)
 		return nil
+	case up.Noop && up.Wildcard:
+		// The name holds nothing itself; the wildcard answering there is
+		// not ours to remove, but may still give the retired key.
+		_, parent, _ := strings.Cut(strings.TrimSuffix(up.Name, "."), ".")
+		r.say("%s: nothing of ours at %s (%s); a wildcard record (*.%s) answers for it and is left alone", a.Domain, up.Name, where, parent)
+		return r.verifyRetired(ctx, a, key)
 	case up.Noop:
 		r.say("%s: %s has no TXT record at %s; nothing to withdraw", a.Domain, up.Name, where)
 		return nil
