@@ -218,12 +218,27 @@ type Unbound struct {
 // one second so that tests see changes at once; DNSSEC is off.
 func StartUnbound(t testing.TB, stubs map[string][]string) *Unbound {
 	t.Helper()
+	return startUnboundRetry(t, stubs, 1)
+}
+
+// StartUnboundNegativeCache is StartUnbound with negative answers
+// (NXDOMAIN, NODATA) kept up to negativeTTL (and the zone's own negative
+// TTL, RFC 2308): a resolver that still remembers that a name did not
+// exist after it was added, as resolvers on the Internet do. Positive
+// answers are still kept one second.
+func StartUnboundNegativeCache(t testing.TB, stubs map[string][]string, negativeTTL time.Duration) *Unbound {
+	t.Helper()
+	return startUnboundRetry(t, stubs, max(1, int(negativeTTL/time.Second)))
+}
+
+func startUnboundRetry(t testing.TB, stubs map[string][]string, negativeTTL int) *Unbound {
+	t.Helper()
 	if _, err := os.Stat(UnboundBinary); err != nil {
 		t.Fatalf("publishtest: %s not found (%v); install it with: %s", UnboundBinary, err, UnboundHint)
 	}
 	var lastErr error
 	for range 3 {
-		u, err := startUnbound(t, stubs)
+		u, err := startUnbound(t, stubs, negativeTTL)
 		if err == nil {
 			return u
 		}
@@ -233,7 +248,7 @@ func StartUnbound(t testing.TB, stubs map[string][]string) *Unbound {
 	return nil
 }
 
-func startUnbound(t testing.TB, stubs map[string][]string) (*Unbound, error) {
+func startUnbound(t testing.TB, stubs map[string][]string, negativeTTL int) (*Unbound, error) {
 	dir := t.TempDir()
 	addr, err := freeAddr()
 	if err != nil {
@@ -255,13 +270,13 @@ func startUnbound(t testing.TB, stubs map[string][]string) (*Unbound, error) {
     verbosity: 1
     module-config: "iterator"
     cache-max-ttl: 1
-    cache-max-negative-ttl: 1
+    cache-max-negative-ttl: %d
     infra-host-ttl: 1
     do-ip6: no
     qname-minimisation: no
 remote-control:
     control-enable: no
-`, host, port, port, dir, dir)
+`, host, port, port, dir, dir, negativeTTL)
 	zones := make([]string, 0, len(stubs))
 	for z := range stubs {
 		zones = append(zones, z)
