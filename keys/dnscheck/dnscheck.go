@@ -14,9 +14,18 @@
 // A key is Published only when the public path and every nameserver serve
 // its record. When the public path does not find it but the servers we
 // publish to (Config.Ours) serve it where we publish it, the customer's
-// delegation (NS) or CNAME is missing: DelegationMissing, with the records
-// to add. Temporary failures anywhere make the result TempError, never a
-// guess: nothing is activated on partial information.
+// delegation (NS) or CNAME may be missing: DelegationMissing, with the
+// records to add, but only when the public path really ends elsewhere (in
+// the customer's own zone, at a CNAME to another name, in a zone of the
+// same name delegated to other nameservers). When it reaches the zone we
+// publish to and that zone is delegated to our nameservers, the record only
+// needs time: a secondary lags behind the primary (asked by the resolver,
+// or the primary is hidden), or the resolver still has a negative answer
+// cached from before the record, the delegation or the CNAME existed (the
+// customer's nameservers, asked directly, already refer to our zone or
+// serve the CNAME): Partial, saying which. Temporary failures anywhere make
+// the result TempError, never a guess: nothing is activated on partial
+// information.
 //
 // Everything read from DNS is bounded: CNAME chains (8 names), the zone
 // walk (16 names), the nameservers asked (13 addresses, the most a referral
@@ -172,6 +181,12 @@ type Server struct {
 
 	ttl uint32   // TTL of the TXT records served
 	txt []string // the TXT values served
+	// cname is the target of the CNAME served at the name, if any.
+	cname string
+	// referral is the zone a non-authoritative answer delegated the name
+	// to, with referralNS its NS names (at most MaxServers), if any.
+	referral   string
+	referralNS []string
 }
 
 // Result is the publication state of one key.
@@ -268,12 +283,7 @@ func (c *Checker) Check(ctx context.Context, q Query) Result {
 	zone, soa, zoneErr := c.findZone(ctx, p.final(), p.soa)
 	var nsErr error
 	if zoneErr == nil {
-		res.Zone = display(zone)
-		res.Nameservers, nsErr = c.askZone(ctx, zone, p.final(), q)
-		res.NegativeTTL = negativeTTL(c.authSOA(ctx, zone, res.Nameservers, soa))
-		for _, s := range res.Nameservers {
-			res.RecordTTL = max(res.RecordTTL, time.Duration(s.ttl)*time.Second)
-		}
+		nsErr = c.examineZone(ctx, zone, soa, p.final(), q, &res)
 	}
 	serving, notServing, unknown := summarize(res.Nameservers)
 
@@ -297,28 +307,73 @@ func (c *Checker) Check(ctx context.Context, q Query) Result {
 
 	// The public path does not give the key.
 	if len(serving) > 0 {
-		detail := "served by " + strings.Join(serving, ", ")
-		if len(notServing) > 0 {
-			detail += "; not by " + strings.Join(notServing, "; ")
-		}
-		if len(unknown) > 0 {
-			detail += "; not known yet from " + strings.Join(unknown, "; ")
-		}
-		detail += "; the public path does not give it yet (" + res.PublicDetail + ")"
-		if res.PublicState == keys.Missing && res.NegativeTTL > 0 {
-			detail += fmt.Sprintf(" (a resolver may cache the negative answer for up to %s)", res.NegativeTTL)
-		}
-		res.State, res.Detail = keys.Partial, detail
+		res.State, res.Detail = keys.Partial, servedDetail(&res, p.final(), serving, notServing, unknown)
 		return res
 	}
 	if len(c.ours) > 0 {
-		c.checkOurs(ctx, q, name, p, &res)
+		c.checkOurs(ctx, q, name, p, zoneErr, nsErr, &res)
 		if res.State != "" {
 			return res
 		}
 	}
 	res.State, res.Detail = res.PublicState, res.PublicDetail
 	return res
+}
+
+// examineZone asks the nameservers of zone (whose SOA the resolver gave,
+// if known) for the TXT at name and fills in res's Zone, Nameservers,
+// NegativeTTL and RecordTTL. The error is that of the NS lookup.
+func (c *Checker) examineZone(ctx context.Context, zone string, soa *dns.SOA, name string, q Query, res *Result) error {
+	var err error
+	res.Zone = display(zone)
+	res.Nameservers, err = c.askZone(ctx, zone, name, q)
+	res.NegativeTTL = negativeTTL(c.authSOA(ctx, zone, res.Nameservers, soa))
+	res.RecordTTL = 0
+	for _, s := range res.Nameservers {
+		res.RecordTTL = max(res.RecordTTL, time.Duration(s.ttl)*time.Second)
+	}
+	return err
+}
+
+// servedDetail explains why a record that some nameservers of res.Zone
+// serve is not given by the public path: the resolver asked one that does
+// not serve it yet, or it still has an older answer cached.
+func servedDetail(res *Result, final string, serving, notServing, unknown []string) string {
+	detail := "served by " + strings.Join(serving, ", ")
+	if len(notServing) > 0 {
+		detail += "; not by " + strings.Join(notServing, "; ")
+	}
+	if len(unknown) > 0 {
+		detail += "; not known yet from " + strings.Join(unknown, "; ")
+	}
+	detail += "; the public path does not give it yet (" + res.PublicDetail + "): "
+	if len(notServing) > 0 || len(unknown) > 0 {
+		detail += "the resolver asked a nameserver that does not serve it yet, or "
+	}
+	return detail + cachedAnswer(res, final)
+}
+
+// cachedAnswer says that the resolver still has an older answer for name
+// cached, and for how long at most.
+func cachedAnswer(res *Result, name string) string {
+	if res.PublicState != keys.Missing {
+		s := "the resolver still has an older answer cached for " + display(name)
+		if res.RecordTTL > 0 {
+			s += fmt.Sprintf(" (for up to %s, the record's TTL)", res.RecordTTL)
+		}
+		return s
+	}
+	return negativeCached(name, res.NegativeTTL, res.Zone)
+}
+
+// negativeCached says that the resolver still has a negative answer for
+// name from zone cached, and for how long at most (ttl, when known).
+func negativeCached(name string, ttl time.Duration, zone string) string {
+	s := "the resolver still has a negative answer cached for " + display(name)
+	if ttl > 0 && zone != "" {
+		s += fmt.Sprintf(" (for up to %s, the negative TTL of %s)", ttl, display(zone))
+	}
+	return s
 }
 
 // path is what the public path gave.
@@ -516,11 +571,16 @@ func (c *Checker) askAuth(ctx context.Context, nsName, addr, name string, q Quer
 		return s
 	case !msg.Authoritative:
 		s.State, s.Detail = keys.Missing, fmt.Sprintf("not authoritative for %s (a referral or a lame delegation)", display(name))
+		if s.referral, s.referralNS = referral(msg, name); s.referral != "" {
+			s.Detail = fmt.Sprintf("not authoritative for %s: refers to zone %s (NS %s)", display(name), display(s.referral),
+				strings.Join(displayAll(s.referralNS), ", "))
+		}
 		return s
 	}
 	txts, ttl := txtValues(msg.Answer, name)
 	if len(txts) == 0 {
 		if cn := cnameTarget(msg.Answer, name); cn != "" {
+			s.cname = cn
 			s.State, s.Detail = keys.Mismatch, fmt.Sprintf("serves a CNAME at %s to %s", display(name), display(cn))
 			return s
 		}
@@ -616,10 +676,14 @@ func summarize(servers []Server) (serving, notServing, unknown []string) {
 }
 
 // checkOurs asks the servers we publish to whether they serve the key
-// where we publish it; if one does, the public path does not lead there:
-// DelegationMissing, with the records the customer must add. It leaves
-// res.State empty when none does.
-func (c *Checker) checkOurs(ctx context.Context, q Query, name string, p path, res *Result) {
+// where we publish it, when no nameserver on the public path does. If one
+// does, it decides whether the public path leads there: if not, the
+// customer's delegation or CNAME is missing (DelegationMissing, with the
+// records to add); if it does, the record only needs time (Partial). It
+// leaves res.State empty when none of our servers serves the key. zoneErr
+// and nsErr are the errors of finding the public path's zone and its
+// nameservers.
+func (c *Checker) checkOurs(ctx context.Context, q Query, name string, p path, zoneErr, nsErr error, res *Result) {
 	pubName := name
 	if q.PublishName != "" {
 		var ok bool
@@ -638,47 +702,235 @@ func (c *Checker) checkOurs(ctx context.Context, q Query, name string, p path, r
 	if served == "" {
 		return
 	}
-	res.State = keys.DelegationMissing
 	if pubName != name {
-		// CNAME mode.
-		res.Add = []string{fmt.Sprintf("%s CNAME %s", name, pubName)}
-		switch {
-		case len(p.chain) > 1:
-			res.Found = fmt.Sprintf("the CNAME at %s points to %s, expected %s", display(name), display(p.chain[1]), display(pubName))
-		case len(p.txt) > 0:
-			res.Found = fmt.Sprintf("%s holds its own TXT record (%s) instead of a CNAME to %s", display(name), res.PublicDetail, display(pubName))
-		case res.Zone != "":
-			res.Found = fmt.Sprintf("no CNAME at %s: the public path ends at zone %s (%s)", display(name), res.Zone, res.PublicDetail)
-		default:
-			res.Found = fmt.Sprintf("no CNAME at %s (%s)", display(name), res.PublicDetail)
-		}
-		res.Detail = fmt.Sprintf("published at %s, but %s; the customer must add: %s", display(pubName), res.Found, strings.Join(res.Add, "; "))
+		checkCNAME(name, pubName, served, p, zoneErr, nsErr, res)
 		return
 	}
-	// A delegated selector zone: the zone as our server holds it, and its
-	// apex NS records, which the customer must delegate to.
-	zone, nss, err := c.ourZone(ctx, served, pubName)
+	c.checkDelegation(ctx, q, name, served, zoneErr, nsErr, res)
+}
+
+// checkCNAME decides for CNAME mode, where we publish at pubName and the
+// customer's name must be a CNAME to it.
+func checkCNAME(name, pubName, served string, p path, zoneErr, nsErr error, res *Result) {
+	switch {
+	case slices.Contains(p.chain, pubName):
+		// The CNAME is there: the nameservers of our zone lag behind the
+		// server we publish to.
+		notYetServed(res, served, fmt.Sprintf("the public path reaches %s", display(pubName)), zoneErr, nsErr)
+		return
+	case len(p.chain) == 1 && len(p.txt) == 0 && zoneErr == nil:
+		// No CNAME on the public path: if the customer's nameservers,
+		// asked directly, serve it, the resolver's answer is older.
+		var with, without []string
+		for _, s := range res.Nameservers {
+			switch {
+			case s.State == keys.TempError || s.Addr == "":
+			case s.cname == pubName:
+				with = append(with, fmt.Sprintf("%s (%s)", s.Name, s.Addr))
+			default:
+				without = append(without, fmt.Sprintf("%s (%s): %s", s.Name, s.Addr, cmp.Or(s.Detail, string(s.State))))
+			}
+		}
+		if len(with) > 0 && len(without) == 0 {
+			res.State = keys.Partial
+			res.Detail = fmt.Sprintf("the CNAME %s -> %s is in place (served by %s) and %s serves the record, but the public path does not give it yet (%s): %s",
+				display(name), display(pubName), strings.Join(with, ", "), served, res.PublicDetail, negativeCached(name, res.NegativeTTL, res.Zone))
+			return
+		}
+	}
+	res.State = keys.DelegationMissing
+	res.Add = []string{fmt.Sprintf("%s CNAME %s", name, pubName)}
+	switch {
+	case len(p.chain) > 1:
+		res.Found = fmt.Sprintf("the CNAME at %s points to %s, expected %s", display(name), display(p.chain[1]), display(pubName))
+	case len(p.txt) > 0:
+		res.Found = fmt.Sprintf("%s holds its own TXT record (%s) instead of a CNAME to %s", display(name), res.PublicDetail, display(pubName))
+	case res.Zone != "":
+		res.Found = fmt.Sprintf("no CNAME at %s: the public path ends at zone %s (%s)", display(name), res.Zone, res.PublicDetail)
+	default:
+		res.Found = fmt.Sprintf("no CNAME at %s (%s)", display(name), res.PublicDetail)
+	}
+	res.Detail = fmt.Sprintf("published at %s, but %s; the customer must add: %s", display(pubName), res.Found, strings.Join(res.Add, "; "))
+}
+
+// checkDelegation decides for a delegated selector zone: we publish at the
+// record's own name, in a zone below the customer's that must be
+// delegated to our nameservers.
+func (c *Checker) checkDelegation(ctx context.Context, q Query, name, served string, zoneErr, nsErr error, res *Result) {
+	// The zone as our server holds it, and its apex NS records, which the
+	// customer must delegate to.
+	zone, nss, err := c.ourZone(ctx, served, name)
 	if err != nil {
-		res.Found = res.PublicDetail
-		res.Detail = fmt.Sprintf("published on %s, but the public path does not find it (%s); the delegation to our servers is missing (its NS records could not be read: %v)",
+		res.State, res.Detail = keys.TempError, fmt.Sprintf("published on our server %s, but the public path does not find it (%s), and the zone it is published in is not known: %v",
 			served, res.PublicDetail, err)
 		return
 	}
+	var add []string
 	for _, ns := range nss {
-		res.Add = append(res.Add, fmt.Sprintf("%s NS %s", zone, ns))
+		add = append(add, fmt.Sprintf("%s NS %s", zone, ns))
+	}
+	missing := func(found string) {
+		res.State, res.Add, res.Found = keys.DelegationMissing, add, found
+		res.Detail = fmt.Sprintf("published in zone %s on our servers, but %s; the customer must add: %s", display(zone), found, strings.Join(add, "; "))
 	}
 	switch {
-	case res.Zone == "":
-		res.Found = res.PublicDetail
+	case zoneErr != nil:
+		// Where the public path ends is not known: neither is whether the
+		// delegation is missing.
+		res.State, res.Detail = keys.TempError, fmt.Sprintf("published in zone %s on our server %s, but the public path does not find it (%s), and the zone where it ends is not known: %v",
+			display(zone), served, res.PublicDetail, zoneErr)
 	case res.Zone == display(zone):
-		res.Found = fmt.Sprintf("zone %s is delegated to other nameservers", res.Zone)
-		if names, err := c.nameservers(ctx, zone); err == nil {
-			res.Found = fmt.Sprintf("zone %s is delegated to %s, expected %s", res.Zone, strings.Join(displayAll(names), ", "), strings.Join(displayAll(nss), ", "))
+		// The public path reaches a zone of that name: ours if it is
+		// delegated to our nameservers (all or some of them; the one we
+		// publish to may be a hidden primary).
+		if nsErr != nil {
+			res.State, res.Detail = keys.TempError, fmt.Sprintf("published in zone %s on our server %s, but the public path does not find it (%s), and the nameservers of %s are not known: %v",
+				display(zone), served, res.PublicDetail, res.Zone, nsErr)
+			return
 		}
+		if c.delegatedToUs(res.Nameservers, nss) {
+			notYetServed(res, served, fmt.Sprintf("zone %s is delegated to our nameservers", res.Zone), nil, nil)
+			return
+		}
+		missing(fmt.Sprintf("zone %s is delegated to %s, expected %s", res.Zone, strings.Join(nsNames(res.Nameservers), ", "), strings.Join(displayAll(nss), ", ")))
 	default:
-		res.Found = fmt.Sprintf("the public path ends at zone %s, which has no NS records for %s", res.Zone, display(zone))
+		// The public path ends in another zone (the customer's): its
+		// nameservers, asked directly, may already refer to ours (the
+		// resolver then has a negative answer from before cached).
+		refer, lack := referrals(res.Nameservers, zone, nss)
+		if len(refer) > 0 && len(lack) == 0 {
+			c.staleDelegation(ctx, q, name, zone, nss, served, refer, res)
+			return
+		}
+		found := fmt.Sprintf("the public path ends at zone %s, which has no NS records for %s", res.Zone, display(zone))
+		if len(refer) > 0 {
+			found += fmt.Sprintf(" on %s (%s refer to our nameservers)", strings.Join(lack, "; "), strings.Join(refer, ", "))
+		}
+		missing(found)
 	}
-	res.Detail = fmt.Sprintf("published in zone %s on our servers, but %s; the customer must add: %s", display(zone), res.Found, strings.Join(res.Add, "; "))
+}
+
+// staleDelegation reports a record whose public path ends in the parent
+// zone although the parent's nameservers (refer) delegate zone to ours
+// (nss): the resolver has a negative answer cached from before the
+// delegation. What the nameservers of zone serve is asked too.
+func (c *Checker) staleDelegation(ctx context.Context, q Query, name, zone string, nss []string, served string, refer []string, res *Result) {
+	parent, parentTTL := res.Zone, res.NegativeTTL
+	why := fmt.Sprintf("the delegation of %s to %s is in place (referred to by %s), but %s", display(zone), strings.Join(displayAll(nss), ", "),
+		strings.Join(refer, ", "), negativeCached(name, parentTTL, parent))
+	nsErr := c.examineZone(ctx, zone, nil, name, q, res)
+	res.NegativeTTL = max(res.NegativeTTL, parentTTL)
+	serving, notServing, unknown := summarize(res.Nameservers)
+	if nsErr != nil || len(serving) == 0 {
+		notYetServed(res, served, why, nil, nsErr)
+		return
+	}
+	res.State = keys.Partial
+	res.Detail = why + "; served by " + strings.Join(serving, ", ")
+	if len(notServing) > 0 {
+		res.Detail += "; not by " + strings.Join(notServing, "; ")
+	}
+	if len(unknown) > 0 {
+		res.Detail += "; not known yet from " + strings.Join(unknown, "; ")
+	}
+}
+
+// notYetServed reports a record that the public path leads to (why says
+// how) and our server (served) has, but that no nameserver of res.Zone
+// serves yet: they lag behind the server we publish to (Partial), or did
+// not answer (TempError).
+func notYetServed(res *Result, served, why string, zoneErr, nsErr error) {
+	detail := fmt.Sprintf("%s; published on our server %s, but no nameserver of %s serves it yet", why, served, cmp.Or(res.Zone, "its zone"))
+	switch {
+	case zoneErr != nil:
+		res.State, res.Detail = keys.TempError, fmt.Sprintf("%s (its zone is not known: %v)", detail, zoneErr)
+		return
+	case nsErr != nil:
+		res.State, res.Detail = keys.TempError, fmt.Sprintf("%s (its nameservers are not known: %v)", detail, nsErr)
+		return
+	}
+	_, notServing, unknown := summarize(res.Nameservers)
+	if len(notServing) > 0 {
+		detail += ": not by " + strings.Join(notServing, "; ")
+	}
+	if len(unknown) > 0 {
+		detail += "; not known yet from " + strings.Join(unknown, "; ")
+	}
+	res.State, res.Detail = keys.Partial, detail
+	if len(notServing) == 0 {
+		// None answered: they may serve it.
+		res.State = keys.TempError
+	}
+}
+
+// delegatedToUs reports whether the nameservers the public path found for
+// a zone include ours: one of the zone's NS names as our server serves
+// them (nss), or one of the addresses we publish to.
+func (c *Checker) delegatedToUs(servers []Server, nss []string) bool {
+	for _, s := range servers {
+		if slices.Contains(displayAll(nss), s.Name) {
+			return true
+		}
+		if ap, err := netip.ParseAddrPort(s.Addr); err == nil && slices.ContainsFunc(c.ours, func(o string) bool {
+			op, err := netip.ParseAddrPort(o)
+			return err == nil && op.Addr() == ap.Addr()
+		}) {
+			return true
+		}
+	}
+	return false
+}
+
+// referrals sorts the answers of a parent zone's nameservers: those that
+// refer the name to zone with NS records among nss, and those that answer
+// anything else (the ones that did not answer are neither).
+func referrals(servers []Server, zone string, nss []string) (refer, lack []string) {
+	for _, s := range servers {
+		if s.State == keys.TempError || s.Addr == "" {
+			continue
+		}
+		ok := s.referral == zone && slices.ContainsFunc(s.referralNS, func(n string) bool { return slices.Contains(nss, n) })
+		if ok {
+			refer = append(refer, fmt.Sprintf("%s (%s)", s.Name, s.Addr))
+		} else {
+			lack = append(lack, fmt.Sprintf("%s (%s): %s", s.Name, s.Addr, cmp.Or(s.Detail, string(s.State))))
+		}
+	}
+	return refer, lack
+}
+
+// nsNames returns the distinct nameserver names of servers, in order.
+func nsNames(servers []Server) []string {
+	var out []string
+	for _, s := range servers {
+		if s.Name != "" && !slices.Contains(out, s.Name) {
+			out = append(out, s.Name)
+		}
+	}
+	return out
+}
+
+// referral returns the zone a referral (a non-authoritative answer) for
+// name delegates to, the closest enclosing one, with its NS names (at most
+// MaxServers), or "" when the answer is no referral.
+func referral(msg *dns.Msg, name string) (string, []string) {
+	zone := ""
+	var nss []string
+	for _, rr := range msg.Ns {
+		ns, ok := rr.(*dns.NS)
+		if !ok || ns.Hdr.Class != dns.ClassINET || !dns.IsSubDomain(ns.Hdr.Name, name) {
+			continue
+		}
+		owner := strings.ToLower(dns.Fqdn(ns.Hdr.Name))
+		if zone == "" || (owner != zone && dns.IsSubDomain(zone, owner)) {
+			zone, nss = owner, nil
+		}
+		if n := strings.ToLower(dns.Fqdn(ns.Ns)); owner == zone && !slices.Contains(nss, n) && len(nss) < MaxServers {
+			nss = append(nss, n)
+		}
+	}
+	sort.Strings(nss)
+	return zone, nss
 }
 
 // ourZone asks server (one of ours) which zone holds name and that zone's

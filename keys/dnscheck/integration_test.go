@@ -7,10 +7,13 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 
 	"github.com/authmilter/authmilter/keys"
 	"github.com/authmilter/authmilter/keys/dnscheck"
@@ -324,4 +327,165 @@ func cmpOr(a, b dnscheck.Mode) dnscheck.Mode {
 		return a
 	}
 	return b
+}
+
+// TestDelegationExistsRealDNS: when the customer's delegation (or CNAME)
+// is in place, a record the public path does not give yet is not
+// DelegationMissing, whichever nameserver the resolver asked and whatever
+// it still has cached: the secondary lags, the primary we publish to is
+// hidden (not in the NS set), or the resolver has a negative answer cached
+// from before the record, the delegation or the CNAME existed. Only a
+// delegation to other nameservers is DelegationMissing.
+func TestDelegationExistsRealDNS(t *testing.T) {
+	n := publishtest.NewNet(t)
+	ip1, ip2, ip3 := n.IP(1), n.IP(2), n.IP(3)
+	ks := map[string]crypto.PublicKey{}
+	p := map[string]string{}
+	for _, k := range []string{"lag", "hidden", "cached", "late", "cname", "cname-lag", "other"} {
+		pub, _, _ := ed25519.GenerateKey(rand.Reader)
+		ks[k], p[k] = pub, keys.PublicKeyData(pub)
+	}
+	rec := func(k string) string { return txt("v=DKIM1; k=ed25519; p=" + p[k]) }
+	rr := func(name, k string) string {
+		return name + ". 600 IN TXT \"v=DKIM1; k=ed25519; p=" + p[k] + "\""
+	}
+	provNS := []string{"ns1.provider.example.", "ns2.provider.example."}
+	// Long negative TTLs (SOA MINIMUM 3600): a negative answer the
+	// resolver caches outlives the test.
+	customer := zoneText("customer.example", 3600, 3600, []string{"ns.customer.example."},
+		"ns IN A "+ip1,
+		"lag._domainkey IN NS ns1.provider.example.",
+		"lag._domainkey IN NS ns2.provider.example.",
+		// The provider publishes to a hidden primary (ns1): only ns2 is
+		// delegated to.
+		"hidden._domainkey IN NS ns2.provider.example.",
+		"cached._domainkey IN NS ns1.provider.example.",
+		"cached._domainkey IN NS ns2.provider.example.",
+		// The customer delegated to their own server.
+		"other._domainkey IN NS ns.customer.example.",
+		// CNAME mode, to a zone of the provider with a hidden primary.
+		"s6._domainkey IN CNAME s6.customer.example.dkim2.provider.example.",
+	)
+	sub := func(zone string, ns []string) string { return zoneText(zone, 3600, 3600, ns) }
+	prov := map[string]string{
+		"provider.example": zoneText("provider.example", 3600, 3600, provNS,
+			"ns1 IN A "+ip2, "ns2 IN A "+ip3,
+			"s5.customer.example.dkim IN TXT "+rec("cname"),
+			"dkim2 IN NS ns2.provider.example."),
+		"dkim2.provider.example":             sub("dkim2.provider.example", []string{"ns2.provider.example."}),
+		"lag._domainkey.customer.example":    sub("lag._domainkey.customer.example", provNS),
+		"hidden._domainkey.customer.example": sub("hidden._domainkey.customer.example", []string{"ns2.provider.example."}),
+		"cached._domainkey.customer.example": sub("cached._domainkey.customer.example", provNS),
+		"late._domainkey.customer.example":   sub("late._domainkey.customer.example", provNS),
+		"other._domainkey.customer.example":  sub("other._domainkey.customer.example", provNS),
+	}
+	cust := publishtest.StartZones(t, ip1, map[string]string{"customer.example": customer,
+		"other._domainkey.customer.example": sub("other._domainkey.customer.example", []string{"ns.customer.example."})})
+	ns1 := publishtest.StartZones(t, ip2, prov)
+	ns2 := publishtest.StartZones(t, ip3, prov)
+	stubs := map[string][]string{"customer.example": {ip1}, "provider.example": {ip2, ip3}}
+	// The resolver that asks only the secondary for the lagging zone.
+	lagStubs := maps.Clone(stubs)
+	lagStubs["lag._domainkey.customer.example"] = []string{ip3}
+	plain := publishtest.StartUnbound(t, lagStubs)
+	caching := publishtest.StartUnboundNegativeCache(t, stubs, time.Hour)
+
+	// Before publication, the caching resolver learns that the names do
+	// not exist.
+	for _, name := range []string{"k.cached._domainkey.customer.example", "k.late._domainkey.customer.example", "s5._domainkey.customer.example"} {
+		m := new(dns.Msg)
+		m.SetQuestion(name+".", dns.TypeTXT)
+		r, err := dns.Exchange(m, caching.Addr)
+		if err != nil || r.Rcode != dns.RcodeNameError {
+			t.Fatalf("%s before publication: %v %v", name, r, err)
+		}
+	}
+	// Publication: on the primary only for the lagging and hidden zones,
+	// everywhere for the others; the customer adds a delegation and a
+	// CNAME.
+	ns1.Update(t, "lag._domainkey.customer.example", nil, []string{rr("k.lag._domainkey.customer.example", "lag")})
+	ns1.Update(t, "hidden._domainkey.customer.example", nil, []string{rr("k.hidden._domainkey.customer.example", "hidden")})
+	ns1.Update(t, "other._domainkey.customer.example", nil, []string{rr("k.other._domainkey.customer.example", "other")})
+	ns1.Update(t, "dkim2.provider.example", nil, []string{rr("s6.customer.example.dkim2.provider.example", "cname-lag")})
+	for _, s := range []*publishtest.Knot{ns1, ns2} {
+		s.Update(t, "cached._domainkey.customer.example", nil, []string{rr("k.cached._domainkey.customer.example", "cached")})
+		s.Update(t, "late._domainkey.customer.example", nil, []string{rr("k.late._domainkey.customer.example", "late")})
+	}
+	cust.Update(t, "customer.example", nil, []string{
+		"late._domainkey.customer.example. 600 IN NS ns1.provider.example.",
+		"late._domainkey.customer.example. 600 IN NS ns2.provider.example.",
+		"s5._domainkey.customer.example. 600 IN CNAME s5.customer.example.dkim.provider.example.",
+	})
+
+	ns := func(parts ...string) []string { return parts }
+	tests := []struct {
+		name      string
+		resolver  *publishtest.Unbound
+		selector  string
+		key       string
+		publishAt string
+		want      keys.State
+		detail    []string
+		servers   []string
+		add       []string
+		found     string
+	}{
+		{name: "the resolver asks the lagging secondary", resolver: plain, selector: "k.lag", key: "lag",
+			want: keys.Partial, detail: ns("served by ns1.provider.example", "not by ns2.provider.example"),
+			servers: ns("ns1.provider.example published", "ns2.provider.example missing")},
+		{name: "hidden primary, the secondary lags", resolver: plain, selector: "k.hidden", key: "hidden",
+			want: keys.Partial, detail: ns(ns1.Addr, "not by ns2.provider.example"),
+			servers: ns("ns2.provider.example missing")},
+		{name: "delegated to other nameservers", resolver: plain, selector: "k.other", key: "other",
+			want:  keys.DelegationMissing,
+			add:   ns("other._domainkey.customer.example. NS ns1.provider.example.", "other._domainkey.customer.example. NS ns2.provider.example."),
+			found: "zone other._domainkey.customer.example is delegated to ns.customer.example, expected ns1.provider.example, ns2.provider.example"},
+		{name: "negative answer cached, every nameserver serves it", resolver: caching, selector: "k.cached", key: "cached",
+			want: keys.Partial, detail: ns("negative answer cached", "1h0m0s"),
+			servers: ns("ns1.provider.example published", "ns2.provider.example published")},
+		{name: "negative answer cached from before the delegation", resolver: caching, selector: "k.late", key: "late",
+			want: keys.Partial, detail: ns("negative answer cached", "late._domainkey.customer.example"),
+			servers: ns("ns1.provider.example published", "ns2.provider.example published")},
+		{name: "negative answer cached from before the CNAME", resolver: caching, selector: "s5", key: "cname",
+			publishAt: "s5.customer.example.dkim.provider.example",
+			want:      keys.Partial, detail: ns("negative answer cached", "s5.customer.example.dkim.provider.example")},
+		{name: "CNAME in place, hidden primary, the secondary lags", resolver: plain, selector: "s6", key: "cname-lag",
+			publishAt: "s6.customer.example.dkim2.provider.example",
+			want:      keys.Partial, detail: ns("reaches s6.customer.example.dkim2.provider.example", ns1.Addr, "not by ns2.provider.example"),
+			servers: ns("ns2.provider.example missing")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := dnscheck.New(dnscheck.Config{Servers: []string{tt.resolver.Addr}, Timeout: 3 * time.Second, Ours: []string{ns1.Addr}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := c.Check(context.Background(), dnscheck.Query{Domain: "customer.example", Selector: tt.selector, Public: ks[tt.key],
+				PublishName: tt.publishAt})
+			t.Logf("%s: %s", r.State, r.Detail)
+			if r.State != tt.want {
+				t.Fatalf("state %s (%s), want %s; result %+v", r.State, r.Detail, tt.want, r)
+			}
+			for _, d := range tt.detail {
+				if !strings.Contains(r.Detail, d) {
+					t.Errorf("detail %q lacks %q", r.Detail, d)
+				}
+			}
+			if tt.servers != nil {
+				var got []string
+				for _, s := range r.Nameservers {
+					got = append(got, s.Name+" "+string(s.State))
+				}
+				if !slices.Equal(got, tt.servers) {
+					t.Errorf("nameservers %q, want %q (%+v)", got, tt.servers, r.Nameservers)
+				}
+			}
+			if !slices.Equal(r.Add, tt.add) {
+				t.Errorf("records to add %q, want %q", r.Add, tt.add)
+			}
+			if tt.found != "" && !strings.Contains(r.Found, tt.found) {
+				t.Errorf("found %q, want %q", r.Found, tt.found)
+			}
+		})
+	}
 }
