@@ -325,7 +325,9 @@ func (r *rotateRun) do(ctx context.Context, a keys.Action, ddir string, state *k
 		}
 		r.say("%s: the newest %s key %s waits for its DNS record (%s: %s); %s:\n%s", a.Domain, a.Algorithm, a.Selector,
 			a.Publication.State, a.Publication.Detail, how, zoneRecord(r.cfg, k))
-		r.sayCustomer(ctx, nil, a.Domain, a.Selector)
+		if r.pub.Empty() || a.Publication.State == keys.DelegationMissing {
+			r.sayCustomer(ctx, nil, a.Domain, a.Selector)
+		}
 		return nil
 	case keys.ActHold:
 		if r.verbose {
@@ -395,6 +397,17 @@ func (r *rotateRun) publishNew(ctx context.Context, k *keys.Key, state *keys.Dom
 	ks.Records = publish.Remember(ks.Records, up.Value)
 	ks.Published = r.pol.Now
 	sayPublished(r.out, up)
+	// The customer's NS or CNAME records are repeated only when the public
+	// path does not already lead to the record (a new date selector in
+	// CNAME mode needs a new CNAME; a delegated zone needs nothing new, and
+	// a lagging secondary is not a missing delegation).
+	if r.view != nil && r.view.check != nil && r.view.check.checker != nil {
+		q := r.view.check.query(k, nil)
+		switch res := r.view.check.checker.Check(ctx, q); res.State {
+		case keys.Published, keys.Waiting, keys.Partial:
+			return nil
+		}
+	}
 	r.sayCustomer(ctx, &up.Place, k.Domain, k.Selector)
 	return nil
 }
