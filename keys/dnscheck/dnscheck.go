@@ -295,6 +295,10 @@ func (c *Checker) Check(ctx context.Context, q Query) Result {
 			res.State, res.Detail = keys.TempError, fmt.Sprintf("the public path serves the record, but the nameservers of %s are unknown: %v", res.Zone, nsErr)
 		case len(unknown) > 0:
 			res.State, res.Detail = keys.TempError, fmt.Sprintf("the public path serves the record; not known yet from %s", strings.Join(unknown, "; "))
+		case len(notServing) > 0 && len(serving) == 0:
+			// The resolver reached a server outside the NS set (a hidden
+			// primary that also serves the parent zone).
+			res.State, res.Detail = keys.Partial, fmt.Sprintf("the public path serves the record, but no nameserver of %s does: not by %s", res.Zone, strings.Join(notServing, "; "))
 		case len(notServing) > 0:
 			res.State, res.Detail = keys.Partial, fmt.Sprintf("served by %s; not by %s", strings.Join(serving, ", "), strings.Join(notServing, "; "))
 		case len(serving) == 0:

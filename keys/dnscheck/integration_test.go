@@ -387,6 +387,9 @@ func TestDelegationExistsRealDNS(t *testing.T) {
 	// The resolver that asks only the secondary for the lagging zone.
 	lagStubs := maps.Clone(stubs)
 	lagStubs["lag._domainkey.customer.example"] = []string{ip3}
+	// A hidden primary is not asked by resolvers: ns1 holds the parent
+	// zone too, and would answer from its own copy.
+	lagStubs["dkim2.provider.example"] = []string{ip3}
 	plain := publishtest.StartUnbound(t, lagStubs)
 	caching := publishtest.StartUnboundNegativeCache(t, stubs, time.Hour)
 
