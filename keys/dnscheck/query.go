@@ -1,6 +1,8 @@
 package dnscheck
 
 import (
+	"github.com/authmilter/authmilter/internal/dnstext"
+
 	"context"
 	"errors"
 	"fmt"
@@ -162,7 +164,7 @@ func txtValues(rrs []dns.RR, name string) ([]string, uint32) {
 	for i, rr := range records(rrs, name, dns.TypeTXT) {
 		var b strings.Builder
 		for _, s := range rr.(*dns.TXT).Txt {
-			b.WriteString(unescapeTXT(s))
+			b.WriteString(dnstext.Unescape(s))
 		}
 		out = append(out, b.String())
 		if i == 0 || rr.Header().Ttl < ttl {
@@ -199,32 +201,6 @@ func negativeTTL(soa *dns.SOA) time.Duration {
 	}
 	return time.Duration(min(soa.Hdr.Ttl, soa.Minttl)) * time.Second
 }
-
-// unescapeTXT turns a TXT character-string from miekg/dns's presentation
-// form (\X and \DDD escapes) back into its raw bytes.
-func unescapeTXT(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	b := make([]byte, 0, len(s))
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c != '\\' || i+1 == len(s) {
-			b = append(b, c)
-			continue
-		}
-		i++
-		if i+2 < len(s) && isDigit(s[i]) && isDigit(s[i+1]) && isDigit(s[i+2]) {
-			b = append(b, (s[i]-'0')*100+(s[i+1]-'0')*10+(s[i+2]-'0'))
-			i += 2
-			continue
-		}
-		b = append(b, s[i])
-	}
-	return string(b)
-}
-
-func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 // isUnreachable reports whether err says the address cannot be reached at
 // all from here (no route, no address of that family): a host without

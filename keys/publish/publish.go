@@ -19,6 +19,8 @@
 package publish
 
 import (
+	"github.com/authmilter/authmilter/internal/dnstext"
+
 	"context"
 	"encoding/base64"
 	"errors"
@@ -185,7 +187,7 @@ func (u *Updater) Lookup(ctx context.Context, name string) ([]string, error) {
 	var out []string
 	for _, rr := range r.Answer {
 		if t, ok := rr.(*dns.TXT); ok && strings.EqualFold(t.Hdr.Name, dns.Fqdn(name)) {
-			out = append(out, unescape(strings.Join(t.Txt, "")))
+			out = append(out, dnstext.Unescape(strings.Join(t.Txt, "")))
 		}
 	}
 	if len(out) == 0 {
@@ -202,30 +204,6 @@ func escape(parts []string) []string {
 	}
 	return out
 }
-
-// unescape undoes miekg/dns's presentation-form escapes (\" \\ \DDD).
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c == '\\' && i+1 < len(s) {
-			if i+3 < len(s) && isDigit(s[i+1]) && isDigit(s[i+2]) && isDigit(s[i+3]) {
-				b.WriteByte((s[i+1]-'0')*100 + (s[i+2]-'0')*10 + (s[i+3] - '0'))
-				i += 3
-				continue
-			}
-			i++
-			c = s[i]
-		}
-		b.WriteByte(c)
-	}
-	return b.String()
-}
-
-func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 // secretPatterns find a TSIG secret in the key file formats of BIND
 // (`secret "..."`), Knot (`secret: ...`) and in a bare base64 file.

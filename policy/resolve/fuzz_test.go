@@ -1,6 +1,8 @@
 package resolve
 
 import (
+	"github.com/authmilter/authmilter/internal/dnstext"
+
 	"strings"
 	"testing"
 
@@ -18,7 +20,7 @@ func FuzzTXTRoundTrip(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw string) {
 		var b strings.Builder
 		for _, part := range testdns.SplitTXT(raw) {
-			b.WriteString(unescapeTXT(part))
+			b.WriteString(dnstext.Unescape(part))
 		}
 		if b.String() != raw {
 			t.Fatalf("round trip of %q gave %q", raw, b.String())

@@ -48,6 +48,8 @@
 package resolve
 
 import (
+	"github.com/authmilter/authmilter/internal/dnstext"
+
 	"cmp"
 	"context"
 	"errors"
@@ -209,7 +211,7 @@ func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error)
 	for _, rr := range rrs {
 		var b strings.Builder
 		for _, s := range rr.(*dns.TXT).Txt {
-			b.WriteString(unescapeTXT(s))
+			b.WriteString(dnstext.Unescape(s))
 		}
 		out = append(out, b.String())
 	}
@@ -430,32 +432,6 @@ func canonicalName(name string) (string, bool) {
 	}
 	return b.String(), true
 }
-
-// unescapeTXT turns a TXT character-string from miekg/dns's presentation
-// form (\X and \DDD escapes) back into its raw bytes.
-func unescapeTXT(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	b := make([]byte, 0, len(s))
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c != '\\' || i+1 == len(s) {
-			b = append(b, c)
-			continue
-		}
-		i++
-		if i+2 < len(s) && isDigit(s[i]) && isDigit(s[i+1]) && isDigit(s[i+2]) {
-			b = append(b, (s[i]-'0')*100+(s[i+1]-'0')*10+(s[i+2]-'0'))
-			i += 2
-			continue
-		}
-		b = append(b, s[i])
-	}
-	return string(b)
-}
-
-func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
 // DomainExists reports whether a domain name exists in the DNS: false only
 // for NXDOMAIN (RFC 8020: nothing exists at or below it), true for any other

@@ -1,6 +1,8 @@
 package resolve
 
 import (
+	"github.com/authmilter/authmilter/internal/dnstext"
+
 	"context"
 	"errors"
 	"net"
@@ -691,8 +693,8 @@ func TestUnescapeTXT(t *testing.T) {
 		{`end\`, `end\`},
 	}
 	for _, tt := range tests {
-		if got := unescapeTXT(tt.in); got != tt.want {
-			t.Errorf("unescapeTXT(%q) = %q, want %q", tt.in, got, tt.want)
+		if got := dnstext.Unescape(tt.in); got != tt.want {
+			t.Errorf("dnstext.Unescape(%q) = %q, want %q", tt.in, got, tt.want)
 		}
 	}
 }
