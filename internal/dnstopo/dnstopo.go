@@ -31,8 +31,6 @@ package dnstopo
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -46,6 +44,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/authmilter/authmilter/internal/dnsproc"
 )
 
 // The fixed addresses of the world; everything listens on port 53 (UDP and
@@ -67,11 +67,11 @@ const (
 
 // Binaries run by the world, and what to install when one is missing.
 const (
-	KnotBinary           = "/usr/sbin/knotd"
-	KnotcBinary          = "/usr/sbin/knotc"
-	UnboundBinary        = "/usr/sbin/unbound"
-	UnboundControlBinary = "/usr/sbin/unbound-control"
-	UnboundCheckBinary   = "/usr/sbin/unbound-checkconf"
+	KnotBinary           = dnsproc.KnotBinary
+	KnotcBinary          = dnsproc.KnotcBinary
+	UnboundBinary        = dnsproc.UnboundBinary
+	UnboundControlBinary = dnsproc.UnboundControlBinary
+	UnboundCheckBinary   = dnsproc.UnboundCheckBinary
 	InstallHint          = "apt-get install knot unbound"
 )
 
@@ -196,11 +196,7 @@ type World struct {
 // Options.StartTimeout; the servers' output is then in the failure.
 func Start(t testing.TB, opts Options) *World {
 	t.Helper()
-	for _, b := range requiredBinaries {
-		if _, err := os.Stat(b); err != nil {
-			t.Fatalf("dnstopo: %s not found (%v); install it with: %s", b, err, InstallHint)
-		}
-	}
+	dnsproc.Require(t, "dnstopo", InstallHint, requiredBinaries...)
 	if err := opts.fill(); err != nil {
 		t.Fatalf("dnstopo: %v", err)
 	}
@@ -214,7 +210,7 @@ func Start(t testing.TB, opts Options) *World {
 	}
 	t.Cleanup(release)
 	for _, ip := range []string{RootIP, PrimaryIP, SecondaryIP, CustomersIP, ResolverIP} {
-		if err := probe53(ip); err != nil {
+		if err := dnsproc.CanBind(net.JoinHostPort(ip, "53")); err != nil {
 			t.Fatalf("dnstopo: %s:53 cannot be bound (%v): another DNS server uses it; dnstopo needs 127.53.0.0/24 port 53 for itself (and root)", ip, err)
 		}
 	}
@@ -554,31 +550,13 @@ func (w *World) zoneFile(z *zoneInfo) string {
 
 // newTSIG makes a random HMAC-SHA256 key and writes its secret file.
 func newTSIG(dir, name, file string) (TSIG, error) {
-	raw := make([]byte, 32)
-	if _, err := rand.Read(raw); err != nil {
-		return TSIG{}, fmt.Errorf("tsig secret: %w", err)
+	k := TSIG{Name: name, Algorithm: "hmac-sha256", SecretFile: filepath.Join(dir, file+".tsig")}
+	secret, err := dnsproc.NewSecret(k.SecretFile)
+	if err != nil {
+		return TSIG{}, err
 	}
-	k := TSIG{Name: name, Algorithm: "hmac-sha256", Secret: base64.StdEncoding.EncodeToString(raw),
-		SecretFile: filepath.Join(dir, file+".tsig")}
-	if err := os.WriteFile(k.SecretFile, []byte(k.Secret+"\n"), 0o600); err != nil {
-		return TSIG{}, fmt.Errorf("tsig secret file: %w", err)
-	}
+	k.Secret = secret
 	return k, nil
-}
-
-// probe53 checks that ip:53 can be bound for UDP and TCP.
-func probe53(ip string) error {
-	addr := net.JoinHostPort(ip, "53")
-	pc, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		return err
-	}
-	pc.Close()
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
-	return l.Close()
 }
 
 // Logs returns the output of every server so far.
@@ -586,11 +564,11 @@ func (w *World) Logs() string {
 	var b strings.Builder
 	for _, s := range []*Server{w.Root, w.Primary, w.Secondary, w.Customers} {
 		if s != nil && s.proc != nil {
-			fmt.Fprintf(&b, "--- knotd %s (%s)\n%s\n", s.Name, s.IP, s.proc.logs.String())
+			fmt.Fprintf(&b, "--- knotd %s (%s)\n%s\n", s.Name, s.IP, s.proc.Logs())
 		}
 	}
 	if w.Resolver != nil && w.Resolver.proc != nil {
-		fmt.Fprintf(&b, "--- unbound (%s)\n%s\n", w.Resolver.IP, w.Resolver.proc.logs.String())
+		fmt.Fprintf(&b, "--- unbound (%s)\n%s\n", w.Resolver.IP, w.Resolver.proc.Logs())
 	}
 	return b.String()
 }

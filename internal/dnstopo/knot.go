@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/authmilter/authmilter/internal/dnsproc"
 )
 
 // Server is one authoritative server (knotd) of the world.
@@ -25,7 +27,7 @@ type Server struct {
 	tsig *TSIG // the key it accepts updates with; nil: none
 	dir  string
 	sock string // knotc control socket
-	proc *process
+	proc *dnsproc.Process
 }
 
 // Addr returns "IP:53".
@@ -36,7 +38,7 @@ func (s *Server) Logs() string {
 	if s.proc == nil {
 		return ""
 	}
-	return s.proc.logs.String()
+	return s.proc.Logs()
 }
 
 // startKnot writes the configuration and zone files of s, starts knotd and
@@ -44,24 +46,13 @@ func (s *Server) Logs() string {
 // loaded every zone from the primary).
 func (w *World) startKnot(ctx context.Context, s *Server) error {
 	s.dir = filepath.Join(w.Dir, s.Name)
-	s.sock = filepath.Join(s.dir, "knot.sock")
+	s.sock = dnsproc.KnotControlSocket(s.dir)
 	if err := os.MkdirAll(filepath.Join(s.dir, "db"), 0o700); err != nil {
 		return fmt.Errorf("%s: %w", s.Name, err)
 	}
 	secondary := s == w.Secondary
 	var conf strings.Builder
-	fmt.Fprintf(&conf, `server:
-    rundir: "%[1]s"
-    listen: %[2]s@53
-    pidfile: "%[1]s/knot.pid"
-log:
-  - target: stderr
-    any: info
-database:
-    storage: "%[1]s/db"
-control:
-    listen: "%[3]s"
-`, s.dir, s.IP, s.sock)
+	conf.WriteString(dnsproc.KnotServerConf(s.dir, s.IP+"@53"))
 	if s.tsig != nil {
 		fmt.Fprintf(&conf, "key:\n  - id: %s\n    algorithm: %s\n    secret: %s\n", s.tsig.Name, s.tsig.Algorithm, s.tsig.Secret)
 	}
@@ -127,7 +118,7 @@ acl:
 	if err := os.WriteFile(confPath, []byte(conf.String()), 0o600); err != nil {
 		return fmt.Errorf("%s: %w", s.Name, err)
 	}
-	if out, err := run(ctx, KnotcBinary, "-c", confPath, "conf-check"); err != nil {
+	if out, err := dnsproc.Run(ctx, KnotcBinary, "-c", confPath, "conf-check"); err != nil {
 		return fmt.Errorf("%s: configuration refused: %w\n%s\n%s", s.Name, err, out, conf.String())
 	}
 	p, err := startProcess(w.t, confPath, KnotBinary, "-c", confPath)
@@ -135,27 +126,18 @@ acl:
 		return fmt.Errorf("%s: %w", s.Name, err)
 	}
 	s.proc = p
-	for {
-		ready := true
-		var lastErr error
+	err = p.WaitReady(ctx, func(context.Context) error {
 		for _, z := range s.Zones {
 			if _, err := s.Serial(z); err != nil {
-				ready, lastErr = false, err
-				break
+				return err
 			}
 		}
-		if ready {
-			return nil
-		}
-		if done, err := p.exited(); done {
-			return fmt.Errorf("knotd %s exited (%v): %s", s.Name, err, p.logs.String())
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("knotd %s does not serve its zones on %s: %v; log:\n%s", s.Name, s.Addr(), lastErr, p.logs.String())
-		case <-time.After(50 * time.Millisecond):
-		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("%s does not serve its zones on %s: %w", s.Name, s.Addr(), err)
 	}
+	return nil
 }
 
 // Query asks the server (no recursion) for name and type, over UDP and
@@ -233,31 +215,16 @@ func txtOf(r *dns.Msg, name string) []string {
 // record of its own from a synthesized one. Each record is one line of
 // knotc's output; none gives nil.
 func (s *Server) ZoneData(ctx context.Context, zone, owner, rrtype string) ([]string, error) {
-	args := []string{"zone-read", fqdn(canon(zone)), dns.Fqdn(owner)}
-	if rrtype != "" {
-		args = append(args, rrtype)
-	}
-	out, err := s.Control(ctx, args...)
+	recs, err := dnsproc.ZoneRead(ctx, s.sock, fqdn(canon(zone)), owner, rrtype)
 	if err != nil {
-		// knotc reports an owner without records as an error ("no such
-		// name in the zone" in 3.2).
-		if strings.Contains(out, "no such") || strings.Contains(out, "not exist") {
-			return nil, nil
-		}
 		return nil, fmt.Errorf("%s: %w", s.Name, err)
-	}
-	var recs []string
-	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
-		if l = strings.TrimSpace(l); l != "" {
-			recs = append(recs, l)
-		}
 	}
 	return recs, nil
 }
 
 // Control runs knotc on the server's control socket.
 func (s *Server) Control(ctx context.Context, args ...string) (string, error) {
-	return run(ctx, KnotcBinary, append([]string{"-s", s.sock}, args...)...)
+	return dnsproc.Run(ctx, KnotcBinary, append([]string{"-s", s.sock}, args...)...)
 }
 
 // Update sends one RFC 2136 update for zone signed with the server's TSIG

@@ -2,18 +2,16 @@ package dnstopo
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/authmilter/authmilter/internal/syncbuf"
+	"github.com/authmilter/authmilter/internal/dnsproc"
 )
 
 // LockFile is locked (flock) for the life of a world: the addresses are
@@ -25,58 +23,20 @@ const LockFile = "/tmp/authmilter-dnstopo.lock"
 // binary left running (a killed test binary runs no cleanup).
 const pidFile = "/tmp/authmilter-dnstopo.pids"
 
-// process is one server process of the world.
-type process struct {
-	cmd  *exec.Cmd
-	conf string
-	logs *syncbuf.Buffer
-	done chan struct{}
-	err  error // Wait's result, set before done is closed
-}
-
-// startProcess starts a server in the foreground, recording its PID in
-// pidFile, and kills it when the test ends.
-func startProcess(t testing.TB, conf, name string, args ...string) (*process, error) {
-	p := &process{conf: conf, logs: &syncbuf.Buffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(name, args...)
-	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
-	// If the test binary dies without its cleanups, the kernel still
-	// kills the servers (and pidFile lets the next world find any that
-	// survive).
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w (install with: %s)", name, err, InstallHint)
+// startProcess starts a server of the world (dnsproc.Start: killed when
+// the test ends, and by the kernel if the test binary dies) and records
+// its PID with its configuration path in pidFile, so that the next world
+// can kill it should it survive a crashed test binary.
+func startProcess(t testing.TB, conf, name string, args ...string) (*dnsproc.Process, error) {
+	p, err := dnsproc.Start(t, name, args...)
+	if err != nil {
+		return nil, fmt.Errorf("%w (install with: %s)", err, InstallHint)
 	}
 	if f, err := os.OpenFile(pidFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600); err == nil {
-		fmt.Fprintf(f, "%d %s\n", p.cmd.Process.Pid, conf)
+		fmt.Fprintf(f, "%d %s\n", p.PID(), conf)
 		f.Close()
 	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(p.stop)
 	return p, nil
-}
-
-// exited reports whether the process has ended, with its exit error.
-func (p *process) exited() (bool, error) {
-	select {
-	case <-p.done:
-		return true, p.err
-	default:
-		return false, nil
-	}
-}
-
-// stop kills the process by its PID and waits for it. The servers hold
-// nothing worth a clean shutdown.
-func (p *process) stop() {
-	if done, _ := p.exited(); done {
-		return
-	}
-	_ = p.cmd.Process.Kill()
-	<-p.done
 }
 
 // acquireLock takes LockFile, waiting at most timeout for another world
@@ -145,14 +105,4 @@ func killLeftovers() {
 	}
 	f.Close()
 	_ = os.Truncate(pidFile, 0)
-}
-
-// run runs a control tool and returns its output, with the output in the
-// error when it fails.
-func run(ctx context.Context, name string, args ...string) (string, error) {
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
-	}
-	return string(out), nil
 }

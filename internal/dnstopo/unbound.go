@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/authmilter/authmilter/internal/dnsproc"
 )
 
 // Resolver is the world's recursive resolver (unbound), the public path
@@ -20,7 +22,7 @@ type Resolver struct {
 	IP, Addr string
 
 	conf string
-	proc *process
+	proc *dnsproc.Process
 }
 
 // startUnbound writes unbound's configuration (root hints pointing at the
@@ -83,7 +85,7 @@ remote-control:
 	if err := os.WriteFile(r.conf, []byte(conf), 0o600); err != nil {
 		return fmt.Errorf("unbound: %w", err)
 	}
-	if out, err := run(ctx, UnboundCheckBinary, r.conf); err != nil {
+	if out, err := dnsproc.Run(ctx, UnboundCheckBinary, r.conf); err != nil {
 		return fmt.Errorf("unbound: configuration refused: %w\n%s\n%s", err, out, conf)
 	}
 	p, err := startProcess(w.t, r.conf, UnboundBinary, "-d", "-c", r.conf)
@@ -105,27 +107,11 @@ func (w *World) waitResolvable(ctx context.Context) error {
 				continue
 			}
 		}
-		var last string
-		for {
-			qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-			m, err := r.Query(qctx, fqdn(z.name), dns.TypeSOA)
-			cancel()
-			if err == nil && m.Rcode == dns.RcodeSuccess && len(m.Answer) > 0 {
-				break
-			}
-			if err != nil {
-				last = err.Error()
-			} else {
-				last = dns.RcodeToString[m.Rcode]
-			}
-			if done, err := r.proc.exited(); done {
-				return fmt.Errorf("unbound exited (%v): %s", err, r.proc.logs.String())
-			}
-			select {
-			case <-ctx.Done():
-				return fmt.Errorf("unbound does not resolve the SOA of %s: %s; log:\n%s", fqdn(z.name), last, r.proc.logs.String())
-			case <-time.After(50 * time.Millisecond):
-			}
+		err := r.proc.WaitReady(ctx, func(ctx context.Context) error {
+			return dnsproc.AnswersSOA(ctx, r.Addr, fqdn(z.name), true)
+		})
+		if err != nil {
+			return fmt.Errorf("unbound does not resolve the SOA of %s: %w", fqdn(z.name), err)
 		}
 	}
 	return nil
@@ -136,7 +122,7 @@ func (r *Resolver) Logs() string {
 	if r.proc == nil {
 		return ""
 	}
-	return r.proc.logs.String()
+	return r.proc.Logs()
 }
 
 // Query asks the resolver (recursion desired) for name and type.
@@ -162,7 +148,7 @@ func (r *Resolver) TXT(ctx context.Context, name string) ([]string, int, error) 
 func (r *Resolver) Control(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	out, err := run(ctx, UnboundControlBinary, append([]string{"-c", r.conf}, args...)...)
+	out, err := dnsproc.Run(ctx, UnboundControlBinary, append([]string{"-c", r.conf}, args...)...)
 	if err != nil {
 		return out, fmt.Errorf("unbound-control: %w", err)
 	}

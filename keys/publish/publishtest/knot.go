@@ -10,24 +10,23 @@ package publishtest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
 	"fmt"
+	"maps"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
 
-	"github.com/authmilter/authmilter/internal/syncbuf"
+	"github.com/authmilter/authmilter/internal/dnsproc"
 )
 
 // KnotBinary is the Knot DNS server binary.
-const KnotBinary = "/usr/sbin/knotd"
+const KnotBinary = dnsproc.KnotBinary
 
 // InstallHint is what to install when knotd is missing.
 const InstallHint = "apt-get install knot"
@@ -46,9 +45,7 @@ type Knot struct {
 	// SecretFile holds TSIGSecret alone, mode 0600.
 	SecretFile string
 
-	cmd  *exec.Cmd
-	logs *syncbuf.Buffer
-	done chan struct{}
+	proc *dnsproc.Process
 }
 
 // StartKnot starts knotd authoritative for zones (e.g. "example.com"), each
@@ -56,14 +53,21 @@ type Knot struct {
 // with TSIGName. It fails the test if knotd is missing or does not answer.
 func StartKnot(t testing.TB, zones ...string) *Knot {
 	t.Helper()
-	if _, err := os.Stat(KnotBinary); err != nil {
-		t.Fatalf("publishtest: %s not found (%v); install it with: %s", KnotBinary, err, InstallHint)
+	dnsproc.Require(t, "publishtest", InstallHint, KnotBinary)
+	texts := make(map[string]string, len(zones))
+	for _, z := range zones {
+		z = strings.TrimSuffix(z, ".")
+		texts[z] = fmt.Sprintf("$ORIGIN %s.\n$TTL 60\n@ IN SOA ns1 hostmaster 1 3600 600 86400 1\n@ IN NS ns1\nns1 IN A 127.0.0.1\n", z)
 	}
+	// Another process may take the free port before knotd binds it.
 	var lastErr error
 	for range 3 {
-		k, err := startKnot(t, zones)
+		addr, err := dnsproc.FreeLoopbackAddr()
 		if err == nil {
-			return k
+			var k *Knot
+			if k, err = launchKnot(t, addr, texts); err == nil {
+				return k
+			}
 		}
 		lastErr = err
 	}
@@ -71,54 +75,44 @@ func StartKnot(t testing.TB, zones ...string) *Knot {
 	return nil
 }
 
-func startKnot(t testing.TB, zones []string) (*Knot, error) {
+// launchKnot starts knotd on addr ("ip:port") from a new directory,
+// authoritative for the zones given as zone-file texts by origin (without
+// the final dot) and accepting updates signed with TSIGName, and waits
+// until it serves every zone; a knotd that does not is killed.
+func launchKnot(t testing.TB, addr string, zones map[string]string) (*Knot, error) {
+	// Not t.TempDir: a long test name would make the control socket's
+	// path longer than a unix socket's 107 bytes.
 	dir, err := os.MkdirTemp("", "knot-")
 	if err != nil {
 		return nil, err
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	addr, err := freeAddr()
-	if err != nil {
-		return nil, err
-	}
-	host, port, _ := net.SplitHostPort(addr)
-	raw := make([]byte, 32)
-	rand.Read(raw)
-	k := &Knot{Addr: addr, Dir: dir, TSIGSecret: base64.StdEncoding.EncodeToString(raw),
-		SecretFile: filepath.Join(dir, "tsig.secret"), logs: &syncbuf.Buffer{}, done: make(chan struct{})}
-	if err := os.WriteFile(k.SecretFile, []byte(k.TSIGSecret+"\n"), 0o600); err != nil {
+	k := &Knot{Addr: addr, Dir: dir, SecretFile: filepath.Join(dir, "tsig.secret")}
+	if k.TSIGSecret, err = dnsproc.NewSecret(k.SecretFile); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(filepath.Join(dir, "db"), 0o700); err != nil {
 		return nil, err
 	}
+	origins := slices.Sorted(maps.Keys(zones))
 	var zs strings.Builder
-	for _, z := range zones {
-		z = strings.TrimSuffix(z, ".")
-		zone := fmt.Sprintf("$ORIGIN %s.\n$TTL 60\n@ IN SOA ns1 hostmaster 1 3600 600 86400 1\n@ IN NS ns1\nns1 IN A 127.0.0.1\n", z)
-		if err := os.WriteFile(filepath.Join(dir, z+".zone"), []byte(zone), 0o600); err != nil {
+	for _, z := range origins {
+		if err := os.WriteFile(filepath.Join(dir, z+".zone"), []byte(zones[z]), 0o600); err != nil {
 			return nil, err
 		}
 		fmt.Fprintf(&zs, "  - domain: %s\n    acl: update\n", z)
 	}
-	conf := fmt.Sprintf(`server:
-    rundir: "%[1]s"
-    listen: %[2]s@%[3]s
-    pidfile: "%[1]s/knot.pid"
-log:
-  - target: stderr
-    any: info
-database:
-    storage: "%[1]s/db"
-control:
-    listen: "%[1]s/knot.sock"
-key:
-  - id: %[4]s
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	conf := dnsproc.KnotServerConf(dir, host+"@"+port) + fmt.Sprintf(`key:
+  - id: %[2]s
     algorithm: hmac-sha256
-    secret: %[5]s
+    secret: %[3]s
 acl:
   - id: update
-    key: %[4]s
+    key: %[2]s
     action: update
 template:
   - id: default
@@ -128,55 +122,33 @@ template:
     zonefile-load: whole
     journal-content: changes
 zone:
-%[6]s`, dir, host, port, TSIGName, k.TSIGSecret, zs.String())
+%[4]s`, dir, TSIGName, k.TSIGSecret, zs.String())
 	confPath := filepath.Join(dir, "knot.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
-	k.cmd = exec.Command(KnotBinary, "-c", confPath)
-	k.cmd.Stdout, k.cmd.Stderr = k.logs, k.logs
-	if err := k.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", KnotBinary, err)
+	if k.proc, err = dnsproc.Start(t, KnotBinary, "-c", confPath); err != nil {
+		return nil, err
 	}
-	go func() { k.cmd.Wait(); close(k.done) }()
-	t.Cleanup(k.stop)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ready := true
-		for _, z := range zones {
-			if _, err := k.query(dns.Fqdn(z), dns.TypeSOA); err != nil {
-				ready = false
-				break
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	err = k.proc.WaitReady(ctx, func(ctx context.Context) error {
+		for _, z := range origins {
+			if err := dnsproc.AnswersSOA(ctx, addr, z, false); err != nil {
+				return err
 			}
 		}
-		if ready {
-			return k, nil
-		}
-		select {
-		case <-k.done:
-			return nil, fmt.Errorf("knotd exited: %s", k.logs.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			k.stop()
-			return nil, fmt.Errorf("knotd does not answer on %s: %s", addr, k.logs.String())
-		}
+		return nil
+	})
+	if err != nil {
+		k.proc.Stop()
+		return nil, fmt.Errorf("knotd on %s: %w", addr, err)
 	}
-}
-
-// stop kills the server by its PID and waits for it.
-func (k *Knot) stop() {
-	select {
-	case <-k.done:
-		return
-	default:
-	}
-	k.cmd.Process.Kill()
-	<-k.done
+	return k, nil
 }
 
 // Logs returns what knotd logged so far.
-func (k *Knot) Logs() string { return k.logs.String() }
+func (k *Knot) Logs() string { return k.proc.Logs() }
 
 func (k *Knot) query(name string, qtype uint16) (*dns.Msg, error) {
 	q := new(dns.Msg)
@@ -226,23 +198,4 @@ func (k *Knot) LookupTXT(_ context.Context, name string) ([]string, error) {
 		return nil, &net.DNSError{Err: "no such host", Name: name, IsNotFound: true}
 	}
 	return out, nil
-}
-
-// freeAddr finds a port on 127.0.0.1 that is free for both UDP and TCP.
-func freeAddr() (string, error) {
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return "", err
-		}
-		addr := l.Addr().String()
-		pc, err := net.ListenPacket("udp", addr)
-		l.Close()
-		if err != nil {
-			continue
-		}
-		pc.Close()
-		return addr, nil
-	}
-	return "", fmt.Errorf("no free port on 127.0.0.1")
 }

@@ -2,14 +2,13 @@ package publishtest
 
 import (
 	"context"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/authmilter/authmilter/internal/dnsproc"
 )
 
 // AddRR adds records, in zone file syntax with fully qualified names (e.g.
@@ -18,18 +17,7 @@ import (
 // records into the server. It fails the test if the server refuses.
 func (k *Knot) AddRR(t testing.TB, zone string, rrs ...string) {
 	t.Helper()
-	m := new(dns.Msg)
-	m.SetUpdate(dns.Fqdn(zone))
-	var add []dns.RR
-	for _, s := range rrs {
-		rr, err := dns.NewRR(s)
-		if err != nil {
-			t.Fatalf("publishtest: record %q: %v", s, err)
-		}
-		add = append(add, rr)
-	}
-	m.Insert(add)
-	k.update(t, m)
+	k.Update(t, zone, nil, rrs)
 }
 
 // RemoveRRset deletes the records of qtype at name from zone by a
@@ -56,7 +44,7 @@ func (k *Knot) update(t testing.TB, m *dns.Msg) {
 }
 
 // KnotcBinary is Knot's control tool, which reads a zone's own contents.
-const KnotcBinary = "/usr/sbin/knotc"
+const KnotcBinary = dnsproc.KnotcBinary
 
 // ZoneTXT returns the TXT records that zone itself holds at name, each
 // record's strings joined, from the server's zone contents (knotc
@@ -64,25 +52,17 @@ const KnotcBinary = "/usr/sbin/knotc"
 // can tell a name's own record from a synthesized one. nil if none.
 func (k *Knot) ZoneTXT(t testing.TB, zone, name string) []string {
 	t.Helper()
-	if _, err := os.Stat(KnotcBinary); err != nil {
-		t.Fatalf("publishtest: %s not found (%v); install it with: %s", KnotcBinary, err, InstallHint)
-	}
+	dnsproc.Require(t, "publishtest", InstallHint, KnotcBinary)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, KnotcBinary, "-s", filepath.Join(k.Dir, "knot.sock"),
-		"zone-read", dns.Fqdn(zone), dns.Fqdn(name), "TXT")
-	out, err := cmd.CombinedOutput()
+	lines, err := dnsproc.ZoneRead(ctx, dnsproc.KnotControlSocket(k.Dir), zone, name, "TXT")
 	if err != nil {
-		// knotc reports a name without records as an error.
-		if s := string(out); strings.Contains(s, "no such") || strings.Contains(s, "not exist") {
-			return nil
-		}
-		t.Fatalf("publishtest: knotc zone-read %s %s: %v: %s", zone, name, err, out)
+		t.Fatalf("publishtest: %v", err)
 	}
 	var recs []string
-	for _, l := range strings.Split(string(out), "\n") {
+	for _, l := range lines {
 		// "[zone.] name TTL TXT "..." ..."
-		if _, rest, ok := strings.Cut(strings.TrimSpace(l), "] "); ok {
+		if _, rest, ok := strings.Cut(l, "] "); ok {
 			rr, err := dns.NewRR(rest)
 			if err != nil {
 				t.Fatalf("publishtest: knotc zone-read line %q: %v", l, err)

@@ -1,13 +1,12 @@
 package publishtest
 
 import (
+	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"fmt"
 	"math/big"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -16,7 +15,7 @@ import (
 
 	"github.com/miekg/dns"
 
-	"github.com/authmilter/authmilter/internal/syncbuf"
+	"github.com/authmilter/authmilter/internal/dnsproc"
 )
 
 // Small DNS topologies for tests that need real delegations: Knot DNS
@@ -27,7 +26,7 @@ import (
 // bind port 53.
 
 // UnboundBinary is the Unbound recursive resolver binary.
-const UnboundBinary = "/usr/sbin/unbound"
+const UnboundBinary = dnsproc.UnboundBinary
 
 // UnboundHint is what to install when unbound is missing.
 const UnboundHint = "apt-get install unbound"
@@ -47,7 +46,7 @@ func NewNet(t testing.TB) *Net {
 		prefix := fmt.Sprintf("127.54.%d.", n.Int64()+1)
 		ok := true
 		for host := 1; host <= 10 && ok; host++ {
-			ok = free(fmt.Sprintf("%s%d:53", prefix, host))
+			ok = dnsproc.CanBind(fmt.Sprintf("%s%d:53", prefix, host)) == nil
 		}
 		if ok {
 			return &Net{Prefix: prefix}
@@ -60,113 +59,22 @@ func NewNet(t testing.TB) *Net {
 // IP returns the address 127.54.N.host.
 func (n *Net) IP(host int) string { return fmt.Sprintf("%s%d", n.Prefix, host) }
 
-// free reports whether addr can be bound for UDP and TCP.
-func free(addr string) bool {
-	pc, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		return false
-	}
-	pc.Close()
-	l, err := net.Listen("tcp", addr)
-	if err != nil {
-		return false
-	}
-	l.Close()
-	return true
-}
-
 // StartZones starts knotd on ip:53 authoritative for the zones given as
 // complete zone-file texts by origin (each with its SOA and NS records).
 // Updates signed with TSIGName are accepted (see Knot.Update). It fails the
 // test if knotd is missing or does not serve every zone.
 func StartZones(t testing.TB, ip string, zones map[string]string) *Knot {
 	t.Helper()
-	if _, err := os.Stat(KnotBinary); err != nil {
-		t.Fatalf("publishtest: %s not found (%v); install it with: %s", KnotBinary, err, InstallHint)
+	dnsproc.Require(t, "publishtest", InstallHint, KnotBinary)
+	texts := make(map[string]string, len(zones))
+	for z, text := range zones {
+		texts[strings.TrimSuffix(strings.ToLower(z), ".")] = text
 	}
-	dir := t.TempDir()
-	raw := make([]byte, 32)
-	rand.Read(raw)
-	k := &Knot{Addr: net.JoinHostPort(ip, "53"), Dir: dir, TSIGSecret: base64.StdEncoding.EncodeToString(raw),
-		SecretFile: filepath.Join(dir, "tsig.secret"), logs: &syncbuf.Buffer{}, done: make(chan struct{})}
-	must := func(err error) {
-		if err != nil {
-			t.Helper()
-			t.Fatalf("publishtest: %v", err)
-		}
+	k, err := launchKnot(t, net.JoinHostPort(ip, "53"), texts)
+	if err != nil {
+		t.Fatalf("publishtest: %v", err)
 	}
-	must(os.WriteFile(k.SecretFile, []byte(k.TSIGSecret+"\n"), 0o600))
-	must(os.MkdirAll(filepath.Join(dir, "db"), 0o700))
-	origins := make([]string, 0, len(zones))
-	for z := range zones {
-		origins = append(origins, strings.TrimSuffix(strings.ToLower(z), "."))
-	}
-	sort.Strings(origins)
-	var zs strings.Builder
-	for _, z := range origins {
-		text := zones[z]
-		if text == "" {
-			text = zones[z+"."]
-		}
-		must(os.WriteFile(filepath.Join(dir, z+".zone"), []byte(text), 0o600))
-		fmt.Fprintf(&zs, "  - domain: %s\n    acl: update\n", z)
-	}
-	conf := fmt.Sprintf(`server:
-    rundir: "%[1]s"
-    listen: %[2]s@53
-    pidfile: "%[1]s/knot.pid"
-log:
-  - target: stderr
-    any: info
-database:
-    storage: "%[1]s/db"
-control:
-    listen: "%[1]s/knot.sock"
-key:
-  - id: %[3]s
-    algorithm: hmac-sha256
-    secret: %[4]s
-acl:
-  - id: update
-    key: %[3]s
-    action: update
-template:
-  - id: default
-    storage: "%[1]s"
-    file: "%%s.zone"
-    zonefile-sync: -1
-    zonefile-load: whole
-    journal-content: changes
-zone:
-%[5]s`, dir, ip, TSIGName, k.TSIGSecret, zs.String())
-	confPath := filepath.Join(dir, "knot.conf")
-	must(os.WriteFile(confPath, []byte(conf), 0o600))
-	k.cmd = exec.Command(KnotBinary, "-c", confPath)
-	k.cmd.Stdout, k.cmd.Stderr = k.logs, k.logs
-	must(k.cmd.Start())
-	go func() { k.cmd.Wait(); close(k.done) }()
-	t.Cleanup(k.stop)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		ready := true
-		for _, z := range origins {
-			if r, err := k.query(dns.Fqdn(z), dns.TypeSOA); err != nil || !r.Authoritative {
-				ready = false
-				break
-			}
-		}
-		if ready {
-			return k
-		}
-		select {
-		case <-k.done:
-			t.Fatalf("publishtest: knotd on %s exited: %s", k.Addr, k.logs.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("publishtest: knotd does not serve its zones on %s: %s", k.Addr, k.logs.String())
-		}
-	}
+	return k
 }
 
 // Update sends zone an RFC 2136 update signed with TSIGName: it deletes the
@@ -190,15 +98,7 @@ func (k *Knot) Update(t testing.TB, zone string, del []string, add []string) {
 	if len(rrs) > 0 {
 		m.Insert(rrs)
 	}
-	m.SetTsig(TSIGName, dns.HmacSHA256, 300, time.Now().Unix())
-	c := &dns.Client{Net: "tcp", Timeout: 5 * time.Second, TsigSecret: map[string]string{TSIGName: k.TSIGSecret}}
-	r, _, err := c.Exchange(m, k.Addr)
-	if err != nil {
-		t.Fatalf("publishtest: update %s on %s: %v", zone, k.Addr, err)
-	}
-	if r.Rcode != dns.RcodeSuccess {
-		t.Fatalf("publishtest: update %s on %s: %s", zone, k.Addr, dns.RcodeToString[r.Rcode])
-	}
+	k.update(t, m)
 }
 
 // Unbound is a running Unbound recursive resolver.
@@ -206,9 +106,7 @@ type Unbound struct {
 	// Addr is its "127.0.0.1:port".
 	Addr string
 
-	cmd  *exec.Cmd
-	logs *syncbuf.Buffer
-	done chan struct{}
+	proc *dnsproc.Process
 }
 
 // StartUnbound starts Unbound on 127.0.0.1 and a free port as a recursive
@@ -233,9 +131,7 @@ func StartUnboundNegativeCache(t testing.TB, stubs map[string][]string, negative
 
 func startUnboundRetry(t testing.TB, stubs map[string][]string, negativeTTL int) *Unbound {
 	t.Helper()
-	if _, err := os.Stat(UnboundBinary); err != nil {
-		t.Fatalf("publishtest: %s not found (%v); install it with: %s", UnboundBinary, err, UnboundHint)
-	}
+	dnsproc.Require(t, "publishtest", UnboundHint, UnboundBinary)
 	var lastErr error
 	for range 3 {
 		u, err := startUnbound(t, stubs, negativeTTL)
@@ -250,7 +146,7 @@ func startUnboundRetry(t testing.TB, stubs map[string][]string, negativeTTL int)
 
 func startUnbound(t testing.TB, stubs map[string][]string, negativeTTL int) (*Unbound, error) {
 	dir := t.TempDir()
-	addr, err := freeAddr()
+	addr, err := dnsproc.FreeLoopbackAddr()
 	if err != nil {
 		return nil, err
 	}
@@ -292,44 +188,21 @@ remote-control:
 	if err := os.WriteFile(conf, []byte(b.String()), 0o600); err != nil {
 		return nil, err
 	}
-	u := &Unbound{Addr: addr, logs: &syncbuf.Buffer{}, done: make(chan struct{})}
-	u.cmd = exec.Command(UnboundBinary, "-d", "-c", conf)
-	u.cmd.Stdout, u.cmd.Stderr = u.logs, u.logs
-	if err := u.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", UnboundBinary, err)
+	u := &Unbound{Addr: addr}
+	if u.proc, err = dnsproc.Start(t, UnboundBinary, "-d", "-c", conf); err != nil {
+		return nil, err
 	}
-	go func() { u.cmd.Wait(); close(u.done) }()
-	t.Cleanup(u.stop)
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		q := new(dns.Msg)
-		q.SetQuestion(dns.Fqdn(zones[0]), dns.TypeSOA)
-		c := &dns.Client{Timeout: time.Second}
-		if r, _, err := c.Exchange(q, addr); err == nil && r.Rcode == dns.RcodeSuccess {
-			return u, nil
-		}
-		select {
-		case <-u.done:
-			return nil, fmt.Errorf("unbound exited: %s", u.logs.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			u.stop()
-			return nil, fmt.Errorf("unbound does not answer on %s: %s", addr, u.logs.String())
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	err = u.proc.WaitReady(ctx, func(ctx context.Context) error {
+		return dnsproc.AnswersSOA(ctx, addr, zones[0], true)
+	})
+	if err != nil {
+		u.proc.Stop()
+		return nil, fmt.Errorf("unbound on %s: %w", addr, err)
 	}
+	return u, nil
 }
 
 // Logs returns what unbound logged so far.
-func (u *Unbound) Logs() string { return u.logs.String() }
-
-// stop kills unbound by its PID and waits for it.
-func (u *Unbound) stop() {
-	select {
-	case <-u.done:
-		return
-	default:
-	}
-	u.cmd.Process.Kill()
-	<-u.done
-}
+func (u *Unbound) Logs() string { return u.proc.Logs() }
