@@ -19,27 +19,13 @@ import (
 	"time"
 
 	"github.com/authmilter/authmilter/internal/miltertest"
+	"github.com/authmilter/authmilter/internal/testbin"
 	"github.com/authmilter/authmilter/internal/testdns"
 )
 
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "authmilter-cli")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "authmilter")
-	out, err := exec.Command("go", "build", "-o", binary, "../../cmd/authmilter").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, &binary) }
 
 type result struct {
 	stdout, stderr string

@@ -14,7 +14,6 @@ package contrib_test
 import (
 	"bufio"
 	"bytes"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,6 +22,8 @@ import (
 	"testing"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/authmilter/authmilter/internal/testbin"
 )
 
 const contribDir = "../../contrib"
@@ -36,26 +37,7 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(clientEnv); spec != "" {
 		os.Exit(runClient(spec))
 	}
-	dir, err := os.MkdirTemp("", "authmilter-contrib-bin")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	// The daemon runs as an unprivileged user: the folder must be
-	// searchable by it.
-	if err := os.Chmod(dir, 0o755); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "authmilter")
-	out, err := exec.Command("go", "build", "-o", binary, "../../cmd/authmilter").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	testbin.Main(m, &binary)
 }
 
 // needTool returns the path of a command (on PATH or in /usr/sbin, /sbin,

@@ -23,26 +23,12 @@ import (
 
 	"github.com/authmilter/authmilter/internal/dnstopo"
 	"github.com/authmilter/authmilter/internal/syncbuf"
+	"github.com/authmilter/authmilter/internal/testbin"
 )
 
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "authmilter-esp")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "authmilter")
-	out, err := exec.Command("go", "build", "-o", binary, "../../cmd/authmilter").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, &binary) }
 
 // waitDNS bounds every poll for a DNS state. Generous for a busy 2-core
 // machine; the tests never assert how long anything took.

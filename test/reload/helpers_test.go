@@ -21,6 +21,7 @@ import (
 
 	"github.com/authmilter/authmilter/internal/miltertest"
 	"github.com/authmilter/authmilter/internal/syncbuf"
+	"github.com/authmilter/authmilter/internal/testbin"
 	"github.com/authmilter/authmilter/keys"
 	"github.com/authmilter/authmilter/policy"
 	"github.com/authmilter/authmilter/policy/resolve"
@@ -29,23 +30,7 @@ import (
 // binary is the authmilter binary built by TestMain.
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "authmilter-reload-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "authmilter")
-	build := exec.Command("go", "build", "-o", binary, "github.com/authmilter/authmilter/cmd/authmilter")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build authmilter: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, &binary) }
 
 // daemon is a running `authmilter run`.
 type daemon struct {

@@ -15,28 +15,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/authmilter/authmilter/internal/testbin"
 )
 
 // binary is the authmilter binary built by TestMain.
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "authmilter-soak-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary = filepath.Join(dir, "authmilter")
-	build := exec.Command("go", "build", "-o", binary, "github.com/authmilter/authmilter/cmd/authmilter")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build authmilter: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m, &binary) }
 
 // daemon is a running `authmilter run` whose stderr goes to a file (10,000
 // message lines are too many to keep re-reading from memory).
