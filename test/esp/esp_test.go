@@ -335,6 +335,20 @@ func (p *provider) waitActive(t *testing.T, domain, selector string) keyRow {
 	})
 }
 
+// firstKey runs keygen for domain at a provider that has no key yet, and
+// waits until the one key it made is published and active; it returns the
+// key's selector.
+func (p *provider) firstKey(t *testing.T, domain string) string {
+	t.Helper()
+	r := p.keygen(t, "-d", domain)
+	rows, _ := p.keys(t)
+	if len(rows) != 1 {
+		t.Fatalf("keys after keygen: %v\n%s", rows, r)
+	}
+	p.waitActive(t, domain, rows[0].Selector)
+	return rows[0].Selector
+}
+
 // msgSeq makes every message unique.
 var msgSeq atomic.Int64
 

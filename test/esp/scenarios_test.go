@@ -154,13 +154,7 @@ func TestLaggingSecondary(t *testing.T) {
 		Delegated:     []string{"myesp._domainkey.customer.example"},
 	})
 	p := newProvider(t, w, cfgOpts{})
-	p.keygen(t, "-d", "customer.example")
-	rows, _ := p.keys(t)
-	if len(rows) != 1 {
-		t.Fatalf("keys after keygen: %v", rows)
-	}
-	old := rows[0].Selector
-	p.waitActive(t, "customer.example", old)
+	old := p.firstKey(t, "customer.example")
 
 	w.HoldTransfers(t)
 	at := monthly(1)[0]
@@ -339,13 +333,7 @@ func TestWildcardKeepsRetiredKey(t *testing.T) {
 	// not "dec2026.myesp" once any "<x>.myesp" exists (the empty
 	// non-terminal myesp._domainkey stops it, RFC 4592).
 	p := newProvider(t, w, cfgOpts{selectorFormat: "%b%Y", extra: hostedTarget(w, "wild.example")})
-	p.keygen(t, "-d", "wild.example")
-	rows, _ := p.keys(t)
-	if len(rows) != 1 {
-		t.Fatalf("keys after keygen: %v", rows)
-	}
-	old := rows[0].Selector
-	p.waitActive(t, "wild.example", old)
+	old := p.firstKey(t, "wild.example")
 	oldTXT, err := w.Customers.TXT(context.Background(), old+"._domainkey.wild.example")
 	if err != nil || len(oldTXT) != 1 {
 		t.Fatalf("keygen did not publish on the customers' server: %q, %v", oldTXT, err)
@@ -416,13 +404,7 @@ func TestRetirement(t *testing.T) {
 		Delegated:     []string{"myesp._domainkey.customer.example"},
 	})
 	p := newProvider(t, w, cfgOpts{})
-	p.keygen(t, "-d", "customer.example")
-	rows, _ := p.keys(t)
-	if len(rows) != 1 {
-		t.Fatalf("keys after keygen: %v", rows)
-	}
-	old := rows[0].Selector
-	p.waitActive(t, "customer.example", old)
+	old := p.firstKey(t, "customer.example")
 	m0, _ := p.sign(t, "customer.example")
 	p.verify(t, m0, "first key")
 
