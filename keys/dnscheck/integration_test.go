@@ -206,14 +206,7 @@ func TestCheckRealDNS(t *testing.T) {
 			c := tp.checker(t, cmpOr(tt.mode, dnscheck.Nameservers))
 			q := dnscheck.Query{Domain: tt.domain, Selector: tt.selector, Public: tp.keys[tt.key], Known: tt.known, PublishName: tt.publishAt}
 			r := c.Check(ctx, q)
-			if r.State != tt.want {
-				t.Fatalf("state %s (%s), want %s; result %+v", r.State, r.Detail, tt.want, r)
-			}
-			for _, d := range tt.detail {
-				if !strings.Contains(r.Detail, d) {
-					t.Errorf("detail %q lacks %q", r.Detail, d)
-				}
-			}
+			checkResult(t, r, tt.want, tt.detail, tt.servers, tt.add, tt.found)
 			if tt.zone != "" && r.Zone != tt.zone {
 				t.Errorf("zone %q, want %q", r.Zone, tt.zone)
 			}
@@ -222,21 +215,6 @@ func TestCheckRealDNS(t *testing.T) {
 			}
 			if tt.cnames != nil && !slices.Equal(r.CNAMEs, tt.cnames) {
 				t.Errorf("CNAMEs %q, want %q", r.CNAMEs, tt.cnames)
-			}
-			if tt.servers != nil {
-				var got []string
-				for _, s := range r.Nameservers {
-					got = append(got, s.Name+" "+string(s.State))
-				}
-				if !slices.Equal(got, tt.servers) {
-					t.Errorf("nameservers %q, want %q (%+v)", got, tt.servers, r.Nameservers)
-				}
-			}
-			if !slices.Equal(r.Add, tt.add) {
-				t.Errorf("records to add %q, want %q", r.Add, tt.add)
-			}
-			if tt.found != "" && !strings.Contains(r.Found, tt.found) {
-				t.Errorf("found %q, want %q", r.Found, tt.found)
 			}
 			if tt.negTTL != 0 && r.NegativeTTL != tt.negTTL {
 				t.Errorf("negative TTL %v, want %v", r.NegativeTTL, tt.negTTL)
@@ -319,6 +297,37 @@ func TestCheckRetiredRealDNS(t *testing.T) {
 				t.Errorf("detail %q lacks %q", r.Detail, tt.detail)
 			}
 		})
+	}
+}
+
+// checkResult fails t unless r has state (else it stops the test), a
+// Detail that contains every string of detail, the nameserver states of
+// servers ("name state" each; nil: not checked), exactly the records to
+// add of add, and a Found that contains found ("": not checked).
+func checkResult(t *testing.T, r dnscheck.Result, state keys.State, detail, servers, add []string, found string) {
+	t.Helper()
+	if r.State != state {
+		t.Fatalf("state %s (%s), want %s; result %+v", r.State, r.Detail, state, r)
+	}
+	for _, d := range detail {
+		if !strings.Contains(r.Detail, d) {
+			t.Errorf("detail %q lacks %q", r.Detail, d)
+		}
+	}
+	if servers != nil {
+		var got []string
+		for _, s := range r.Nameservers {
+			got = append(got, s.Name+" "+string(s.State))
+		}
+		if !slices.Equal(got, servers) {
+			t.Errorf("nameservers %q, want %q (%+v)", got, servers, r.Nameservers)
+		}
+	}
+	if !slices.Equal(r.Add, add) {
+		t.Errorf("records to add %q, want %q", r.Add, add)
+	}
+	if found != "" && !strings.Contains(r.Found, found) {
+		t.Errorf("found %q, want %q", r.Found, found)
 	}
 }
 
@@ -466,29 +475,7 @@ func TestDelegationExistsRealDNS(t *testing.T) {
 			r := c.Check(context.Background(), dnscheck.Query{Domain: "customer.example", Selector: tt.selector, Public: ks[tt.key],
 				PublishName: tt.publishAt})
 			t.Logf("%s: %s", r.State, r.Detail)
-			if r.State != tt.want {
-				t.Fatalf("state %s (%s), want %s; result %+v", r.State, r.Detail, tt.want, r)
-			}
-			for _, d := range tt.detail {
-				if !strings.Contains(r.Detail, d) {
-					t.Errorf("detail %q lacks %q", r.Detail, d)
-				}
-			}
-			if tt.servers != nil {
-				var got []string
-				for _, s := range r.Nameservers {
-					got = append(got, s.Name+" "+string(s.State))
-				}
-				if !slices.Equal(got, tt.servers) {
-					t.Errorf("nameservers %q, want %q (%+v)", got, tt.servers, r.Nameservers)
-				}
-			}
-			if !slices.Equal(r.Add, tt.add) {
-				t.Errorf("records to add %q, want %q", r.Add, tt.add)
-			}
-			if tt.found != "" && !strings.Contains(r.Found, tt.found) {
-				t.Errorf("found %q, want %q", r.Found, tt.found)
-			}
+			checkResult(t, r, tt.want, tt.detail, tt.servers, tt.add, tt.found)
 		})
 	}
 }
