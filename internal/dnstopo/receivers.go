@@ -41,33 +41,29 @@ func (v Verdict) String() string {
 // VerifyDkimpy verifies msg with dkimpy, which looks keys up through the
 // world's resolver (a dnspython resolver asking Resolver.Addr only).
 func (w *World) VerifyDkimpy(ctx context.Context, msg []byte) Verdict {
-	v := Verdict{Receiver: "dkimpy"}
 	res, err := interop.VerifyDkimpy(ctx, msg, w.Resolver.Addr)
-	if err != nil {
-		v.Err = err
-		return v
-	}
-	v.Pass = len(res) > 0
-	for _, r := range res {
-		v.Results = append(v.Results, r.String())
-		v.Pass = v.Pass && r.OK
-	}
-	return v
+	return verdict("dkimpy", res, err, func(r interop.DkimpyResult) bool { return r.OK })
 }
 
 // VerifyOpenDKIM verifies msg with the OpenDKIM milter, whose resolver
 // (libunbound) forwards to the world's resolver.
 func (w *World) VerifyOpenDKIM(ctx context.Context, msg []byte) Verdict {
-	v := Verdict{Receiver: "opendkim"}
 	res, err := interop.VerifyOpenDKIMEach(ctx, msg, w.Resolver.Addr)
+	return verdict("opendkim", res, err, func(r interop.OpenDKIMResult) bool { return r.Result == "pass" })
+}
+
+// verdict is receiver's Verdict on its per-signature results res (or its
+// failure err): a pass needs at least one signature, and every one to
+// pass.
+func verdict[R fmt.Stringer](receiver string, res []R, err error, pass func(R) bool) Verdict {
+	v := Verdict{Receiver: receiver, Err: err}
 	if err != nil {
-		v.Err = err
 		return v
 	}
 	v.Pass = len(res) > 0
 	for _, r := range res {
 		v.Results = append(v.Results, r.String())
-		v.Pass = v.Pass && r.Result == "pass"
+		v.Pass = v.Pass && pass(r)
 	}
 	return v
 }
