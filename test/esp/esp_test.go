@@ -364,6 +364,19 @@ func (p *provider) sign(t *testing.T, fromDomain string) ([]byte, []signature) {
 	return msg, sigs
 }
 
+// signsWith signs a message From user@from (sign), fails the test unless
+// it carries exactly the one signature want, and verifies it at both
+// receivers (verify, what names it in failures); it returns the message.
+func (p *provider) signsWith(t *testing.T, from string, want signature, what string) []byte {
+	t.Helper()
+	msg, sigs := p.sign(t, from)
+	if len(sigs) != 1 || sigs[0] != want {
+		t.Fatalf("%s: signatures %v, want d=%s s=%s", what, sigs, want.d, want.s)
+	}
+	p.verify(t, msg, what)
+	return msg
+}
+
 // trySign is sign without the checks.
 func (p *provider) trySign(t *testing.T, fromDomain string) ([]byte, []signature, result) {
 	t.Helper()

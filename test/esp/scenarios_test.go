@@ -44,11 +44,7 @@ func TestDelegatedSelectorZone(t *testing.T) {
 		}
 	}
 	p.waitActive(t, "customer.example", sel)
-	msg, sigs := p.sign(t, "customer.example")
-	if len(sigs) != 1 || sigs[0] != (signature{"customer.example", sel}) {
-		t.Fatalf("signatures %v, want d=customer.example s=%s", sigs, sel)
-	}
-	p.verify(t, msg, "delegated customer")
+	p.signsWith(t, "customer.example", signature{"customer.example", sel}, "delegated customer")
 }
 
 // TestCNAMECustomerAlternating: a CNAME'd customer with alternating
@@ -83,11 +79,7 @@ func TestCNAMECustomerAlternating(t *testing.T) {
 	w.Add(t, "s1._domainkey.cnamecust.example. CNAME s1.cnamecust.example.dkim.myesp.example.",
 		"s2._domainkey.cnamecust.example. CNAME s2.cnamecust.example.dkim.myesp.example.")
 	p.waitActive(t, "cnamecust.example", "s1")
-	m1, sigs := p.sign(t, "cnamecust.example")
-	if sigs[0] != (signature{"cnamecust.example", "s1"}) {
-		t.Fatalf("signatures %v, want d=cnamecust.example s=s1", sigs)
-	}
-	p.verify(t, m1, "s1 through the CNAME")
+	m1 := p.signsWith(t, "cnamecust.example", signature{"cnamecust.example", "s1"}, "s1 through the CNAME")
 
 	at := monthly(1)[0]
 	r = p.rotate(t, at)
@@ -99,11 +91,7 @@ func TestCNAMECustomerAlternating(t *testing.T) {
 		t.Fatalf("rotate did not publish s2 at its CNAME target: %q, %v\n%s", txt, err, r)
 	}
 	p.waitActive(t, "cnamecust.example", "s2")
-	m2, sigs := p.sign(t, "cnamecust.example")
-	if sigs[0] != (signature{"cnamecust.example", "s2"}) {
-		t.Fatalf("after rotation: signatures %v, want s=s2", sigs)
-	}
-	p.verify(t, m2, "s2 through the CNAME")
+	p.signsWith(t, "cnamecust.example", signature{"cnamecust.example", "s2"}, "s2 through the CNAME")
 	p.verify(t, m1, "s1 after rotation (not retired yet)")
 }
 
@@ -135,11 +123,7 @@ selector = "s1024_oceanic"
 		if rules := string(k.Rules); !strings.Contains(rules, c.from) || strings.Contains(rules, c.other) {
 			t.Errorf("keys -json: %s rules = %s, want the rule from = %q only", c.sel, rules, c.from)
 		}
-		msg, sigs := p.sign(t, c.from)
-		if len(sigs) != 1 || sigs[0] != (signature{"myesp.example", c.sel}) {
-			t.Fatalf("From %s: signatures %v, want d=myesp.example s=%s", c.from, sigs, c.sel)
-		}
-		p.verify(t, msg, "From "+c.from)
+		p.signsWith(t, c.from, signature{"myesp.example", c.sel}, "From "+c.from)
 	}
 }
 
@@ -195,11 +179,7 @@ func TestLaggingSecondary(t *testing.T) {
 
 	w.ReleaseTransfers(t)
 	p.waitActive(t, "customer.example", sel)
-	msg, sigs := p.sign(t, "customer.example")
-	if sigs[0] != (signature{"customer.example", sel}) {
-		t.Fatalf("after the secondary caught up: signatures %v, want s=%s", sigs, sel)
-	}
-	p.verify(t, msg, "new key after the secondary caught up")
+	p.signsWith(t, "customer.example", signature{"customer.example", sel}, "new key after the secondary caught up")
 }
 
 // TestMissingDelegation: the customer has not delegated the selector zone:
@@ -234,11 +214,7 @@ func TestMissingDelegation(t *testing.T) {
 	}
 	w.Delegate(t, "myesp._domainkey.customer.example")
 	p.waitActive(t, "customer.example", sel)
-	msg, sigs := p.sign(t, "customer.example")
-	if sigs[0] != (signature{"customer.example", sel}) {
-		t.Fatalf("signatures %v, want s=%s", sigs, sel)
-	}
-	p.verify(t, msg, "after the customer delegated")
+	p.signsWith(t, "customer.example", signature{"customer.example", sel}, "after the customer delegated")
 }
 
 // foreignRecord makes another provider's DKIM key record.
@@ -316,11 +292,7 @@ func TestForeignRecord(t *testing.T) {
 		t.Fatalf("keygen -force did not replace the record: %q, %v\n%s", txt, err, r)
 	}
 	p.waitActive(t, "hosted.example", "default")
-	msg, sigs := p.sign(t, "hosted.example")
-	if sigs[0] != (signature{"hosted.example", "default"}) {
-		t.Fatalf("signatures %v", sigs)
-	}
-	p.verify(t, msg, "after -force")
+	p.signsWith(t, "hosted.example", signature{"hosted.example", "default"}, "after -force")
 }
 
 // TestWildcardKeepsRetiredKey: a wildcard *._domainkey record holding a
@@ -456,9 +428,5 @@ func TestRetirement(t *testing.T) {
 			t.Errorf("a signature of the retired key still verifies (or the receiver failed): %v", v)
 		}
 	}
-	msg, sigs := p.sign(t, "customer.example")
-	if sigs[0] != (signature{"customer.example", sel}) {
-		t.Fatalf("signatures %v, want s=%s", sigs, sel)
-	}
-	p.verify(t, msg, "current key after the retirement")
+	p.signsWith(t, "customer.example", signature{"customer.example", sel}, "current key after the retirement")
 }
