@@ -4,11 +4,15 @@
 package testbin
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 // Package is the import path of the command that is built.
@@ -50,4 +54,34 @@ func Main(m *testing.M, binary *string) {
 	code := m.Run()
 	cleanup()
 	os.Exit(code)
+}
+
+// Result is one run of the binary.
+type Result struct {
+	Stdout, Stderr string
+	// Code is the exit status.
+	Code int
+}
+
+// Run runs binary with args and stdin, killing it after timeout, and
+// returns what it printed and its exit status (-1 when killed). It fails
+// t when the binary cannot be run at all.
+func Run(t testing.TB, binary string, timeout time.Duration, stdin []byte, args ...string) Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Stdin = bytes.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	// Any exit is a result (killed at the timeout: -1); only a binary
+	// that did not run fails the test here.
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("%s %s: %v", filepath.Base(binary), strings.Join(args, " "), err)
+	}
+	return Result{Stdout: out.String(), Stderr: errb.String(), Code: code}
 }

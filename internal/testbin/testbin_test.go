@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestBuild: the binary runs, its folder is searchable by other users, and
@@ -31,5 +32,28 @@ func TestBuild(t *testing.T) {
 	cleanup()
 	if _, err := os.Stat(filepath.Dir(binary)); !os.IsNotExist(err) {
 		t.Errorf("binary's folder after cleanup: %v, want it removed", err)
+	}
+}
+
+// TestRun: what the binary prints, reads and exits with is the result,
+// a binary killed at the timeout included.
+func TestRun(t *testing.T) {
+	tests := []struct {
+		name    string
+		stdin   string
+		args    []string
+		timeout time.Duration
+		want    Result
+	}{
+		{"script on stdin", "echo out; echo err >&2; exit 3", nil, time.Minute, Result{Stdout: "out\n", Stderr: "err\n", Code: 3}},
+		{"arguments", "", []string{"-c", "echo \"$0\"", "arg"}, time.Minute, Result{Stdout: "arg\n"}},
+		{"killed at the timeout", "", []string{"-c", "exec sleep 60"}, 100 * time.Millisecond, Result{Code: -1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Run(t, "/bin/sh", tt.timeout, []byte(tt.stdin), tt.args...); got != tt.want {
+				t.Errorf("Run = %+v, want %+v", got, tt.want)
+			}
+		})
 	}
 }

@@ -49,20 +49,8 @@ func (r result) String() string {
 // run runs the binary with stdin.
 func run(t *testing.T, stdin []byte, args ...string) result {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, binary, args...)
-	cmd.Stdin = bytes.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("authmilter %s: %v", strings.Join(args, " "), err)
-	}
-	return result{args, out.String(), errb.String(), code}
+	r := testbin.Run(t, binary, 2*time.Minute, stdin, args...)
+	return result{args, r.Stdout, r.Stderr, r.Code}
 }
 
 // world starts the DNS topology with the provider zones every scenario
