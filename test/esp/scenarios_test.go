@@ -404,6 +404,12 @@ func TestRetirement(t *testing.T) {
 			t.Fatalf("%s still serves the retired record: %q, %v", s.Name, txt, err)
 		}
 	}
+	// Until the resolver's cached copy expires (the record's TTL) receivers
+	// could still verify with the retired key, and keys rightly says so:
+	// wait for the public path to drop it first.
+	w.WaitTXT(t, name, waitDNS, "retired key off the public path", func(txt []string, rcode int) bool {
+		return len(txt) == 0 && rcode == dns.RcodeNameError
+	})
 	rows, kr := p.keys(t)
 	if _, ok := row(rows, "customer.example", old); ok {
 		t.Errorf("keys still lists the retired key as a key of the table:\n%s", kr)
@@ -418,9 +424,6 @@ func TestRetirement(t *testing.T) {
 	if kr.code != 0 {
 		t.Errorf("keys fails after a clean retirement:\n%s", kr)
 	}
-	w.WaitTXT(t, name, waitDNS, "retired key off the public path", func(txt []string, rcode int) bool {
-		return len(txt) == 0 && rcode == dns.RcodeNameError
-	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	for _, v := range []dnstopo.Verdict{w.VerifyDkimpy(ctx, m0), w.VerifyOpenDKIM(ctx, m0)} {
