@@ -36,6 +36,8 @@
 package dnscheck
 
 import (
+	"github.com/authmilter/authmilter/internal/dnstext"
+
 	"cmp"
 	"context"
 	"crypto"
@@ -445,7 +447,7 @@ func (c *Checker) findZone(ctx context.Context, name string, hint *dns.SOA) (str
 		if err != nil {
 			return "", nil, fmt.Errorf("SOA of %s: %w", display(cur), err)
 		}
-		if rrs := records(msg.Answer, cur, dns.TypeSOA); len(rrs) > 0 {
+		if rrs := dnstext.Records(msg.Answer, cur, dns.TypeSOA); len(rrs) > 0 {
 			return cur, rrs[0].(*dns.SOA), nil
 		}
 		if soa := authoritySOA(msg, cur); soa != nil {
@@ -468,7 +470,7 @@ func (c *Checker) nameservers(ctx context.Context, zone string) ([]string, error
 		return nil, fmt.Errorf("NS of %s: %w", display(zone), err)
 	}
 	var out []string
-	for _, rr := range records(msg.Answer, zone, dns.TypeNS) {
+	for _, rr := range dnstext.Records(msg.Answer, zone, dns.TypeNS) {
 		n := strings.ToLower(dns.Fqdn(rr.(*dns.NS).Ns))
 		if !slices.Contains(out, n) {
 			out = append(out, n)
@@ -616,7 +618,7 @@ func (c *Checker) authSOA(ctx context.Context, zone string, servers []Server, fa
 		if err != nil || msg.Rcode != dns.RcodeSuccess || !msg.Authoritative {
 			continue
 		}
-		if rrs := records(msg.Answer, zone, dns.TypeSOA); len(rrs) > 0 {
+		if rrs := dnstext.Records(msg.Answer, zone, dns.TypeSOA); len(rrs) > 0 {
 			c.cache.put(key, &dns.Msg{Answer: rrs[:1]}, time.Now().Add(cacheTTL))
 			return rrs[0].(*dns.SOA)
 		}
@@ -945,7 +947,7 @@ func (c *Checker) ourZone(ctx context.Context, server, name string) (string, []s
 		return "", nil, err
 	}
 	zone := ""
-	if rrs := records(msg.Answer, name, dns.TypeSOA); len(rrs) > 0 {
+	if rrs := dnstext.Records(msg.Answer, name, dns.TypeSOA); len(rrs) > 0 {
 		zone = name
 	} else if soa := authoritySOA(msg, name); soa != nil {
 		zone = strings.ToLower(soa.Hdr.Name)
@@ -957,7 +959,7 @@ func (c *Checker) ourZone(ctx context.Context, server, name string) (string, []s
 		return "", nil, err
 	}
 	var nss []string
-	for _, rr := range records(msg.Answer, zone, dns.TypeNS) {
+	for _, rr := range dnstext.Records(msg.Answer, zone, dns.TypeNS) {
 		if n := strings.ToLower(dns.Fqdn(rr.(*dns.NS).Ns)); !slices.Contains(nss, n) && len(nss) < MaxServers {
 			nss = append(nss, n)
 		}

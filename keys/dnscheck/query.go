@@ -144,29 +144,13 @@ func (c *cache) put(k cacheKey, m *dns.Msg, expires time.Time) {
 	c.m[k] = cacheEntry{m, expires}
 }
 
-// records returns the IN-class records of type t owned by name.
-func records(rrs []dns.RR, name string, t uint16) []dns.RR {
-	var out []dns.RR
-	for _, rr := range rrs {
-		h := rr.Header()
-		if h.Rrtype == t && h.Class == dns.ClassINET && strings.EqualFold(h.Name, name) {
-			out = append(out, rr)
-		}
-	}
-	return out
-}
-
 // txtValues returns the TXT records owned by name, each record's strings
 // joined (RFC 6376 §3.6.2.2), with the smallest TTL among them.
 func txtValues(rrs []dns.RR, name string) ([]string, uint32) {
 	var out []string
 	var ttl uint32
-	for i, rr := range records(rrs, name, dns.TypeTXT) {
-		var b strings.Builder
-		for _, s := range rr.(*dns.TXT).Txt {
-			b.WriteString(dnstext.Unescape(s))
-		}
-		out = append(out, b.String())
+	for i, rr := range dnstext.Records(rrs, name, dns.TypeTXT) {
+		out = append(out, dnstext.Value(rr.(*dns.TXT)))
 		if i == 0 || rr.Header().Ttl < ttl {
 			ttl = rr.Header().Ttl
 		}
@@ -176,7 +160,7 @@ func txtValues(rrs []dns.RR, name string) ([]string, uint32) {
 
 // cnameTarget returns the target of the CNAME owned by name, or "".
 func cnameTarget(rrs []dns.RR, name string) string {
-	if cn := records(rrs, name, dns.TypeCNAME); len(cn) > 0 {
+	if cn := dnstext.Records(rrs, name, dns.TypeCNAME); len(cn) > 0 {
 		return strings.ToLower(dns.Fqdn(cn[0].(*dns.CNAME).Target))
 	}
 	return ""

@@ -187,7 +187,7 @@ func (u *Updater) Lookup(ctx context.Context, name string) ([]string, error) {
 	var out []string
 	for _, rr := range r.Answer {
 		if t, ok := rr.(*dns.TXT); ok && strings.EqualFold(t.Hdr.Name, dns.Fqdn(name)) {
-			out = append(out, dnstext.Unescape(strings.Join(t.Txt, "")))
+			out = append(out, dnstext.Value(t))
 		}
 	}
 	if len(out) == 0 {

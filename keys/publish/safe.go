@@ -527,7 +527,7 @@ func (r *rrset) refuse(p *Place, own Ownership) error {
 }
 
 // txtValue returns a TXT record's strings joined, unescaped.
-func txtValue(t *dns.TXT) string { return dnstext.Unescape(strings.Join(t.Txt, "")) }
+func txtValue(t *dns.TXT) string { return dnstext.Value(t) }
 
 // lookup asks the place's server (RD=0) for the TXT records at the name.
 // The server must answer authoritatively. A wildcard answering with the

@@ -209,11 +209,7 @@ func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error)
 	}
 	out := make([]string, 0, len(rrs))
 	for _, rr := range rrs {
-		var b strings.Builder
-		for _, s := range rr.(*dns.TXT).Txt {
-			b.WriteString(dnstext.Unescape(s))
-		}
-		out = append(out, b.String())
+		out = append(out, dnstext.Value(rr.(*dns.TXT)))
 	}
 	return out, nil
 }
@@ -347,11 +343,11 @@ func (r *Resolver) resolve(ctx context.Context, display, qname string, qtype uin
 		asked := cur
 		var rrs []dns.RR
 		for {
-			rrs = records(msg.Answer, cur, qtype)
+			rrs = dnstext.Records(msg.Answer, cur, qtype)
 			if len(rrs) > 0 {
 				break
 			}
-			cname := records(msg.Answer, cur, dns.TypeCNAME)
+			cname := dnstext.Records(msg.Answer, cur, dns.TypeCNAME)
 			if len(cname) == 0 || qtype == dns.TypeCNAME {
 				break
 			}
@@ -386,18 +382,6 @@ func (r *Resolver) resolve(ctx context.Context, display, qname string, qtype uin
 		}
 		return answer{nxdomain: msg.Rcode == dns.RcodeNameError, server: server}, min(ttl, neg), nil
 	}
-}
-
-// records returns the IN-class records of type t owned by name.
-func records(rrs []dns.RR, name string, t uint16) []dns.RR {
-	var out []dns.RR
-	for _, rr := range rrs {
-		h := rr.Header()
-		if h.Rrtype == t && h.Class == dns.ClassINET && strings.EqualFold(h.Name, name) {
-			out = append(out, rr)
-		}
-	}
-	return out
 }
 
 // canonicalName validates name (with or without the trailing dot) and
