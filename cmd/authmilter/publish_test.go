@@ -286,3 +286,22 @@ func TestRotateTargets(t *testing.T) {
 		t.Errorf("withdrawal touched the foreign record: %q", got)
 	}
 }
+
+// A domain whose zone no target takes (a customer who hosts and publishes
+// the record himself) is manual publication for rotate: the record to
+// publish and why, exit 0, not a cron failure every day.
+func TestRotateNoTargetIsManual(t *testing.T) {
+	e := newPublishEnv(t, "")
+	out, stderr, err := run(rotateF, "-config", e.cfg, "-d", "selfhosted.example")
+	if err != nil {
+		t.Fatalf("rotate: %v\n%s\n%s", err, out, stderr)
+	}
+	for _, want := range []string{"no publication target takes", "publish this record by hand", "._domainkey.selfhosted.example."} {
+		if !strings.Contains(out, want) {
+			t.Errorf("rotate output lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(out, "REFUSED") {
+		t.Errorf("rotate does not say what the server answered:\n%s", out)
+	}
+}

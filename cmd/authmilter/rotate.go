@@ -388,6 +388,14 @@ func (r *rotateRun) publishNew(ctx context.Context, k *keys.Key, state *keys.Dom
 		return nil
 	}
 	up, err := r.pub.Publish(ctx, k, r.ownership(state, k.Selector, k))
+	var noTarget *publish.NoTargetError
+	if errors.As(err, &noTarget) {
+		// A zone none of our servers takes (a customer who hosts the
+		// record himself): the same as manual publication, not a failure
+		// of every cron run.
+		r.say("%s: %v\n%s: publish this record by hand:\n%s", k.Domain, err, k.Domain, zoneRecord(r.cfg, k))
+		return nil
+	}
 	if err != nil {
 		r.say("%s: publishing failed; publish this record by hand or run rotate again:\n%s", k.Domain, zoneRecord(r.cfg, k))
 		r.sayCustomer(ctx, nil, k.Domain, k.Selector)
