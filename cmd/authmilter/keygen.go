@@ -233,6 +233,25 @@ func zoneRecord(cfg *policy.Config, k *keys.Key) string {
 	return strings.TrimRight(b.String(), "\n")
 }
 
+// nsupdateServer is the server (and zone, if configured) an nsupdate
+// script for the record at name should go to, decided without asking DNS:
+// the first [[keys.publish.target]] whose zone patterns cover name, else
+// [keys.publish]'s server (nsupdate finds the zone itself when none is set).
+func nsupdateServer(cfg *policy.Config, name string) (server, zone string) {
+	for _, t := range cfg.Keys.Publish.Targets {
+		for _, z := range t.Zones {
+			if policy.ZoneCovers(z, name) {
+				server, _ = policy.NormalizeDNSServer(t.Server)
+				return server, ""
+			}
+		}
+	}
+	if cfg.Keys.Publish.Server != "" {
+		server, _ = policy.NormalizeDNSServer(cfg.Keys.Publish.Server)
+	}
+	return server, cfg.Keys.Publish.Zone
+}
+
 // printRecordWith is printRecord with the records the customer must add
 // (json: "customer_records"; the other formats leave them to the caller,
 // since their output goes into the provider's zone or nsupdate).
@@ -250,11 +269,8 @@ func printRecordWith(w io.Writer, k *keys.Key, format string, cfg *policy.Config
 		_, err := fmt.Fprintln(w, keys.FormatRecord(k))
 		return err
 	case "nsupdate":
-		server := ""
-		if cfg.Keys.Publish.Server != "" {
-			server, _ = policy.NormalizeDNSServer(cfg.Keys.Publish.Server)
-		}
-		_, err := io.WriteString(w, at(keys.NSUpdateScript(k, ttl, server, cfg.Keys.Publish.Zone)))
+		server, zone := nsupdateServer(cfg, name)
+		_, err := io.WriteString(w, at(keys.NSUpdateScript(k, ttl, server, zone)))
 		return err
 	case "json":
 		enc := json.NewEncoder(w)
