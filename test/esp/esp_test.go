@@ -17,10 +17,10 @@ import (
 	"regexp"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/authmilter/authmilter/internal/daemontest"
 	"github.com/authmilter/authmilter/internal/dnstopo"
 	"github.com/authmilter/authmilter/internal/syncbuf"
 	"github.com/authmilter/authmilter/internal/testbin"
@@ -171,40 +171,16 @@ func (p *provider) startDaemon(t *testing.T) {
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
 	p.daemonLog = logs
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			cmd.Process.Kill()
-			<-done
-			t.Errorf("authmilter run did not stop on SIGTERM")
-		}
+	daemontest.StopAtCleanup(t, cmd, done, func() {
 		if t.Failed() {
 			t.Logf("authmilter run (%s) log, last 40 lines:\n%s", p.cfg, tail(logs.String(), 40))
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(logs.String(), "listening") {
-		select {
-		case <-done:
-			t.Fatalf("authmilter run exited:\n%s", logs.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("authmilter run does not listen after 30s:\n%s", logs.String())
-		}
-	}
+	daemontest.WaitLog(t, logs.String, done, "listening", 0, 30*time.Second, 50*time.Millisecond)
 }
 
 // tail returns the last n lines of s.
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+func tail(s string, n int) string { return daemontest.Tail(s, n) }
 
 // tomlList renders a list of strings.
 func tomlList(list []string) string {

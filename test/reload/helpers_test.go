@@ -1,17 +1,13 @@
 package reload
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authmilter/authmilter/internal/daemontest"
 	"github.com/authmilter/authmilter/internal/miltertest"
 	"github.com/authmilter/authmilter/internal/syncbuf"
 	"github.com/authmilter/authmilter/internal/testbin"
@@ -43,15 +40,7 @@ type daemon struct {
 }
 
 // freePort returns a free TCP port on 127.0.0.1.
-func freePort(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func freePort(t testing.TB) string { return daemontest.FreePort(t) }
 
 // writeConfig writes the daemon's config: a unix socket in dir, metrics on a
 // free port, DNS from dnsAddr, keys from keyDir, and extra TOML for [keys].
@@ -93,15 +82,7 @@ func startDaemon(t testing.TB, cfgPath, sock, metrics string) *daemon {
 		t.Fatal(err)
 	}
 	go func() { d.cmd.Wait(); close(d.done) }()
-	t.Cleanup(func() {
-		d.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-d.done:
-		case <-time.After(15 * time.Second):
-			d.cmd.Process.Kill()
-			<-d.done
-			t.Errorf("authmilter did not stop on SIGTERM")
-		}
+	daemontest.StopAtCleanup(t, d.cmd, d.done, func() {
 		// With GOFLAGS=-race the daemon is built with the race detector.
 		if strings.Contains(d.logs.String(), "WARNING: DATA RACE") {
 			t.Errorf("the daemon reported a data race:\n%s", d.logs.String())
@@ -114,13 +95,7 @@ func startDaemon(t testing.TB, cfgPath, sock, metrics string) *daemon {
 	return d
 }
 
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+func tail(s string, n int) string { return daemontest.Tail(s, n) }
 
 // hup sends SIGHUP.
 func (d *daemon) hup(t testing.TB) {
@@ -137,55 +112,18 @@ func (d *daemon) logLen() int { return len(d.logs.String()) }
 // returns the line and when it was seen.
 func (d *daemon) waitLog(t testing.TB, substr string, from int, timeout time.Duration) (string, time.Time) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		logs := d.logs.String()
-		if from > len(logs) {
-			from = len(logs)
-		}
-		if i := strings.Index(logs[from:], substr); i >= 0 {
-			seen := time.Now()
-			line := logs[from+i:]
-			if j := strings.IndexByte(line, '\n'); j >= 0 {
-				line = line[:j]
-			}
-			if k := strings.LastIndexByte(logs[:from+i], '\n'); k >= 0 {
-				line = logs[k+1:from+i] + line
-			}
-			return line, seen
-		}
-		select {
-		case <-d.done:
-			t.Fatalf("authmilter exited while waiting for %q:\n%s", substr, tail(logs, 40))
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no log line with %q within %s:\n%s", substr, timeout, tail(logs[from:], 40))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	return daemontest.WaitLog(t, d.logs.String, d.done, substr, from, timeout, 5*time.Millisecond)
 }
 
 // metric returns the value of a counter or gauge line of /metrics, e.g.
 // `authmilter_reloads_total{result="error"}`; 0 when absent.
 func (d *daemon) metric(t testing.TB, series string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + d.metrics + "/metrics")
+	v, err := daemontest.Metric(d.metrics, series)
 	if err != nil {
-		t.Fatalf("metrics: %v", err)
+		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("metrics: %q: %v", sc.Text(), err)
-			}
-			return f
-		}
-	}
-	return 0
+	return v
 }
 
 // sent is one message driven through the daemon.

@@ -3,19 +3,16 @@
 package soak
 
 import (
-	"bufio"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/authmilter/authmilter/internal/daemontest"
 	"github.com/authmilter/authmilter/internal/testbin"
 )
 
@@ -35,15 +32,7 @@ type daemon struct {
 }
 
 // freePort returns a free TCP port on 127.0.0.1.
-func freePort(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func freePort(t testing.TB) string { return daemontest.FreePort(t) }
 
 // startDaemon writes a config (a unix socket in dir, metrics on a free
 // port, DNS from dnsAddr with a per-query timeout, keys from keyDir, plus
@@ -88,16 +77,7 @@ dir = %q
 	}
 	logf.Close() // the child has its own descriptor
 	go func() { d.cmd.Wait(); close(d.done) }()
-	t.Cleanup(func() {
-		d.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-d.done:
-		case <-time.After(15 * time.Second):
-			d.cmd.Process.Kill()
-			<-d.done
-			t.Errorf("authmilter did not stop on SIGTERM")
-		}
-	})
+	daemontest.StopAtCleanup(t, d.cmd, d.done, nil)
 	d.waitLog(t, "msg=listening", 0, 30*time.Second)
 	return d
 }
@@ -119,57 +99,22 @@ func (d *daemon) logLen(t testing.TB) int { return len(d.logs(t)) }
 // returns the line and when it was seen.
 func (d *daemon) waitLog(t testing.TB, substr string, from int, timeout time.Duration) (string, time.Time) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		logs := d.logs(t)
-		from = min(from, len(logs))
-		if i := strings.Index(logs[from:], substr); i >= 0 {
-			seen := time.Now()
-			start := strings.LastIndexByte(logs[:from+i], '\n') + 1
-			line, _, _ := strings.Cut(logs[start:], "\n")
-			return line, seen
-		}
-		select {
-		case <-d.done:
-			t.Fatalf("authmilter exited while waiting for %q:\n%s", substr, tail(logs, 40))
-		default:
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no log line with %q within %s:\n%s", substr, timeout, tail(logs[from:], 40))
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	// The log is a file of thousands of lines: read it less often.
+	return daemontest.WaitLog(t, func() string { return d.logs(t) }, d.done, substr, from, timeout, 20*time.Millisecond)
 }
 
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+func tail(s string, n int) string { return daemontest.Tail(s, n) }
 
 // metric returns the value of a counter or gauge line of /metrics, e.g.
 // `authmilter_reloads_total{result="error"}`; 0 when absent.
 func (d *daemon) metric(t testing.TB, series string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + d.metrics + "/metrics")
+	v, err := daemontest.Metric(d.metrics, series)
 	if err != nil {
-		t.Errorf("metrics: %v", err)
-		return 0
+		// Called from the load's goroutines too: no t.Fatal there.
+		t.Error(err)
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Errorf("metrics: %q: %v", sc.Text(), err)
-			}
-			return f
-		}
-	}
-	return 0
+	return v
 }
 
 // logfmt parses one line of slog's text format into its attributes.
