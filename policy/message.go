@@ -209,10 +209,10 @@ func (p *Policy) ruleKeys(r RuleConfig, d string) []*keys.Key {
 	if r.Selector == "" {
 		return p.active[d]
 	}
-	for _, k := range p.table.Keys(d) {
-		if strings.EqualFold(k.Selector, r.Selector) && p.usable(k) {
-			return []*keys.Key{k}
-		}
+	// A map lookup, not a scan: a provider's d= may hold a key for each
+	// of thousands of customers.
+	if k := p.namedKeys[d+"/"+strings.ToLower(r.Selector)]; k != nil && p.usable(k) {
+		return []*keys.Key{k}
 	}
 	return nil
 }

@@ -32,8 +32,11 @@ type Policy struct {
 	// active holds the keys to sign with, per d= domain.
 	active map[string][]*keys.Key
 	// ruleNamed holds the keys that a rule's selector names: they sign for
-	// that rule only, never as their domain's active key.
+	// that rule only, never as their domain's active key. namedKeys finds
+	// every key whose selector a rule names by "domain/selector", for the
+	// signing path.
 	ruleNamed   map[*keys.Key]bool
+	namedKeys   map[string]*keys.Key
 	rules       []RuleConfig
 	headerCanon dkimsign.Canon
 	bodyCanon   dkimsign.Canon
@@ -81,6 +84,7 @@ func CompileTable(ctx context.Context, cfg *Config, table *keys.Table, r Resolve
 		publication: map[*keys.Key]keys.Publication{},
 		active:      map[string][]*keys.Key{},
 		ruleNamed:   map[*keys.Key]bool{},
+		namedKeys:   map[string]*keys.Key{},
 		rules:       cfg.Signing.Rules,
 		headerSet:   map[string]bool{},
 		oversign:    map[string]bool{},
@@ -106,11 +110,13 @@ func CompileTable(ctx context.Context, cfg *Config, table *keys.Table, r Resolve
 	for d, s := range cfg.Keys.Pin {
 		pins[strings.ToLower(d)] = s
 	}
-	named := map[string]bool{} // "domain/selector" named by a rule
+	named := map[string]bool{}        // "domain/selector" named by a rule
+	ruleSelector := map[string]bool{} // selectors some rule names
 	for _, r := range cfg.Signing.Rules {
 		if r.Selector == "" {
 			continue
 		}
+		ruleSelector[strings.ToLower(r.Selector)] = true
 		d := strings.ToLower(strings.TrimSuffix(r.Domain, "."))
 		if d == "" {
 			d = strings.ToLower(strings.TrimSuffix(r.From, "."))
@@ -120,6 +126,11 @@ func CompileTable(ctx context.Context, cfg *Config, table *keys.Table, r Resolve
 	for _, d := range table.Domains() {
 		var candidates []*keys.Key
 		for _, k := range table.Keys(d) {
+			if ruleSelector[k.Selector] {
+				// Also under a subdomain's own folder, where a rule
+				// without domain may sign (see ruleDomain).
+				p.namedKeys[k.ID()] = k
+			}
 			if named[k.ID()] {
 				p.ruleNamed[k] = true
 				continue
