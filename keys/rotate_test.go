@@ -250,11 +250,18 @@ func TestStateRoundTripAndRetire(t *testing.T) {
 	if err != nil || !s2.Keys["2026-10"].Superseded.Equal(when) || s2.Keys["2026-10"].Algorithm != Ed25519SHA256 {
 		t.Fatalf("round trip: %+v %v", s2.Keys["2026-10"], err)
 	}
-	if got := s2.Created(k); !got.Equal(k.ModTime) {
+	s2.Apply(k)
+	if got := k.Created; !got.Equal(k.ModTime) {
 		t.Errorf("Created without a record = %v, want the mtime %v", got, k.ModTime)
 	}
+	s2.Key("2026-10").FirstSeen = when.Add(time.Hour)
+	s2.Apply(k)
+	if got := k.Created; !got.Equal(when.Add(time.Hour)) {
+		t.Errorf("Created with only first_seen = %v, want %v", got, when.Add(time.Hour))
+	}
 	s2.Key("2026-10").Created = when
-	if got := s2.Created(k); !got.Equal(when) {
+	s2.Apply(k)
+	if got := k.Created; !got.Equal(when) {
 		t.Errorf("Created = %v, want %v", got, when)
 	}
 

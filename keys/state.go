@@ -76,19 +76,21 @@ func (s *DomainState) Key(selector string) *KeyState {
 	return ks
 }
 
-// Created returns when k was made: as recorded by keygen or rotate, or
-// when a tool first saw it, else k.Created (its file's modification time
-// for keys made by other tools, or by hand).
-func (s *DomainState) Created(k *Key) time.Time {
-	if ks := s.Keys[k.Selector]; ks != nil {
-		if !ks.Created.IsZero() {
-			return ks.Created
-		}
-		if !ks.FirstSeen.IsZero() {
-			return ks.FirstSeen
-		}
+// Apply sets what the state knows of k: its creation time (as recorded by
+// keygen or rotate, else when a tool first saw it; keys the state does not
+// know keep their file's modification time) and its testing flag.
+func (s *DomainState) Apply(k *Key) {
+	ks := s.Keys[k.Selector]
+	if ks == nil {
+		return
 	}
-	return k.Created
+	switch {
+	case !ks.Created.IsZero():
+		k.Created = ks.Created
+	case !ks.FirstSeen.IsZero():
+		k.Created = ks.FirstSeen
+	}
+	k.Testing = ks.Testing
 }
 
 // NewKey records a key just made at selector: everything known about an

@@ -142,15 +142,7 @@ func loadDomain(ddir, domain string) ([]*Key, []string, error) {
 			errs = append(errs, err)
 			continue
 		}
-		if ks := state.Keys[k.Selector]; ks != nil {
-			switch {
-			case !ks.Created.IsZero():
-				k.Created = ks.Created
-			case !ks.FirstSeen.IsZero():
-				k.Created = ks.FirstSeen
-			}
-			k.Testing = ks.Testing
-		}
+		state.Apply(k)
 		out = append(out, k)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Selector < out[j].Selector })

@@ -245,7 +245,7 @@ func listKeys(args []string, stdout, stderr io.Writer) error {
 		grace := cfg.Keys.Grace.Duration + cfg.Keys.Recheck.Duration
 		for _, k := range v.pol.Table().Keys(d) {
 			pub := v.pub[k]
-			created := state.Created(k)
+			created := k.Created // from the state, as the table read it
 			row := keyInfo{Domain: k.Domain, Selector: k.Selector, Algorithm: string(k.Algorithm), Bits: k.Bits,
 				Created: created.UTC(), AgeDays: int(now.Sub(created).Hours() / 24), DNS: string(pub.State),
 				Detail: pub.Detail, Active: v.isActive(k), Record: keys.RecordName(k.Domain, k.Selector),

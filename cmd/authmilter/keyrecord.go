@@ -68,11 +68,8 @@ func keyRecord(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "warning: %v\n", err)
 		state = &keys.DomainState{}
 	}
+	state.Apply(k)
 	ks := state.Keys[s]
-	if ks != nil {
-		k.Testing = ks.Testing
-		k.Created = state.Created(k)
-	}
 	if retired {
 		when := ""
 		if ks != nil && !ks.Retired.IsZero() {
