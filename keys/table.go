@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
+	"time"
 )
 
 // RetiredDir is the folder inside a domain folder where rotation moves keys
@@ -20,7 +22,18 @@ type Table struct {
 	dir     string
 	missing bool
 	domains map[string][]*Key // sorted by selector, ascending
+	retired map[string][]RetiredKey
 	ignored []string
+}
+
+// RetiredKey is a key that a domain's state file says was retired (moved
+// to retired/) and whose selector has no key in the table now: the key DNS
+// server serves its record revoked for a while.
+type RetiredKey struct {
+	Domain, Selector string
+	Algorithm        Algorithm
+	// Retired is when rotate moved the key to retired/.
+	Retired time.Time
 }
 
 // ErrWritableFolder is returned for a key folder that group or others can
@@ -34,7 +47,7 @@ var ErrWritableFolder = errors.New("key folder is writable by group or others")
 // table. Only regular files are read (see LoadKey), and neither dir nor a
 // domain folder may be writable by group or others.
 func LoadDir(dir string) (*Table, error) {
-	t := &Table{dir: dir, domains: map[string][]*Key{}}
+	t := &Table{dir: dir, domains: map[string][]*Key{}, retired: map[string][]RetiredKey{}}
 	fi, err := os.Stat(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		t.missing = true
@@ -63,11 +76,14 @@ func LoadDir(dir string) (*Table, error) {
 			errs = append(errs, fmt.Errorf("keys: %s: folder name is not a domain name (use the A-label form for IDNs)", filepath.Join(dir, e.Name())))
 			continue
 		}
-		ks, ignored, err := loadDomain(filepath.Join(dir, e.Name()), domain)
+		ks, retired, ignored, err := loadDomain(filepath.Join(dir, e.Name()), domain)
 		t.ignored = append(t.ignored, ignored...)
 		if err != nil {
 			errs = append(errs, err)
 			continue
+		}
+		if len(retired) > 0 {
+			t.retired[domain] = retired
 		}
 		if len(ks) > 0 {
 			t.domains[domain] = ks
@@ -86,7 +102,7 @@ func LoadDomain(dir, domain string) ([]*Key, error) {
 	if !ValidDomain(domain) {
 		return nil, fmt.Errorf("keys: %q is not a domain name (use the A-label form for IDNs)", domain)
 	}
-	ks, _, err := loadDomain(filepath.Join(dir, domain), domain)
+	ks, _, _, err := loadDomain(filepath.Join(dir, domain), domain)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -103,22 +119,23 @@ func checkFolder(path string, fi os.FileInfo) error {
 }
 
 // loadDomain loads the keys of the folder ddir for domain, with their
-// creation times from its state file, and lists the files it ignored.
-func loadDomain(ddir, domain string) ([]*Key, []string, error) {
+// creation times from its state file, the retired keys the state lists,
+// and the files it ignored.
+func loadDomain(ddir, domain string) ([]*Key, []RetiredKey, []string, error) {
 	fi, err := os.Stat(ddir)
 	if err != nil {
-		return nil, nil, fmt.Errorf("keys: %s: %w", domain, err)
+		return nil, nil, nil, fmt.Errorf("keys: %s: %w", domain, err)
 	}
 	if err := checkFolder(ddir, fi); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	files, err := os.ReadDir(ddir)
 	if err != nil {
-		return nil, nil, fmt.Errorf("keys: %s: %w", domain, err)
+		return nil, nil, nil, fmt.Errorf("keys: %s: %w", domain, err)
 	}
 	state, err := LoadState(ddir)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	var out []*Key
 	var ignored []string
@@ -146,7 +163,21 @@ func loadDomain(ddir, domain string) ([]*Key, []string, error) {
 		out = append(out, k)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Selector < out[j].Selector })
-	return out, ignored, errors.Join(errs...)
+	return out, state.retiredKeys(domain, out), ignored, errors.Join(errs...)
+}
+
+// retiredKeys lists the keys the state says were retired, except those
+// whose selector a current key of ks has again (alternating selectors).
+func (s *DomainState) retiredKeys(domain string, ks []*Key) []RetiredKey {
+	var out []RetiredKey
+	for _, sel := range s.Selectors() {
+		st := s.Keys[sel]
+		if st.Retired.IsZero() || slices.ContainsFunc(ks, func(k *Key) bool { return k.Selector == sel }) {
+			continue
+		}
+		out = append(out, RetiredKey{Domain: domain, Selector: sel, Algorithm: st.Algorithm, Retired: st.Retired})
+	}
+	return out
 }
 
 // ignoredReason says why a file in a domain folder is not a key.
@@ -171,6 +202,10 @@ func (t *Table) Missing() bool { return t.missing }
 
 // Keys returns the keys of one domain, sorted by selector.
 func (t *Table) Keys(domain string) []*Key { return t.domains[strings.ToLower(domain)] }
+
+// Retired returns the retired keys of one domain (see RetiredKey), by
+// selector.
+func (t *Table) Retired(domain string) []RetiredKey { return t.retired[strings.ToLower(domain)] }
 
 // Ignored lists the files and folders inside domain folders that are not
 // keys, each with the reason, so that a key under the wrong name (an

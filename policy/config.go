@@ -47,6 +47,49 @@ type Config struct {
 	Limits   LimitsConfig   `toml:"limits"`
 	Metrics  MetricsConfig  `toml:"metrics"`
 	Log      LogConfig      `toml:"log"`
+	KeyDNS   KeyDNSConfig   `toml:"keydns"`
+}
+
+// KeyDNSConfig is [keydns]: the built-in authoritative DNS server that
+// serves the DKIM records of the key table for the zones listed, so that
+// a delegated customer's key is published by adding the key file. Off
+// unless Zones is set.
+type KeyDNSConfig struct {
+	// Listen lists the addresses served, "ip:port" or "ip" (port 53), on
+	// UDP and TCP. Required with Zones.
+	Listen []string `toml:"listen"`
+	// Zones are the zones served: a zone name ("dkimhack.myesp.com", the
+	// CNAME-target zone) or a pattern whose "*" stands for a key-table
+	// domain ("myesp._domainkey.*": one zone per domain with keys whose
+	// selector ends in ".myesp"). Overlapping zones, and a zone that holds
+	// no key, are config errors.
+	Zones []string `toml:"zones"`
+	// Nameservers are the NS names of every zone, the first one also the
+	// SOA MNAME. A key in a served zone counts as published when every
+	// one of them serves its record.
+	Nameservers []string `toml:"nameservers"`
+	// Hostmaster is the SOA RNAME as a mail address or in DNS form.
+	// Default "hostmaster@<zone>".
+	Hostmaster string `toml:"hostmaster"`
+	// TTL of the key records. Default "1h".
+	TTL Duration `toml:"ttl"`
+	// NegativeTTL is the SOA minimum (how long resolvers cache "no such
+	// record"). Default "5m".
+	NegativeTTL Duration `toml:"negative_ttl"`
+	// RevokedFor is how long the record of a retired key is served revoked
+	// (an empty p=, RFC 6376 §3.6.1) after its retirement. Default "7d".
+	RevokedFor Duration `toml:"revoked_for"`
+	// AllowTransfer lists the networks (CIDR) allowed to AXFR the zones;
+	// empty: no transfers.
+	AllowTransfer []string `toml:"allow_transfer"`
+	// Notify lists the secondaries ("ip:port" or "ip") sent a NOTIFY when
+	// a zone's serial changes.
+	Notify []string `toml:"notify"`
+	// TSIGName, TSIGAlgorithm, TSIGSecretFile: the TSIG key that transfers
+	// and NOTIFYs must be signed with (formats as in [keys.publish]).
+	TSIGName       string `toml:"tsig_name"`
+	TSIGAlgorithm  string `toml:"tsig_algorithm"`
+	TSIGSecretFile string `toml:"tsig_secret_file"`
 }
 
 // DNSConfig configures the resolver shared by DKIM, SPF, DMARC and key checks.
@@ -154,6 +197,20 @@ type KeysConfig struct {
 	// signed with it can still be verified while in transit. The --grace
 	// flag overrides it. Default "7d".
 	Grace Duration `toml:"grace"`
+	// Reverify is the cycle on which keys whose record was already seen
+	// published are looked up again, spread evenly over the cycle (each key
+	// at its own moment of it): a reload or keys.recheck checks only new,
+	// changed and not yet published keys. Default "24h".
+	Reverify Duration `toml:"reverify"`
+	// DNSQPS caps the DNS queries per second of the reverify cycle (a
+	// provider with 100,000 domains must not flood its own nameservers).
+	// Default 20.
+	DNSQPS int `toml:"dns_qps"`
+	// KeyCache is how many parsed private keys are kept in memory. Key
+	// files are read and checked at every reload but parsed for signing
+	// only when first used; a key parsed again costs about 0.2 ms (RSA-2048).
+	// Default 10000.
+	KeyCache int `toml:"key_cache"`
 	// Publish enables automatic publication of key records by RFC 2136
 	// dynamic update; without publish.server, keygen and rotate print the
 	// records for the administrator to publish.
@@ -363,8 +420,13 @@ func DefaultConfig() *Config {
 			RotateAfter:      Duration{30 * 24 * time.Hour},
 			Grace:            Duration{7 * 24 * time.Hour},
 			Check:            "nameservers",
+			Reverify:         Duration{24 * time.Hour},
+			DNSQPS:           20,
+			KeyCache:         10000,
 			Publish:          PublishConfig{TSIGAlgorithm: "hmac-sha256", TTL: 3600, Retire: "remove", Timeout: Duration{10 * time.Second}},
 		},
+		KeyDNS: KeyDNSConfig{TTL: Duration{time.Hour}, NegativeTTL: Duration{5 * time.Minute},
+			RevokedFor: Duration{7 * 24 * time.Hour}, TSIGAlgorithm: "hmac-sha256"},
 		Signing: SigningConfig{
 			Headers:          append([]string(nil), DefaultSignedHeaders...),
 			Oversign:         []string{"From", "To", "Cc", "Subject", "Date", "Reply-To"},
@@ -538,6 +600,16 @@ func (c *Config) Validate() error {
 	}
 	if c.Keys.Recheck.Duration < time.Second {
 		bad("keys.recheck", "must be at least 1s")
+	}
+	errs = append(errs, c.KeyDNS.validate()...)
+	if c.Keys.Reverify.Duration < time.Minute {
+		bad("keys.reverify", "must be at least 1m")
+	}
+	if c.Keys.DNSQPS < 1 {
+		bad("keys.dns_qps", "must be at least 1, got %d", c.Keys.DNSQPS)
+	}
+	if c.Keys.KeyCache < 1 {
+		bad("keys.key_cache", "must be at least 1, got %d", c.Keys.KeyCache)
 	}
 	if c.Keys.RotateAfter.Duration < time.Hour {
 		bad("keys.rotate_after", "must be at least 1h")
