@@ -6,6 +6,7 @@
 //
 //	milterload -addr inet:127.0.0.1:8891 [-c 8] [-per-conn 50] [-n N] [-d 10s]
 //	           [-warmup 1s] [-msg FILE | -size 4KiB] [-inbound] [-expect-sign]
+//	           [-from-domains FILE]
 //	           [-expect-header NAME [-expect-value TEXT]] [-label NAME] [-json]
 //
 // Every run is bounded in time: -d (default 10s) always applies, and -n, if
@@ -114,6 +115,9 @@ type config struct {
 	JSON          bool
 	FailOnError   bool
 	QuickAck      bool
+	// FromDomains, when set, are the From domains the messages take in
+	// turn (-from-domains).
+	FromDomains []string
 }
 
 func parseFlags(args []string) (*config, error) {
@@ -145,6 +149,8 @@ func parseFlags(args []string) (*config, error) {
 	quickAck := fs.Bool("quickack", false, "TCP: set TCP_QUICKACK before every read so that the client never delays its ACKs\n"+
 		"(a milter that writes a reply in several small packets without TCP_NODELAY, such as libmilter,\n"+
 		"otherwise waits for the client's delayed ACK, about 40 ms, at each end of message)")
+	fromDomains := fs.String("from-domains", "", "file of domains, one per line: each message's From (header field and envelope)\n"+
+		"is sender@ the next one, in turn, so that a signer uses many domains' keys (default: as in the message)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -197,6 +203,16 @@ func parseFlags(args []string) (*config, error) {
 		cfg.Helo = "localhost"
 		if cfg.Inbound {
 			cfg.Helo = "mail.example.com"
+		}
+	}
+	if *fromDomains != "" {
+		data, err := os.ReadFile(*fromDomains)
+		if err != nil {
+			return nil, fmt.Errorf("-from-domains: %w", err)
+		}
+		cfg.FromDomains = strings.Fields(string(data))
+		if len(cfg.FromDomains) == 0 {
+			return nil, fmt.Errorf("-from-domains: %s lists no domain", *fromDomains)
 		}
 	}
 	if *msgFile != "" {
@@ -320,7 +336,8 @@ type shared struct {
 	measureAt time.Time // messages started before this are warm-up
 	deadline  time.Time
 	claimed   atomic.Int64
-	negotiate atomic.Value // string
+	fromNext  atomic.Uint64 // the next of cfg.FromDomains
+	negotiate atomic.Value  // string
 
 	mu    sync.Mutex
 	first string
@@ -333,6 +350,15 @@ func (s *shared) claim() bool {
 	}
 	n := s.claimed.Add(1)
 	return s.cfg.Count == 0 || n <= int64(s.cfg.Count)
+}
+
+// nextFrom returns the From domain of the next message ("": the message's
+// own).
+func (s *shared) nextFrom() string {
+	if len(s.cfg.FromDomains) == 0 {
+		return ""
+	}
+	return s.cfg.FromDomains[(s.fromNext.Add(1)-1)%uint64(len(s.cfg.FromDomains))]
 }
 
 // workerStats is one worker's tally.
@@ -482,7 +508,7 @@ func worker(sh *shared, id int, tmpl miltertest.Message, st *workerStats) {
 			t0 := time.Now()
 			counted := !t0.Before(sh.measureAt)
 			seq := int64(id)<<32 | int64(st.connections)<<12 | int64(i)
-			kind, err := c.transaction(cfg, tmpl, seq)
+			kind, err := c.transaction(cfg, tmpl, seq, sh.nextFrom())
 			t1 := time.Now()
 			switch {
 			case err == nil:
@@ -710,7 +736,8 @@ func (c *conn) expectContinue(stage string, noReply milter.OptProtocol) error {
 // error: "expect" (the message went through but the reply lacked the
 // expected field), "reply" (the milter refused it or ended it early: the
 // connection is still usable only in principle, so it is closed) or "io".
-func (c *conn) transaction(cfg *config, m miltertest.Message, seq int64) (kind string, err error) {
+// from, if set, replaces the From domain of the envelope and header.
+func (c *conn) transaction(cfg *config, m miltertest.Message, seq int64, from string) (kind string, err error) {
 	qid := fmt.Sprintf("%011X", seq)
 	defer func() {
 		if err != nil {
@@ -722,9 +749,13 @@ func (c *conn) transaction(cfg *config, m miltertest.Message, seq int64) (kind s
 			}
 		}
 	}()
+	mailFrom := cfg.MailFrom
+	if from != "" {
+		mailFrom = "sender@" + from
+	}
 	if !c.has(milter.OptNoMailFrom) {
-		c.macros(milter.CodeMail, "{mail_addr}", cfg.MailFrom)
-		c.packet(byte(milter.CodeMail), cstr(nil, "<"+cfg.MailFrom+">"))
+		c.macros(milter.CodeMail, "{mail_addr}", mailFrom)
+		c.packet(byte(milter.CodeMail), cstr(nil, "<"+mailFrom+">"))
 		if err := c.expectContinue("mail", milter.OptNoMailReply); err != nil {
 			return "", err
 		}
@@ -747,7 +778,14 @@ func (c *conn) transaction(cfg *config, m miltertest.Message, seq int64) (kind s
 	if !c.has(milter.OptNoHeaders) {
 		for _, f := range m.Fields {
 			c.macros(milter.CodeHeader, "i", qid)
-			c.packet(byte(milter.CodeHeader), cstr(cstr(nil, f.Name), f.Value(c.lead)))
+			v := f.Value(c.lead)
+			if from != "" && strings.EqualFold(f.Name, "From") {
+				v = "Load Sender <" + mailFrom + ">"
+				if c.lead {
+					v = " " + v
+				}
+			}
+			c.packet(byte(milter.CodeHeader), cstr(cstr(nil, f.Name), v))
 			if err := c.expectContinue("header", milter.OptNoHeaderReply); err != nil {
 				return "", err
 			}
