@@ -148,11 +148,11 @@ const (
 	ImportPresent
 )
 
-// sameKey reports whether two signers hold the same public key.
-func sameKey(a, b crypto.Signer) bool {
+// sameKey reports whether two public keys are the same.
+func sameKey(a, b crypto.PublicKey) bool {
 	type equaler interface{ Equal(crypto.PublicKey) bool }
-	eq, ok := a.Public().(equaler)
-	return ok && eq.Equal(b.Public())
+	eq, ok := a.(equaler)
+	return ok && eq.Equal(b)
 }
 
 // CheckImport checks, without writing anything, that it can be imported
@@ -184,7 +184,7 @@ func CheckImport(dir string, it ImportItem) (ImportStatus, error) {
 	if err != nil {
 		return 0, fmt.Errorf("keys: %s already exists and cannot be read (%w); move it away or import under another selector", path, err)
 	}
-	if !sameKey(k.Signer, it.Key.Signer) {
+	if !sameKey(k.Public(), it.Key.Signer.Public()) {
 		return 0, fmt.Errorf("keys: %s already exists and holds a different key; a key is never replaced (move it away, or import under another selector)", path)
 	}
 	return ImportPresent, nil
@@ -238,7 +238,7 @@ func Import(dir string, items []ImportItem, now time.Time) ([]*Key, error) {
 		}
 		status[i] = st
 		id := strings.ToLower(strings.TrimSuffix(it.Domain, ".")) + "/" + strings.ToLower(it.Selector)
-		if j, dup := seen[id]; dup && !sameKey(items[j].Key.Signer, it.Key.Signer) {
+		if j, dup := seen[id]; dup && !sameKey(items[j].Key.Signer.Public(), it.Key.Signer.Public()) {
 			return nil, fmt.Errorf("keys: two different keys for %s", id)
 		}
 		seen[id] = i

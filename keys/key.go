@@ -8,6 +8,7 @@ import (
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
@@ -51,9 +52,6 @@ type Key struct {
 	Selector string
 	// Path is the file the key was read from.
 	Path string
-	// Signer signs; RSA keys are precomputed once at load time so no message
-	// pays for it.
-	Signer crypto.Signer
 	// Algorithm follows from the key type.
 	Algorithm Algorithm
 	// Bits is the RSA modulus size, or 256 for Ed25519.
@@ -68,7 +66,31 @@ type Key struct {
 	// Testing is set for keys made with keygen -t y: their record carries
 	// t=y.
 	Testing bool
+
+	// m is the key itself, in compact form (see material).
+	m *material
 }
+
+// Public returns the public key.
+func (k *Key) Public() crypto.PublicKey { return k.m.public() }
+
+// PrivateKey returns the key to sign with. Keys of the key table are
+// parsed on first use and kept in the table's SignerCache; an error means
+// the key cannot sign (it passed the structural checks of loading but not
+// the full ones: an inconsistent RSA key).
+func (k *Key) PrivateKey() (crypto.Signer, error) {
+	if k.m.signer != nil {
+		return k.m.signer, nil
+	}
+	s, err := k.m.cache.get(k.m)
+	if err != nil {
+		return nil, fmt.Errorf("keys: %s: %s: %w", k.ID(), k.Path, err)
+	}
+	return s, nil
+}
+
+// SameFile reports whether a and b were read from identical key files.
+func SameFile(a, b *Key) bool { return a.m.sum == b.m.sum }
 
 // ID names the key in logs and errors as domain/selector.
 func (k *Key) ID() string { return k.Domain + "/" + k.Selector }
@@ -77,7 +99,7 @@ func (k *Key) ID() string { return k.Domain + "/" + k.Selector }
 // SubjectPublicKeyInfo for RSA (what opendkim-genkey publishes, accepted by
 // every verifier), the raw 32 bytes for Ed25519 (RFC 8463 §4.2).
 func (k *Key) PublicKeyData() string {
-	return PublicKeyData(k.Signer.Public())
+	return PublicKeyData(k.Public())
 }
 
 // PublicKeyData returns the base64 p= value for a public key.
@@ -107,7 +129,8 @@ func LoadKey(path, domain, selector string) (*Key, error) {
 	if err != nil {
 		return nil, fmt.Errorf("keys: %s/%s: %s: %w", domain, selector, path, err)
 	}
-	k := &Key{Domain: domain, Selector: selector, Path: path, Signer: signer, ModTime: fi.ModTime(), Created: fi.ModTime()}
+	k := &Key{Domain: domain, Selector: selector, Path: path, ModTime: fi.ModTime(), Created: fi.ModTime(),
+		m: &material{file: fileIDOf(fi), sum: sha256.Sum256(data), signer: signer}}
 	switch s := signer.(type) {
 	case *rsa.PrivateKey:
 		k.Algorithm, k.Bits = RSASHA256, s.N.BitLen()
@@ -115,6 +138,22 @@ func LoadKey(path, domain, selector string) (*Key, error) {
 		k.Algorithm, k.Bits = Ed25519SHA256, 256
 	}
 	return k, nil
+}
+
+// loadTableKey reads one key of the key table: checked as LoadKey checks
+// it, but kept in compact form and parsed on first use (see material).
+func loadTableKey(path, domain, selector string, cache *SignerCache) (*Key, error) {
+	data, fi, err := readKeyFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("keys: %s/%s: %w", domain, selector, err)
+	}
+	m, alg, bits, err := parseMaterial(data)
+	if err != nil {
+		return nil, fmt.Errorf("keys: %s/%s: %s: %w", domain, selector, path, err)
+	}
+	m.file, m.cache = fileIDOf(fi), cache
+	return &Key{Domain: domain, Selector: selector, Path: path, ModTime: fi.ModTime(), Created: fi.ModTime(),
+		Algorithm: alg, Bits: bits, m: m}, nil
 }
 
 // maxKeyFileSize bounds what is read from a key file: an RSA-4096 PEM key

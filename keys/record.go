@@ -209,7 +209,7 @@ func CheckPublished(ctx context.Context, lookup TXTLookup, k *Key) Publication {
 		return Publication{Mismatch, fmt.Sprintf("record at %s: %v", name, err)}
 	}
 	type equaler interface{ Equal(crypto.PublicKey) bool }
-	if eq, ok := k.Signer.Public().(equaler); !ok || !eq.Equal(pub) {
+	if eq, ok := k.Public().(equaler); !ok || !eq.Equal(pub) {
 		return Publication{Mismatch, fmt.Sprintf("record at %s holds a different public key", name)}
 	}
 	// The key matches whatever its flags say: t=y only asks verifiers to

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -23,7 +26,13 @@ type Table struct {
 	missing bool
 	domains map[string][]*Key // sorted by selector, ascending
 	retired map[string][]RetiredKey
+	// states are the identities of the domains' state files (zero: none),
+	// for the next Load to tell whether one changed.
+	states  map[string]fileID
 	ignored []string
+	names   []string // domains with keys, sorted
+	all     []*Key   // by domain then selector
+	cache   *SignerCache
 }
 
 // RetiredKey is a key that a domain's state file says was retired (moved
@@ -40,14 +49,40 @@ type RetiredKey struct {
 // write to: they could put their own key in.
 var ErrWritableFolder = errors.New("key folder is writable by group or others")
 
-// LoadDir reads every key under dir. A missing dir gives an empty table
+// LoadOptions tune Load.
+type LoadOptions struct {
+	// Prev is the table read last time from the same folder: its keys
+	// whose files did not change (see fileID) are taken over as they are,
+	// not read again, and its SignerCache is shared.
+	Prev *Table
+	// CacheSize is the number of parsed private keys kept (DefaultKeyCache
+	// if 0); with Prev, Prev's cache is resized to it.
+	CacheSize int
+}
+
+// LoadDir reads every key under dir (Load without a previous table).
+func LoadDir(dir string) (*Table, error) { return Load(dir, LoadOptions{}) }
+
+// Load reads every key under dir. A missing dir gives an empty table
 // marked Missing (a fresh install signs nothing until keys are added; the
 // daemon refuses to switch to such a table on reload); any key that cannot
 // be used is an error, so that a reload with a broken key keeps the old
 // table. Only regular files are read (see LoadKey), and neither dir nor a
-// domain folder may be writable by group or others.
-func LoadDir(dir string) (*Table, error) {
-	t := &Table{dir: dir, domains: map[string][]*Key{}, retired: map[string][]RetiredKey{}}
+// domain folder may be writable by group or others. Keys are checked but
+// kept in compact form and parsed on first use (Key.PrivateKey). Domain
+// folders are read in parallel: a reload of 100,000 domains is mostly
+// stat calls.
+func Load(dir string, opt LoadOptions) (*Table, error) {
+	t := &Table{dir: dir, domains: map[string][]*Key{}, retired: map[string][]RetiredKey{}, states: map[string]fileID{}}
+	if opt.Prev != nil && opt.Prev.cache != nil && opt.Prev.dir == dir {
+		t.cache = opt.Prev.cache
+		if opt.CacheSize > 0 {
+			t.cache.Resize(opt.CacheSize)
+		}
+	} else {
+		t.cache = NewSignerCache(opt.CacheSize)
+		opt.Prev = nil
+	}
 	fi, err := os.Stat(dir)
 	if errors.Is(err, os.ErrNotExist) {
 		t.missing = true
@@ -67,32 +102,81 @@ func LoadDir(dir string) (*Table, error) {
 		return nil, fmt.Errorf("keys: read key table: %w", err)
 	}
 	var errs []error
+	var names []string
 	for _, e := range entries {
 		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
-		domain := strings.ToLower(e.Name())
-		if !ValidDomain(domain) {
+		if !ValidDomain(strings.ToLower(e.Name())) {
 			errs = append(errs, fmt.Errorf("keys: %s: folder name is not a domain name (use the A-label form for IDNs)", filepath.Join(dir, e.Name())))
 			continue
 		}
-		ks, retired, ignored, err := loadDomain(filepath.Join(dir, e.Name()), domain)
-		t.ignored = append(t.ignored, ignored...)
-		if err != nil {
-			errs = append(errs, err)
+		names = append(names, e.Name())
+	}
+	results := make([]domainLoad, len(names))
+	loadParallel(len(names), func(i int) {
+		domain := strings.ToLower(names[i])
+		results[i] = loadDomain(filepath.Join(dir, names[i]), domain, opt.Prev, t.cache)
+	})
+	for i, r := range results {
+		domain := strings.ToLower(names[i])
+		t.ignored = append(t.ignored, r.ignored...)
+		if r.err != nil {
+			errs = append(errs, r.err)
 			continue
 		}
-		if len(retired) > 0 {
-			t.retired[domain] = retired
+		if len(r.keys) > 0 {
+			t.domains[domain] = r.keys
 		}
-		if len(ks) > 0 {
-			t.domains[domain] = ks
+		if len(r.retired) > 0 {
+			t.retired[domain] = r.retired
+		}
+		if r.state != (fileID{}) {
+			t.states[domain] = r.state
 		}
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	t.index()
 	return t, nil
+}
+
+// index sorts the domains and keys once, for Domains and All.
+func (t *Table) index() {
+	t.names = make([]string, 0, len(t.domains))
+	n := 0
+	for d, ks := range t.domains {
+		t.names = append(t.names, d)
+		n += len(ks)
+	}
+	sort.Strings(t.names)
+	t.all = make([]*Key, 0, n)
+	for _, d := range t.names {
+		t.all = append(t.all, t.domains[d]...)
+	}
+}
+
+// loadParallel calls f(0) … f(n-1) on a few goroutines: reading a key
+// folder waits on the kernel, not the CPU, so more than one per core.
+func loadParallel(n int, f func(i int)) {
+	workers := min(2*runtime.GOMAXPROCS(0)+2, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				f(i)
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // LoadDomain reads the keys of one domain folder, <dir>/<domain>, sorted by
@@ -102,11 +186,11 @@ func LoadDomain(dir, domain string) ([]*Key, error) {
 	if !ValidDomain(domain) {
 		return nil, fmt.Errorf("keys: %q is not a domain name (use the A-label form for IDNs)", domain)
 	}
-	ks, _, _, err := loadDomain(filepath.Join(dir, domain), domain)
-	if errors.Is(err, os.ErrNotExist) {
+	r := loadDomain(filepath.Join(dir, domain), domain, nil, NewSignerCache(0))
+	if errors.Is(r.err, os.ErrNotExist) {
 		return nil, nil
 	}
-	return ks, err
+	return r.keys, r.err
 }
 
 // checkFolder refuses a key folder that group or others can write to.
@@ -118,27 +202,55 @@ func checkFolder(path string, fi os.FileInfo) error {
 	return nil
 }
 
+// domainLoad is what loadDomain found in one domain folder.
+type domainLoad struct {
+	keys    []*Key
+	retired []RetiredKey
+	ignored []string
+	state   fileID // of the state file (zero: none)
+	err     error
+}
+
 // loadDomain loads the keys of the folder ddir for domain, with their
 // creation times from its state file, the retired keys the state lists,
-// and the files it ignored.
-func loadDomain(ddir, domain string) ([]*Key, []RetiredKey, []string, error) {
+// and the files it ignored. A key whose file and state file are unchanged
+// since prev is taken from prev.
+func loadDomain(ddir, domain string, prev *Table, cache *SignerCache) domainLoad {
 	fi, err := os.Stat(ddir)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("keys: %s: %w", domain, err)
+		return domainLoad{err: fmt.Errorf("keys: %s: %w", domain, err)}
 	}
 	if err := checkFolder(ddir, fi); err != nil {
-		return nil, nil, nil, err
+		return domainLoad{err: err}
 	}
 	files, err := os.ReadDir(ddir)
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("keys: %s: %w", domain, err)
+		return domainLoad{err: fmt.Errorf("keys: %s: %w", domain, err)}
 	}
-	state, err := LoadState(ddir)
-	if err != nil {
-		return nil, nil, nil, err
+	var r domainLoad
+	var old map[string]*Key // prev's keys of the domain, by path
+	stateSame := false
+	if sfi, err := os.Stat(filepath.Join(ddir, StateFile)); err == nil {
+		r.state = fileIDOf(sfi)
 	}
-	var out []*Key
-	var ignored []string
+	if prev != nil {
+		stateSame = prev.states[domain] == r.state
+		if ks := prev.domains[domain]; len(ks) > 0 {
+			old = make(map[string]*Key, len(ks))
+			for _, k := range ks {
+				old[k.Path] = k
+			}
+		}
+	}
+	var state *DomainState // read when needed
+	readState := func() error {
+		if state != nil {
+			return nil
+		}
+		s, err := LoadState(ddir)
+		state = s
+		return err
+	}
 	var errs []error
 	for _, f := range files {
 		name := f.Name()
@@ -146,7 +258,7 @@ func loadDomain(ddir, domain string) ([]*Key, []RetiredKey, []string, error) {
 			continue
 		}
 		if f.IsDir() || !strings.HasSuffix(name, ".pem") {
-			ignored = append(ignored, ignoredReason(filepath.Join(ddir, name), f.IsDir()))
+			r.ignored = append(r.ignored, ignoredReason(filepath.Join(ddir, name), f.IsDir()))
 			continue
 		}
 		selector := strings.TrimSuffix(name, ".pem")
@@ -154,30 +266,51 @@ func loadDomain(ddir, domain string) ([]*Key, []RetiredKey, []string, error) {
 			errs = append(errs, fmt.Errorf("keys: %s/%s: %q is not a valid selector (letters, digits, '-', dot-separated labels)", domain, selector, selector))
 			continue
 		}
-		k, err := LoadKey(filepath.Join(ddir, name), domain, strings.ToLower(selector))
+		path := filepath.Join(ddir, name)
+		if o := old[path]; o != nil && stateSame {
+			if kfi, err := os.Stat(path); err == nil && fileIDOf(kfi) == o.m.file && o.m.file != (fileID{}) {
+				r.keys = append(r.keys, o)
+				continue
+			}
+		}
+		k, err := loadTableKey(path, domain, strings.ToLower(selector), cache)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		state.Apply(k)
-		out = append(out, k)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Selector < out[j].Selector })
-	return out, state.retiredKeys(domain, out), ignored, errors.Join(errs...)
-}
-
-// retiredKeys lists the keys the state says were retired, except those
-// whose selector a current key of ks has again (alternating selectors).
-func (s *DomainState) retiredKeys(domain string, ks []*Key) []RetiredKey {
-	var out []RetiredKey
-	for _, sel := range s.Selectors() {
-		st := s.Keys[sel]
-		if st.Retired.IsZero() || slices.ContainsFunc(ks, func(k *Key) bool { return k.Selector == sel }) {
+		if o := old[path]; o != nil && o.m.sum == k.m.sum {
+			// Same content (touched, chmod'ed, copied back): keep the
+			// material, so that its parsed signer stays cached.
+			file := k.m.file
+			k.m = o.m
+			k.m.file = file
+		}
+		if err := readState(); err != nil {
+			errs = append(errs, err)
 			continue
 		}
-		out = append(out, RetiredKey{Domain: domain, Selector: sel, Algorithm: st.Algorithm, Retired: st.Retired})
+		state.Apply(k)
+		r.keys = append(r.keys, k)
 	}
-	return out
+	if err := errors.Join(errs...); err != nil {
+		r.err = err
+		return r
+	}
+	// The retired keys depend on the state and on which selectors have a
+	// key: taken over from prev only when neither changed.
+	if state == nil && (prev == nil || !stateSame || len(r.keys) != len(old)) {
+		if err := readState(); err != nil {
+			r.err = err
+			return r
+		}
+	}
+	if state != nil {
+		r.retired = state.retiredKeys(domain, r.keys)
+	} else {
+		r.retired = prev.retired[domain]
+	}
+	sort.Slice(r.keys, func(i, j int) bool { return r.keys[i].Selector < r.keys[j].Selector })
+	return r
 }
 
 // ignoredReason says why a file in a domain folder is not a key.
@@ -213,23 +346,13 @@ func (t *Table) Retired(domain string) []RetiredKey { return t.retired[strings.T
 func (t *Table) Ignored() []string { return t.ignored }
 
 // Domains returns the domains that have keys, sorted.
-func (t *Table) Domains() []string {
-	out := make([]string, 0, len(t.domains))
-	for d := range t.domains {
-		out = append(out, d)
-	}
-	sort.Strings(out)
-	return out
-}
+func (t *Table) Domains() []string { return t.names }
 
 // All returns every key, by domain then selector.
-func (t *Table) All() []*Key {
-	var out []*Key
-	for _, d := range t.Domains() {
-		out = append(out, t.domains[d]...)
-	}
-	return out
-}
+func (t *Table) All() []*Key { return t.all }
+
+// Cache is the table's cache of parsed private keys.
+func (t *Table) Cache() *SignerCache { return t.cache }
 
 // Active chooses the keys to sign with from one domain's keys: for each
 // algorithm, the newest created usable key (Key.Created; equal times are
@@ -300,4 +423,18 @@ func ValidDomain(s string) bool {
 		return false
 	}
 	return ValidSelector(s)
+}
+
+// retiredKeys lists the keys the state says were retired, except those
+// whose selector a current key of ks has again (alternating selectors).
+func (s *DomainState) retiredKeys(domain string, ks []*Key) []RetiredKey {
+	var out []RetiredKey
+	for _, sel := range s.Selectors() {
+		st := s.Keys[sel]
+		if st.Retired.IsZero() || slices.ContainsFunc(ks, func(k *Key) bool { return k.Selector == sel }) {
+			continue
+		}
+		out = append(out, RetiredKey{Domain: domain, Selector: sel, Algorithm: st.Algorithm, Retired: st.Retired})
+	}
+	return out
 }

@@ -398,7 +398,14 @@ func (m *Message) finishSigning(d *Decision) {
 			params.Expire = now.Add(e)
 		}
 		for _, k := range m.signKeys {
-			params.Domain, params.Selector, params.Signer = k.Domain, k.Selector, k.Signer
+			// Parsed on first use (keys.SignerCache); a key that fails
+			// then is a sign error like any other.
+			signer, err := k.PrivateKey()
+			if err != nil {
+				failed = append(failed, err.Error())
+				continue
+			}
+			params.Domain, params.Selector, params.Signer = k.Domain, k.Selector, signer
 			value, err := dkimsign.Sign(params, header, bh)
 			if err != nil {
 				failed = append(failed, fmt.Sprintf("%s: %v", k.ID(), err))

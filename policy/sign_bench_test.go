@@ -157,9 +157,13 @@ func benchRSAKey(b *testing.B, pol *Policy) *rsa.PrivateKey {
 	if k == nil {
 		b.Fatal("no RSA key")
 	}
-	priv, ok := k.Signer.(*rsa.PrivateKey)
+	signer, err := k.PrivateKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	priv, ok := signer.(*rsa.PrivateKey)
 	if !ok {
-		b.Fatalf("key signer is %T, not *rsa.PrivateKey", k.Signer)
+		b.Fatalf("key signer is %T, not *rsa.PrivateKey", signer)
 	}
 	return priv
 }

@@ -112,7 +112,7 @@ func (c *pubChecker) decide(k *keys.Key, r dnscheck.Result, now time.Time) polic
 		if !ok || a.Since.IsZero() {
 			return pc
 		}
-		if st, _ := dnscheck.Classify(a.TXT, name, k.Signer.Public(), nil); st != keys.Published {
+		if st, _ := dnscheck.Classify(a.TXT, name, k.Public(), nil); st != keys.Published {
 			return pc // the key file was replaced: the saved answer is another key's
 		}
 		if c.last.Stale != nil {

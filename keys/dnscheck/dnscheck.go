@@ -162,7 +162,7 @@ type Query struct {
 // KeyQuery returns the Query for k with its own public key as the one
 // known key.
 func KeyQuery(k *keys.Key) Query {
-	return Query{Domain: k.Domain, Selector: k.Selector, Public: k.Signer.Public(), Known: []string{k.PublicKeyData()}}
+	return Query{Domain: k.Domain, Selector: k.Selector, Public: k.Public(), Known: []string{k.PublicKeyData()}}
 }
 
 // Server is what one nameserver address answered.
