@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -89,8 +90,9 @@ func (k *Key) PrivateKey() (crypto.Signer, error) {
 	return s, nil
 }
 
-// SameFile reports whether a and b were read from identical key files.
-func SameFile(a, b *Key) bool { return a.m.sum == b.m.sum }
+// Fingerprint is the SHA-256 of the key file's content, in hex: what the
+// daemon's publication file records about the key it found published.
+func (k *Key) Fingerprint() string { return hex.EncodeToString(k.m.sum[:]) }
 
 // ID names the key in logs and errors as domain/selector.
 func (k *Key) ID() string { return k.Domain + "/" + k.Selector }

@@ -49,6 +49,8 @@ type lastAnswer struct {
 	Since time.Time `json:"published_since,omitzero"`
 	// Hold is the DNS wait seen then, in seconds (see Answer.Hold).
 	Hold int64 `json:"hold_seconds,omitempty"`
+	// Key is the Fingerprint of the key file found published (Since set).
+	Key string `json:"key_sha256,omitempty"`
 }
 
 // Answer is what LastGood remembers about one key record name.
@@ -66,6 +68,11 @@ type Answer struct {
 	// Hold is how long receivers may keep an older answer cached (the
 	// zone's negative TTL, the record's TTL), as last seen.
 	Hold time.Duration
+	// Key is the Fingerprint of the key file that was found published
+	// (empty in files saved before version 3): a key with this
+	// fingerprint needs no DNS check to count as published, only the slow
+	// reverification cycle (keys.reverify).
+	Key string
 }
 
 // MigratedSince is the Since of answers read from a version 1
@@ -83,8 +90,9 @@ var MigratedSince = time.Unix(0, 0).UTC()
 const PublicationFile = ".authmilter-publication.json"
 
 // publicationVersion is the format version of PublicationFile: 2 added
-// published_since and hold_seconds; version 1 files are read too.
-const publicationVersion = 2
+// published_since and hold_seconds, 3 key_sha256; older files are read
+// too (their keys are checked in DNS once, at the first start).
+const publicationVersion = 3
 
 // publicationFile is the content of PublicationFile.
 type publicationFile struct {
@@ -161,14 +169,27 @@ func (l *LastGood) Answer(name string) (Answer, bool) {
 	if !ok {
 		return Answer{}, false
 	}
-	return Answer{TXT: append([]string(nil), a.TXT...), Seen: a.Seen, Since: a.Since, Hold: time.Duration(a.Hold) * time.Second}, true
+	return Answer{TXT: append([]string(nil), a.TXT...), Seen: a.Seen, Since: a.Since, Hold: time.Duration(a.Hold) * time.Second, Key: a.Key}, true
+}
+
+// Confirmed returns what is remembered about name if its record was found
+// published everywhere for the key with fingerprint key: such a key
+// counts as published without a DNS check (see Answer.Key).
+func (l *LastGood) Confirmed(name, key string) (Answer, bool) {
+	l.mu.Lock()
+	a, ok := l.m[name]
+	l.mu.Unlock()
+	if !ok || a.Since.IsZero() || a.Key == "" || a.Key != key {
+		return Answer{}, false
+	}
+	return Answer{TXT: a.TXT, Seen: a.Seen, Since: a.Since, Hold: time.Duration(a.Hold) * time.Second, Key: a.Key}, true
 }
 
 // Published records that name's record was seen published everywhere at
-// now, with the TXT values txt on the public path and the DNS wait hold,
-// and returns when it was first seen so: the remembered Since while the
-// TXT values stay the same, else now.
-func (l *LastGood) Published(name string, txt []string, hold time.Duration, now time.Time) time.Time {
+// now for the key with fingerprint key, with the TXT values txt on the
+// public path and the DNS wait hold, and returns when it was first seen
+// so: the remembered Since while the TXT values stay the same, else now.
+func (l *LastGood) Published(name string, txt []string, hold time.Duration, now time.Time, key string) time.Time {
 	now = now.UTC().Truncate(time.Second)
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -176,11 +197,14 @@ func (l *LastGood) Published(name string, txt []string, hold time.Duration, now 
 		l.m = map[string]lastAnswer{}
 	}
 	prev, ok := l.m[name]
-	a := lastAnswer{TXT: append([]string(nil), txt...), Seen: now, Since: now, Hold: int64(hold / time.Second)}
+	a := lastAnswer{TXT: append([]string(nil), txt...), Seen: now, Since: now, Hold: int64(hold / time.Second), Key: key}
 	if ok && equalStrings(prev.TXT, txt) && !prev.Since.IsZero() {
 		a.Since = prev.Since
 	}
-	if !ok || !prev.Since.Equal(a.Since) || prev.Hold != a.Hold || !equalStrings(prev.TXT, a.TXT) || now.Sub(prev.Seen) > time.Hour {
+	// Seen changes at every check; it is saved when something else
+	// changed, or an hour later (a restart then knows when each key was
+	// last verified, to within an hour).
+	if !ok || !prev.Since.Equal(a.Since) || prev.Hold != a.Hold || prev.Key != a.Key || !equalStrings(prev.TXT, a.TXT) || now.Sub(prev.Seen) > time.Hour {
 		l.dirty = true
 	}
 	l.m[name] = a
@@ -239,7 +263,7 @@ func (l *LastGood) Load(path string) error {
 			a.Since = MigratedSince
 			f.Records[name] = a
 		}
-	case publicationVersion:
+	case 2, publicationVersion:
 	default:
 		return fmt.Errorf("keys: %s: unknown version %d (want %d)", path, f.Version, publicationVersion)
 	}

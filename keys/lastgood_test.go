@@ -130,7 +130,7 @@ func TestLastGoodSince(t *testing.T) {
 		{[]string{"v=DKIM1; p=B"}, 4 * time.Minute, 4 * time.Minute},
 	}
 	for i, st := range steps {
-		if got := l.Published(name, st.txt, 5*time.Minute, t0.Add(st.at)); !got.Equal(t0.Add(st.wantSince)) {
+		if got := l.Published(name, st.txt, 5*time.Minute, t0.Add(st.at), ""); !got.Equal(t0.Add(st.wantSince)) {
 			t.Errorf("step %d: since %v, want %v", i, got, t0.Add(st.wantSince))
 		}
 	}
@@ -170,15 +170,30 @@ func TestLastGoodSince(t *testing.T) {
 	if err := up.Load(path); err != nil {
 		t.Fatal(err)
 	}
-	if got := up.Published(name, []string{"v=DKIM1; p=A"}, time.Hour, t0); !got.Equal(MigratedSince) {
+	if _, ok := up.Confirmed(name, "f1"); ok {
+		t.Errorf("a version 1 answer confirms a key: it names none")
+	}
+	if got := up.Published(name, []string{"v=DKIM1; p=A"}, time.Hour, t0, "f1"); !got.Equal(MigratedSince) {
 		t.Errorf("migrated since %v, want %v", got, MigratedSince)
 	}
 	if err := up.Save(path); err != nil {
 		t.Fatal(err)
 	}
 	data, _ := os.ReadFile(path)
-	if !strings.Contains(string(data), `"version": 2`) || !strings.Contains(string(data), `"published_since": "1970-01-01T00:00:00Z"`) {
+	if !strings.Contains(string(data), `"version": 3`) || !strings.Contains(string(data), `"published_since": "1970-01-01T00:00:00Z"`) ||
+		!strings.Contains(string(data), `"key_sha256": "f1"`) {
 		t.Errorf("migrated file:\n%s", data)
+	}
+	// Confirmed: for the key found published only, after a restart too.
+	var again LastGood
+	if err := again.Load(path); err != nil {
+		t.Fatal(err)
+	}
+	if a, ok := again.Confirmed(name, "f1"); !ok || !a.Since.Equal(MigratedSince) {
+		t.Errorf("Confirmed(f1) = %v, %v", a, ok)
+	}
+	if _, ok := again.Confirmed(name, "f2"); ok {
+		t.Errorf("another key file is confirmed by f1's answer")
 	}
 	// An unknown version is an error.
 	os.WriteFile(path, []byte(`{"version": 9, "records": {}}`), 0o600)

@@ -602,8 +602,8 @@ func (c *Config) Validate() error {
 		bad("keys.recheck", "must be at least 1s")
 	}
 	errs = append(errs, c.KeyDNS.validate()...)
-	if c.Keys.Reverify.Duration < time.Minute {
-		bad("keys.reverify", "must be at least 1m")
+	if c.Keys.Reverify.Duration < 10*time.Second {
+		bad("keys.reverify", "must be at least 10s")
 	}
 	if c.Keys.DNSQPS < 1 {
 		bad("keys.dns_qps", "must be at least 1, got %d", c.Keys.DNSQPS)

@@ -41,6 +41,7 @@ type metrics struct {
 	activeKeys prometheus.Gauge
 	keyActive  *prometheus.GaugeVec
 	loadedAt   prometheus.Gauge
+	reverifies prometheus.Counter
 
 	// keyLimit is maxKeySeries; tests lower it.
 	keyLimit int
@@ -95,6 +96,9 @@ func newMetrics() *metrics {
 		loadedAt: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "authmilter_policy_loaded_timestamp_seconds", Help: "When the current policy was built.",
 		}),
+		reverifies: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "authmilter_key_reverifications_total", Help: "Lookups of published keys' records on the keys.reverify cycle.",
+		}),
 		keyLimit: maxKeySeries,
 	}
 	for _, e := range connectionEvents {
@@ -104,7 +108,7 @@ func newMetrics() *metrics {
 		m.dnsErrors.WithLabelValues(k)
 	}
 	m.reg.MustRegister(m.messages, m.signatures, m.errors, m.dkim, m.spf, m.dmarc, m.unsigned,
-		m.connsOpen, m.connEvents, m.dnsErrors, m.reloads, m.activeKeys, m.keyActive, m.loadedAt,
+		m.connsOpen, m.connEvents, m.dnsErrors, m.reloads, m.activeKeys, m.keyActive, m.loadedAt, m.reverifies,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -172,6 +176,9 @@ func (m *metrics) dnsError(kind string) {
 }
 
 func (m *metrics) reloadFailed() { m.reloads.WithLabelValues("error").Inc() }
+
+// reverified counts n keys looked up by the reverifier.
+func (m *metrics) reverified(n int) { m.reverifies.Add(float64(n)) }
 
 func (m *metrics) reloaded(p *policy.Policy) {
 	m.reloads.WithLabelValues("ok").Inc()

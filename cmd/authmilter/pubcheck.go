@@ -58,13 +58,37 @@ type pubChecker struct {
 	// published: with it, a record of a key that is neither the domain's
 	// nor one of them is Foreign.
 	known func(domain string) []string
+	// incremental (the daemon) counts a key as published without a DNS
+	// check when last has confirmed its record for its key file: only new,
+	// changed and not yet published keys are looked up at a reload, and
+	// the others on the reverification cycle (see reverifier). `authmilter
+	// keys` looks up every key.
+	incremental bool
 
 	mu      sync.Mutex
 	results map[*keys.Key]dnscheck.Result // the last check of each key
 }
 
 // CheckPublication implements policy.PublicationChecker.
-func (c *pubChecker) CheckPublication(ctx context.Context, ks []*keys.Key) map[*keys.Key]policy.PublicationCheck {
+func (c *pubChecker) CheckPublication(ctx context.Context, all []*keys.Key) map[*keys.Key]policy.PublicationCheck {
+	out := make(map[*keys.Key]policy.PublicationCheck, len(all))
+	ks := all
+	if c.incremental {
+		ks = nil
+		for _, k := range all {
+			if a, ok := c.last.Confirmed(keys.RecordName(k.Domain, k.Selector), k.Fingerprint()); ok {
+				out[k] = policy.PublicationCheck{Publication: keys.Publication{State: keys.Published}, Since: a.Since, Hold: a.Hold}
+				continue
+			}
+			ks = append(ks, k)
+		}
+	}
+	c.check(ctx, ks, out)
+	return out
+}
+
+// check looks up the keys ks and adds their publication to out.
+func (c *pubChecker) check(ctx context.Context, ks []*keys.Key, out map[*keys.Key]policy.PublicationCheck) {
 	byDomain := map[string][]string{}
 	for _, k := range ks {
 		byDomain[k.Domain] = append(byDomain[k.Domain], k.PublicKeyData())
@@ -83,7 +107,6 @@ func (c *pubChecker) CheckPublication(ctx context.Context, ks []*keys.Key) map[*
 		}
 	}
 	now := time.Now()
-	out := make(map[*keys.Key]policy.PublicationCheck, len(ks))
 	c.mu.Lock()
 	if c.results == nil {
 		c.results = map[*keys.Key]dnscheck.Result{}
@@ -95,7 +118,6 @@ func (c *pubChecker) CheckPublication(ctx context.Context, ks []*keys.Key) map[*
 	for i, k := range ks {
 		out[k] = c.decide(k, results[i], now)
 	}
-	return out
 }
 
 // decide turns one check into the key's publication, with the last good
@@ -106,7 +128,7 @@ func (c *pubChecker) decide(k *keys.Key, r dnscheck.Result, now time.Time) polic
 	switch r.State {
 	case keys.Published:
 		pc.Hold = r.Hold()
-		pc.Since = c.last.Published(name, r.TXT, pc.Hold, now)
+		pc.Since = c.last.Published(name, r.TXT, pc.Hold, now, k.Fingerprint())
 	case keys.TempError:
 		a, ok := c.last.Answer(name)
 		if !ok || a.Since.IsZero() {

@@ -111,12 +111,12 @@ func (d *daemon) compile(cfg *policy.Config, prev dnsState, table *keys.Table, o
 			return
 		}
 		if table == nil {
-			if table, err = keys.LoadDir(cfg.Keys.Dir); err != nil {
+			if table, err = d.loadTable(cfg); err != nil {
 				done <- compiled{err: err}
 				return
 			}
 		}
-		check := &pubChecker{checker: st.checker, last: &d.lastGood, cfg: cfg}
+		check := &pubChecker{checker: st.checker, last: &d.lastGood, cfg: cfg, incremental: true}
 		if offline {
 			check.checker = nil
 		}
@@ -127,6 +127,17 @@ func (d *daemon) compile(cfg *policy.Config, prev dnsState, table *keys.Table, o
 		done <- compiled{pol: pol, dns: st, err: err}
 	}()
 	return waitCompiled(done)
+}
+
+// loadTable reads cfg's key table, taking the unchanged keys (and the
+// parsed private keys) of the running snapshot's table over: a reload of
+// 100,000 unchanged keys reads no key file.
+func (d *daemon) loadTable(cfg *policy.Config) (*keys.Table, error) {
+	opt := keys.LoadOptions{CacheSize: cfg.Keys.KeyCache}
+	if cur := d.current.Load(); cur != nil {
+		opt.Prev = cur.Table()
+	}
+	return keys.Load(cfg.Keys.Dir, opt)
 }
 
 // waitCompiled waits for a compile at most reloadTimeout.

@@ -119,6 +119,7 @@ func cmdRun(args []string) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go d.reloader(ctx, first, firstGen)
+	go d.reverifyLoop(ctx)
 
 	for {
 		select {
@@ -161,7 +162,7 @@ func (d *daemon) start(cfg *policy.Config, sigs <-chan os.Signal) (<-chan compil
 	}
 	tc := make(chan loaded, 1)
 	go func() {
-		t, err := keys.LoadDir(cfg.Keys.Dir)
+		t, err := d.loadTable(cfg)
 		tc <- loaded{t, err}
 	}()
 	var table *keys.Table

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -360,11 +361,36 @@ func TestStartWithDNSDown(t *testing.T) {
 	stop(d)
 
 	// 2. DNS stops answering; a restart listens at once and signs with the
-	// saved state.
+	// saved state: the saved answer names the key file it confirmed, so
+	// the key is active without a lookup (it is looked up again on the
+	// keys.reverify cycle).
 	dns.Drop(name)
 	began := time.Now()
 	d = startDaemon(t, cfgPath, sock, metrics)
 	t.Logf("listening %s after start with DNS not answering", time.Since(began).Round(time.Millisecond))
+	d.waitLog(t, "key activated d=example.com s=2026-10", 0, 10*time.Second)
+	signedWith(t, sock, 2, oldRSA)
+	if strings.Contains(d.logs.String(), "last known publication state") {
+		t.Errorf("a key confirmed by the saved state waited for DNS:\n%s", d.logs.String())
+	}
+	stop(d)
+
+	// 2b. The same with a file saved by the previous release (version 2,
+	// without the key's fingerprint): the daemon waits startWait for DNS,
+	// then serves from the saved answer compared with the key itself.
+	data, err := os.ReadFile(saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2 := regexp.MustCompile(`(?m)^\s*"key_sha256": "[0-9a-f]+",?\n`).ReplaceAllString(strings.Replace(string(data), `"version": 3`, `"version": 2`, 1), "")
+	v2 = regexp.MustCompile(`,(\s*})`).ReplaceAllString(v2, "$1")
+	if v2 == string(data) || strings.Contains(v2, "key_sha256") {
+		t.Fatalf("could not make a version 2 file from:\n%s", data)
+	}
+	if err := os.WriteFile(saved, []byte(v2), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d = startDaemon(t, cfgPath, sock, metrics)
 	d.waitLog(t, "last known publication state", 0, 10*time.Second)
 	signedWith(t, sock, 2, oldRSA)
 	stop(d)

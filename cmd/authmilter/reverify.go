@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"hash/fnv"
+	"sort"
+	"time"
+
+	"github.com/authmilter/authmilter/keys"
+	"github.com/authmilter/authmilter/policy"
+)
+
+// Reverification. A reload or keys.recheck looks up only new, changed and
+// not yet published keys (pubChecker.incremental); the records of keys
+// already found published are looked up again by the reverifier, each
+// once per keys.reverify at its own moment of the cycle (a hash of its
+// record name), so that 100,000 keys cost about 1.2 lookups a second
+// instead of 100,000 lookups at every reload. A record found gone or
+// changed triggers a reload, which looks it up again and deactivates the
+// key. The reverifier never exceeds keys.dns_qps.
+
+// reverifyTick is how often the reverifier looks for due keys.
+const reverifyTick = time.Second
+
+// rescanEvery bounds how long the reverifier works from one list of keys
+// and due times when no new snapshot arrives.
+const rescanEvery = time.Minute
+
+// reverifier is the state of the reverification loop.
+type reverifier struct {
+	d      *daemon
+	queue  []dueKey             // by due time
+	tried  map[string]time.Time // last reverification per record name
+	gen    int64                // snapshot generation the queue was built from
+	built  time.Time
+	tokens float64 // checks allowed now (the dns_qps bucket)
+}
+
+// dueKey is a key and when its record is next looked up.
+type dueKey struct {
+	k    *keys.Key
+	name string
+	due  time.Time
+}
+
+// reverifyLoop runs the reverifier until ctx ends.
+func (d *daemon) reverifyLoop(ctx context.Context) {
+	r := &reverifier{d: d, tried: map[string]time.Time{}}
+	t := time.NewTicker(reverifyTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			r.tick(ctx, now)
+		}
+	}
+}
+
+// tick looks up the keys that are due, as many as keys.dns_qps allows.
+func (r *reverifier) tick(ctx context.Context, now time.Time) {
+	pol := r.d.current.Load()
+	cfg := pol.Config()
+	if !cfg.Keys.RequirePublished {
+		return
+	}
+	if gen := r.d.gen.Load(); gen != r.gen || now.Sub(r.built) >= rescanEvery {
+		r.queue = dueKeys(pol, &r.d.lastGood, r.tried)
+		r.gen, r.built = gen, now
+	}
+	rate := checksPerSecond(cfg) * reverifyTick.Seconds()
+	r.tokens = min(r.tokens+rate, max(rate, 1))
+	var batch []*keys.Key
+	for len(r.queue) > 0 && !r.queue[0].due.After(now) && r.tokens >= 1 {
+		batch = append(batch, r.queue[0].k)
+		r.tried[r.queue[0].name] = now
+		r.queue = r.queue[1:]
+		r.tokens--
+	}
+	if len(batch) > 0 {
+		r.verify(ctx, pol, batch)
+	}
+}
+
+// verify looks up the records of batch and asks for a reload if one of
+// them is no longer published.
+func (r *reverifier) verify(ctx context.Context, pol *policy.Policy, batch []*keys.Key) {
+	r.d.reloadMu.Lock()
+	checker := r.d.dns.checker
+	r.d.reloadMu.Unlock()
+	if checker == nil {
+		return
+	}
+	pc := &pubChecker{checker: checker, last: &r.d.lastGood, cfg: pol.Config()}
+	out := make(map[*keys.Key]policy.PublicationCheck, len(batch))
+	ctx, cancel := context.WithTimeout(ctx, compileTimeout)
+	defer cancel()
+	pc.check(ctx, batch, out)
+	r.d.metrics.reverified(len(batch))
+	gone := 0
+	for _, k := range batch {
+		if c := out[k]; c.State != keys.Published {
+			gone++
+			r.d.log.Warn("key record no longer published; reloading", "key", k.ID(), "state", string(c.State), "detail", c.Detail)
+		}
+	}
+	if gone > 0 {
+		r.d.request(false)
+	}
+}
+
+// dueKeys lists the keys of pol whose record was found published, with
+// when each is to be looked up again, soonest first; tried is pruned to
+// the keys listed.
+func dueKeys(pol *policy.Policy, last *keys.LastGood, tried map[string]time.Time) []dueKey {
+	period := pol.Config().Keys.Reverify.Duration
+	var out []dueKey
+	seen := make(map[string]bool, len(tried))
+	for _, k := range pol.Table().All() {
+		st := pol.Publication(k).State
+		if st != keys.Published && st != keys.Waiting {
+			continue
+		}
+		name := keys.RecordName(k.Domain, k.Selector)
+		var base time.Time
+		if a, ok := last.Confirmed(name, k.Fingerprint()); ok {
+			base = a.Seen
+		}
+		if t, ok := tried[name]; ok {
+			seen[name] = true
+			if t.After(base) {
+				base = t
+			}
+		}
+		out = append(out, dueKey{k: k, name: name, due: nextReverify(name, base, period)})
+	}
+	for name := range tried {
+		if !seen[name] {
+			delete(tried, name)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].due.Before(out[j].due) })
+	return out
+}
+
+// nextReverify is when the record name, last looked up at last, is looked
+// up again: at the name's own moment of the period (its phase, from a
+// hash of the name, so that the keys are spread evenly over the period),
+// the first such moment at least half a period after last. A key checked
+// at its moment is next checked exactly one period later.
+func nextReverify(name string, last time.Time, period time.Duration) time.Time {
+	p := int64(period / time.Second)
+	if p < 1 {
+		p = 1
+	}
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	phase := int64(h.Sum64() % uint64(p))
+	after := last.Add(period / 2).Unix()
+	at := after - mod(after, p) + phase
+	if at < after {
+		at += p
+	}
+	return time.Unix(at, 0)
+}
+
+// mod is a modulo that is never negative.
+func mod(a, b int64) int64 { return ((a % b) + b) % b }
+
+// checksPerSecond is how many key checks a second keep within
+// keys.dns_qps: a check is one query with keys.check = "resolver", and
+// about four (the public path, the zone's SOA and NS, its nameservers)
+// with "nameservers".
+func checksPerSecond(cfg *policy.Config) float64 {
+	perCheck := 4.0
+	if cfg.Keys.Check == "resolver" {
+		perCheck = 1
+	}
+	return float64(cfg.Keys.DNSQPS) / perCheck
+}
