@@ -61,6 +61,7 @@ type options struct {
 	idle       time.Duration
 	settle     time.Duration
 	timeout    time.Duration
+	quietWait  time.Duration
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -83,6 +84,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "warm-up of each throughput run (not counted)")
 	fs.DurationVar(&o.idle, "idle", 60*time.Second, "window over which the DNS queries at rest are counted")
 	fs.DurationVar(&o.settle, "settle", 5*time.Second, "wait after all keys are active before RSS at rest is read")
+	fs.DurationVar(&o.quietWait, "quiet-wait", 30*time.Second, "before each throughput run, wait at most this long for the machine to be quiet (others' work below a quarter of a CPU)")
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Minute, "bound of each phase (a start, a reload, a wait for a key)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -104,8 +106,8 @@ func parseFlags(args []string) (*options, error) {
 		return nil, errors.New("-c, -reps and -spread must be at least 1")
 	case o.dur <= 0 || o.warmup < 0 || o.warmup >= o.dur:
 		return nil, errors.New("-d must be positive and longer than -warmup")
-	case o.idle <= 0 || o.settle < 0 || o.timeout <= 0:
-		return nil, errors.New("-idle and -timeout must be positive, -settle not negative")
+	case o.idle <= 0 || o.settle < 0 || o.timeout <= 0 || o.quietWait < 0:
+		return nil, errors.New("-idle and -timeout must be positive, -settle and -quiet-wait not negative")
 	}
 	return o, nil
 }
@@ -175,7 +177,7 @@ func logf(format string, args ...any) {
 func (b *bench) run() (*report, error) {
 	rep := &report{Started: time.Now().UTC(), Machine: machine(), Settings: settings{
 		Concurrency: b.opt.conc, Reps: b.opt.reps, RunSeconds: b.opt.dur.Seconds(), WarmupSeconds: b.opt.warmup.Seconds(),
-		IdleSeconds: b.opt.idle.Seconds(), SettleSeconds: b.opt.settle.Seconds(), Pool: b.opt.pool,
+		IdleSeconds: b.opt.idle.Seconds(), SettleSeconds: b.opt.settle.Seconds(), Pool: b.opt.pool, QuietWait: b.opt.quietWait.Seconds(),
 	}}
 	defer func() { rep.Seconds = time.Since(rep.Started).Seconds(); rep.Machine.LoadEnd = loadAvg() }()
 	var err error

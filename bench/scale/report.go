@@ -38,6 +38,7 @@ type settings struct {
 	IdleSeconds   float64 `json:"idle_seconds"`
 	SettleSeconds float64 `json:"settle_seconds"`
 	Pool          int     `json:"pool"`
+	QuietWait     float64 `json:"quiet_wait_seconds"`
 }
 
 // sizeResult is what was measured on one table.
@@ -155,8 +156,8 @@ func (r *report) markdown() string {
 	fmt.Fprintf(&b, "| CPU | %s, %d CPUs, %.1f GiB |\n", r.Machine.CPU, r.Machine.CPUs, r.Machine.MemoryGiB)
 	fmt.Fprintf(&b, "| Go (benchmark) | %s |\n", r.Machine.Go)
 	fmt.Fprintf(&b, "| load average at start / end | %s / %s |\n", r.Machine.LoadStart, r.Machine.LoadEnd)
-	fmt.Fprintf(&b, "| throughput runs | %d connections, %.0f s each (%.0f s warm-up), best of %d |\n\n",
-		r.Settings.Concurrency, r.Settings.RunSeconds, r.Settings.WarmupSeconds, r.Settings.Reps)
+	fmt.Fprintf(&b, "| throughput runs | %d connections, %.0f s each (%.0f s warm-up), best of %d, each after waiting up to %.0f s for a quiet machine |\n\n",
+		r.Settings.Concurrency, r.Settings.RunSeconds, r.Settings.WarmupSeconds, r.Settings.Reps, r.Settings.QuietWait)
 	b.WriteString("Tables: domain i is d%06d.example with one RSA-2048 key; every fourth domain also has an Ed25519 key " +
 		"(n domains, n + n/4 keys), made from a pool of " + fmt.Sprint(r.Settings.Pool) + " keys of each algorithm, one file per key. " +
 		"Each size starts cold (no saved publication state); DNS answers come from the benchmark's own server with TTL 0.\n\n")

@@ -64,6 +64,9 @@ func (b *bench) throughput(d *daemon, n int) ([]throughputResult, error) {
 			if c.ref {
 				pid = b.ref.d.pid()
 			}
+			if err := b.waitQuiet(); err != nil {
+				return out, err
+			}
 			r, err := b.milterloadRun(addr, pid, files[i], c.name)
 			if err != nil {
 				return out, err
@@ -226,4 +229,30 @@ func processCPU(pid int) float64 {
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
 	return (ut + st) / clockTicks
+}
+
+// quietLoad is the CPU use (in cores) of the whole machine below which it
+// counts as quiet: the daemons are idle between runs, so this is others'
+// work.
+const quietLoad = 0.25
+
+// waitQuiet waits, at most -quiet-wait, until the machine has been quiet
+// for a second: on a shared machine, others' test runs disturb the
+// throughput figures more than anything measured here.
+func (b *bench) waitQuiet() error {
+	deadline := time.Now().Add(b.opt.quietWait)
+	for {
+		busy0 := machineBusy()
+		if err := sleepCtx(b.ctx, time.Second); err != nil {
+			return err
+		}
+		load := machineBusy() - busy0
+		if load < quietLoad {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			logf("  the machine is busy (%.2f cores used by others); measuring anyway", load)
+			return nil
+		}
+	}
 }
