@@ -165,11 +165,12 @@ func Build(cfg Config, t *keys.Table, cnameZoneFor func(domain string) string, n
 	if err != nil {
 		return nil, err
 	}
+	all := t.All()
 	b := &builder{
-		z:       &Zones{params: p, zones: map[string]int32{}, names: map[string]int32{}},
-		m:       m,
-		used:    make([]bool, len(m.entries)),
-		perZone: map[int32][]record{},
+		z:    &Zones{params: p, zones: make(map[string]int32, m.zoneHint(len(t.Domains())))},
+		m:    m,
+		used: make([]bool, len(m.entries)),
+		pend: make([]pending, 0, len(all)),
 	}
 	nameOf := func(domain, selector string) string {
 		if cnameZoneFor != nil {
@@ -177,16 +178,16 @@ func Build(cfg Config, t *keys.Table, cnameZoneFor func(domain string) string, n
 				return keys.CNAMETarget(domain, selector, cz) + "."
 			}
 		}
-		return strings.ToLower(keys.RecordName(domain, selector)) + "."
+		// keys.RecordName, fully qualified, in one allocation; the
+		// table's names are lower case already (ToLower then copies
+		// nothing).
+		return strings.ToLower(selector + "._domainkey." + domain + ".")
 	}
-	domains := t.Domains()
-	for _, d := range domains {
-		for _, k := range t.Keys(d) {
-			b.add(nameOf(k.Domain, k.Selector), record{key: k, alg: k.Algorithm}, stampOf(k.Created))
-		}
+	for _, k := range all {
+		b.add(nameOf(k.Domain, k.Selector), record{key: k, alg: k.Algorithm}, stampOf(k.Created))
 	}
 	revokedFor := cfg.RevokedFor
-	for _, d := range domains {
+	for _, d := range t.Domains() {
 		for _, r := range t.Retired(d) {
 			alg := r.Algorithm
 			if alg == "" {
@@ -208,15 +209,21 @@ func Build(cfg Config, t *keys.Table, cnameZoneFor func(domain string) string, n
 
 // builder collects the records of Build.
 type builder struct {
-	z       *Zones
-	m       *matcher
-	used    []bool // per matcher entry: some record matched it
-	perZone map[int32][]record
-	errs    []error
-	nerrs   int
+	z     *Zones
+	m     *matcher
+	used  []bool // per matcher entry: some record matched it
+	pend  []pending
+	errs  []error
+	nerrs int
 	// lateStamps are the stamps of records gone (revocations ended),
 	// applied to zones that exist once all records are in.
 	lateStamps map[string]uint32
+}
+
+// pending is a record and the index of its zone.
+type pending struct {
+	zi  int32
+	rec record
 }
 
 // maxErrors bounds the errors Build lists; the rest are counted.
@@ -250,7 +257,7 @@ func (b *builder) add(name string, r record, stamp uint32) {
 		b.z.list[zi].stamp = stamp
 	}
 	r.name = name
-	b.perZone[zi] = append(b.perZone[zi], r)
+	b.pend = append(b.pend, pending{zi: zi, rec: r})
 }
 
 // expired notes the end of a revocation period: the zone's content
@@ -266,8 +273,9 @@ func (b *builder) expired(name string, stamp uint32) {
 	b.lateStamps[apex] = max(b.lateStamps[apex], stamp)
 }
 
-// finish lays the records out zone by zone, indexes the names and
-// computes serials and hashes.
+// finish lays the records out zone by zone (in the order added, which
+// is the key table's: deterministic), indexes the names and computes
+// serials and hashes.
 func (b *builder) finish() error {
 	for i, used := range b.used {
 		if !used {
@@ -281,41 +289,52 @@ func (b *builder) finish() error {
 		return errors.Join(b.errs...)
 	}
 	z := b.z
-	total := 0
-	for _, rs := range b.perZone {
-		total += len(rs)
+	// A counting sort by zone.
+	for _, p := range b.pend {
+		z.list[p.zi].n++
 	}
-	z.recs = make([]record, 0, total)
-	z.names = make(map[string]int32, total)
+	next := make([]int32, len(z.list))
+	off := int32(0)
+	for i := range z.list {
+		z.list[i].first, next[i] = off, off
+		off += z.list[i].n
+	}
+	z.recs = make([]record, len(b.pend))
+	for _, p := range b.pend {
+		z.recs[next[p.zi]] = p.rec
+		next[p.zi]++
+	}
+	b.pend = nil
+	z.names = make(map[string]int32, len(z.recs)+len(z.list))
+	for i := range z.recs {
+		n := len(z.names)
+		z.names[z.recs[i].name] = int32(i)
+		if len(z.names) == n {
+			return fmt.Errorf("keydns: two keys have the record name %s", z.recs[i].name)
+		}
+	}
+	var h maphash.Hash
+	h.SetSeed(hashSeed)
 	for zi := range z.list {
 		zn := &z.list[zi]
-		rs := b.perZone[int32(zi)]
-		zn.first, zn.n = int32(len(z.recs)), int32(len(rs))
 		if s, ok := b.lateStamps[zn.apex]; ok && s > zn.stamp {
 			zn.stamp = s
 		}
-		for _, r := range rs {
-			if _, dup := z.names[r.name]; dup {
-				return fmt.Errorf("keydns: two keys have the record name %s", r.name)
-			}
-			z.names[r.name] = int32(len(z.recs))
-			z.recs = append(z.recs, r)
-		}
 		// Empty non-terminals between each record and the apex, and the
 		// apex itself, exist without records (NODATA, not NXDOMAIN).
-		for _, r := range rs {
-			for n := parentName(r.name); len(n) >= len(zn.apex); n = parentName(n) {
+		if _, ok := z.names[zn.apex]; !ok {
+			z.names[zn.apex] = entNode
+		}
+		for _, r := range z.recs[zn.first : zn.first+zn.n] {
+			for n := parentName(r.name); len(n) > len(zn.apex); n = parentName(n) {
 				if _, ok := z.names[n]; ok {
 					break
 				}
 				z.names[n] = entNode
 			}
 		}
-		if _, ok := z.names[zn.apex]; !ok {
-			z.names[zn.apex] = entNode
-		}
 		zn.serial = max(zn.stamp, 1)
-		zn.sum = z.hashZone(zn)
+		zn.sum = z.hashZone(&h, zn)
 	}
 	return nil
 }
@@ -331,9 +350,8 @@ func parentName(n string) string {
 
 // hashZone hashes what a zone serves, so that Swap sees a change that no
 // timestamp shows (a key file removed by hand, a changed setting).
-func (z *Zones) hashZone(zn *zone) uint64 {
-	var h maphash.Hash
-	h.SetSeed(hashSeed)
+func (z *Zones) hashZone(h *maphash.Hash, zn *zone) uint64 {
+	h.Reset()
 	var num [8]byte
 	put := func(s string) {
 		h.WriteString(s)
@@ -498,50 +516,74 @@ func newMatcher(zones []string) (*matcher, error) {
 // qualified) and the entry that matched; "" when no zone does, an error
 // when two suffixes of name match (overlapping zones).
 func (m *matcher) zoneOf(name string) (string, int, error) {
-	labels := strings.Split(strings.TrimSuffix(name, "."), ".")
 	apex, entry := "", -1
-	off := 0
-	for i := range labels {
+	for off := 0; off < len(name)-1; {
 		suffix := name[off:]
-		off += len(labels[i]) + 1
 		hit := -1
 		if e, ok := m.exact[suffix]; ok {
 			hit = e
 		} else {
+			bare := suffix[:len(suffix)-1]
 			for e := range m.entries {
-				if matchLabels(m.entries[e].labels, labels[i:]) {
+				if matchName(m.entries[e].labels, bare) {
 					hit = e
 					break
 				}
 			}
 		}
-		if hit < 0 {
-			continue
+		if hit >= 0 {
+			if apex != "" {
+				return "", 0, fmt.Errorf("keydns: zones overlap: the record %s lies in %s (zone %q) and in %s (zone %q)",
+					name, apex, m.entries[entry].text, suffix, m.entries[hit].text)
+			}
+			apex, entry = suffix, hit
 		}
-		if apex != "" {
-			return "", 0, fmt.Errorf("keydns: zones overlap: the record %s lies in %s (zone %q) and in %s (zone %q)",
-				name, apex, m.entries[entry].text, suffix, m.entries[hit].text)
+		i := strings.IndexByte(suffix, '.')
+		if i < 0 {
+			break
 		}
-		apex, entry = suffix, hit
+		off += i + 1
 	}
 	return apex, entry, nil
 }
 
-// matchLabels matches labels against a pattern whose "*" labels stand for
-// one or more labels (policy.ZoneMatches, which keys cannot import).
-func matchLabels(p, n []string) bool {
+// zoneHint guesses the number of zones for a table of domains: one per
+// domain when a pattern is configured, else one per exact zone.
+func (m *matcher) zoneHint(domains int) int {
+	if len(m.exact) < len(m.entries) {
+		return domains
+	}
+	return len(m.exact)
+}
+
+// matchName matches the labels of name (no final dot; names of the key
+// table hold no escaped dots) against a pattern whose "*" labels stand
+// for one or more labels: policy.ZoneMatches, which keys cannot import,
+// without splitting the name.
+func matchName(p []string, name string) bool {
 	if len(p) == 0 {
-		return len(n) == 0
+		return name == ""
+	}
+	if name == "" {
+		return false
 	}
 	if p[0] == "*" {
-		for i := 1; i <= len(n); i++ {
-			if matchLabels(p[1:], n[i:]) {
+		for {
+			i := strings.IndexByte(name, '.')
+			if i < 0 {
+				return matchName(p[1:], "")
+			}
+			name = name[i+1:]
+			if matchName(p[1:], name) {
 				return true
 			}
 		}
-		return false
 	}
-	return len(n) > 0 && p[0] == n[0] && matchLabels(p[1:], n[1:])
+	label, rest := name, ""
+	if i := strings.IndexByte(name, '.'); i >= 0 {
+		label, rest = name[:i], name[i+1:]
+	}
+	return label == p[0] && matchName(p[1:], rest)
 }
 
 // ZoneOf returns the apex (fully qualified, lower case) of the served zone

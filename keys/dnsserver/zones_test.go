@@ -294,3 +294,27 @@ func TestSerialGreater(t *testing.T) {
 		}
 	}
 }
+
+func TestMatchName(t *testing.T) {
+	// The cases of policy.ZoneMatches, whose semantics matchName copies.
+	for _, c := range []struct {
+		pattern, zone string
+		match         bool
+	}{
+		{"myesp._domainkey.*", "myesp._domainkey.customer.example", true},
+		{"myesp._domainkey.*", "myesp._domainkey.a.b.example", true},
+		{"myesp._domainkey.*", "other._domainkey.customer.example", false},
+		{"myesp._domainkey.*", "myesp._domainkey", false},
+		{"dkim.myesp.example", "dkim.myesp.example", true},
+		{"dkim.myesp.example", "x.dkim.myesp.example", false},
+		{"*.myesp.example", "dkim.myesp.example", true},
+		{"*.myesp.example", "a.b.myesp.example", true},
+		{"*.myesp.example", "myesp.example", false},
+		{"a.*.example", "a.b.c.example", true},
+		{"a.*.example", "a.example", false},
+	} {
+		if got := matchName(strings.Split(c.pattern, "."), c.zone); got != c.match {
+			t.Errorf("matchName(%q, %q) = %v, want %v", c.pattern, c.zone, got, c.match)
+		}
+	}
+}
