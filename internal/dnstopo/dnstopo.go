@@ -61,6 +61,10 @@ const (
 	// CustomersIP is the customers' DNS host, ns.<zone> for each customer
 	// zone.
 	CustomersIP = "127.53.0.4"
+	// KeyDNSIP is free for a test's own authoritative server (authmilter's
+	// [keydns]): the world starts nothing there, and a test delegates to
+	// it with records of its own (Options.Records, World.Add).
+	KeyDNSIP = "127.53.0.5"
 	// ResolverIP is the recursive resolver (unbound).
 	ResolverIP = "127.53.0.53"
 )
