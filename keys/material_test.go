@@ -75,7 +75,7 @@ func TestMaterialSignsLikeTheFile(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			k, err := loadTableKey(path, "example.com", "s", cache)
+			k, err := loadTableKey(path, "example.com", "s", true, cache)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -133,7 +133,7 @@ func TestMaterialHostile(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			p := writeKeyPEM(t, dir, "example.com", "s", tt.typ, tt.der)
-			_, err := loadTableKey(p, "example.com", "s", NewSignerCache(0))
+			_, err := loadTableKey(p, "example.com", "s", true, NewSignerCache(0))
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("error = %v, want %q", err, tt.want)
 			}
