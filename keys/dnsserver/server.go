@@ -22,7 +22,7 @@ import (
 // Defaults of Limits.
 const (
 	defaultTCPConns     = 256
-	defaultTCPQueries   = 100
+	defaultTCPQueries   = 65536
 	defaultTCPIdle      = 10 * time.Second
 	defaultWriteTimeout = 30 * time.Second
 	// maxTransfers bounds the zone transfers streamed at once: each holds

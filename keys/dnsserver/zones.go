@@ -81,7 +81,7 @@ type Limits struct {
 	// closed at once. Default 256.
 	TCPConns int
 	// TCPQueries is the most queries answered on one TCP connection.
-	// Default 100.
+	// Default 65536.
 	TCPQueries int
 	// TCPIdle is how long a TCP connection may wait for its next query
 	// (and the first one). Default 10 s.
@@ -664,7 +664,7 @@ func (r *record) value() string {
 	if r.key == nil {
 		return keys.RevokedRecord(r.alg)
 	}
-	return keys.FormatRecord(r.key)
+	return recordValue(r.key)
 }
 
 // follow sets the serials of z, about to replace prev: a zone whose
