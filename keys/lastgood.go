@@ -173,13 +173,13 @@ func (l *LastGood) Answer(name string) (Answer, bool) {
 }
 
 // Confirmed returns what is remembered about name if its record was found
-// published everywhere for the key with fingerprint key: such a key
-// counts as published without a DNS check (see Answer.Key).
-func (l *LastGood) Confirmed(name, key string) (Answer, bool) {
+// published everywhere for the key file of k: such a key counts as
+// published without a DNS check (see Answer.Key).
+func (l *LastGood) Confirmed(name string, k *Key) (Answer, bool) {
 	l.mu.Lock()
 	a, ok := l.m[name]
 	l.mu.Unlock()
-	if !ok || a.Since.IsZero() || a.Key == "" || a.Key != key {
+	if !ok || a.Since.IsZero() || a.Key == "" || !k.HasFingerprint(a.Key) {
 		return Answer{}, false
 	}
 	return Answer{TXT: a.TXT, Seen: a.Seen, Since: a.Since, Hold: time.Duration(a.Hold) * time.Second, Key: a.Key}, true
@@ -295,7 +295,7 @@ func (l *LastGood) Save(path string) error {
 	}
 	l.dirty = false
 	l.mu.Unlock()
-	data, err := json.MarshalIndent(f, "", "  ")
+	data, err := json.Marshal(f)
 	if err == nil {
 		err = writeReplace(path, append(data, '\n'), 0o600)
 	}

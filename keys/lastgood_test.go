@@ -170,18 +170,27 @@ func TestLastGoodSince(t *testing.T) {
 	if err := up.Load(path); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := up.Confirmed(name, "f1"); ok {
+	kdir := t.TempDir()
+	k1, err := LoadKey(installKey(t, kdir, "example.com", "s1", "rsa2048-pkcs1.pem", 0o600), "example.com", "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k2, err := LoadKey(installKey(t, kdir, "example.com", "s2", "rsa2048-pkcs8.pem", 0o600), "example.com", "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := up.Confirmed(name, k1); ok {
 		t.Errorf("a version 1 answer confirms a key: it names none")
 	}
-	if got := up.Published(name, []string{"v=DKIM1; p=A"}, time.Hour, t0, "f1"); !got.Equal(MigratedSince) {
+	if got := up.Published(name, []string{"v=DKIM1; p=A"}, time.Hour, t0, k1.Fingerprint()); !got.Equal(MigratedSince) {
 		t.Errorf("migrated since %v, want %v", got, MigratedSince)
 	}
 	if err := up.Save(path); err != nil {
 		t.Fatal(err)
 	}
 	data, _ := os.ReadFile(path)
-	if !strings.Contains(string(data), `"version": 3`) || !strings.Contains(string(data), `"published_since": "1970-01-01T00:00:00Z"`) ||
-		!strings.Contains(string(data), `"key_sha256": "f1"`) {
+	if !strings.Contains(string(data), `"version":3`) || !strings.Contains(string(data), `"published_since":"1970-01-01T00:00:00Z"`) ||
+		!strings.Contains(string(data), `"key_sha256":"`+k1.Fingerprint()+`"`) {
 		t.Errorf("migrated file:\n%s", data)
 	}
 	// Confirmed: for the key found published only, after a restart too.
@@ -189,10 +198,10 @@ func TestLastGoodSince(t *testing.T) {
 	if err := again.Load(path); err != nil {
 		t.Fatal(err)
 	}
-	if a, ok := again.Confirmed(name, "f1"); !ok || !a.Since.Equal(MigratedSince) {
-		t.Errorf("Confirmed(f1) = %v, %v", a, ok)
+	if a, ok := again.Confirmed(name, k1); !ok || !a.Since.Equal(MigratedSince) {
+		t.Errorf("Confirmed(k1) = %v, %v", a, ok)
 	}
-	if _, ok := again.Confirmed(name, "f2"); ok {
+	if _, ok := again.Confirmed(name, k2); ok {
 		t.Errorf("another key file is confirmed by f1's answer")
 	}
 	// An unknown version is an error.

@@ -96,22 +96,23 @@ func Load(dir string, opt LoadOptions) (*Table, error) {
 	if err := checkFolder(dir, fi); err != nil {
 		return nil, err
 	}
-	entries, err := os.ReadDir(dir)
+	_, entries, err := readFolder(dir) // unsorted: index sorts the domains
 	if err != nil {
 		return nil, fmt.Errorf("keys: read key table: %w", err)
 	}
 	var errs []error
 	var names []string
 	for _, e := range entries {
-		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+		if !e.isDir() || strings.HasPrefix(e.name, ".") {
 			continue
 		}
-		if !ValidDomain(strings.ToLower(e.Name())) {
-			errs = append(errs, fmt.Errorf("keys: %s: folder name is not a domain name (use the A-label form for IDNs)", filepath.Join(dir, e.Name())))
+		if !ValidDomain(strings.ToLower(e.name)) {
+			errs = append(errs, fmt.Errorf("keys: %s: folder name is not a domain name (use the A-label form for IDNs)", filepath.Join(dir, e.name)))
 			continue
 		}
-		names = append(names, e.Name())
+		names = append(names, e.name)
 	}
+	sort.Strings(names) // errors and ignored files in a stable order
 	results := make([]domainLoad, len(names))
 	loadParallel(len(names), func(i int) {
 		domain := strings.ToLower(names[i])
@@ -388,18 +389,22 @@ func Active(domainKeys []*Key, pinned []string, usable func(*Key) bool) []*Key {
 		}
 		return out
 	}
-	best := map[Algorithm]*Key{}
+	var rsaKey, edKey *Key // no map: this runs for each of 100,000 domains
 	for _, k := range domainKeys {
 		if usable != nil && !usable(k) {
 			continue
 		}
-		if b := best[k.Algorithm]; b == nil || Newer(k, b) {
-			best[k.Algorithm] = k
+		best := &rsaKey
+		if k.Algorithm == Ed25519SHA256 {
+			best = &edKey
+		}
+		if *best == nil || Newer(k, *best) {
+			*best = k
 		}
 	}
 	// RSA first: receivers that do not know Ed25519 see the RSA signature first.
-	for _, a := range []Algorithm{RSASHA256, Ed25519SHA256} {
-		if k := best[a]; k != nil {
+	for _, k := range []*Key{rsaKey, edKey} {
+		if k != nil {
 			out = append(out, k)
 		}
 	}

@@ -9,6 +9,8 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -29,8 +31,12 @@ type Policy struct {
 	// publication holds the DNS state of every key (Unchecked when
 	// require_published is off).
 	publication map[*keys.Key]keys.Publication
-	// active holds the keys to sign with, per d= domain.
-	active map[string][]*keys.Key
+	// active holds the keys to sign with, per d= domain; activeCount
+	// counts them.
+	active      map[string][]*keys.Key
+	activeCount int
+	// states counts the keys in each publication state.
+	states map[keys.State]int
 	// ruleNamed holds the keys that a rule's selector names: they sign for
 	// that rule only, never as their domain's active key. namedKeys finds
 	// every key whose selector a rule names by "domain/selector", for the
@@ -81,8 +87,9 @@ func CompileTable(ctx context.Context, cfg *Config, table *keys.Table, r Resolve
 	p := &Policy{
 		cfg:         cfg,
 		daemonNames: map[string]bool{},
-		publication: map[*keys.Key]keys.Publication{},
-		active:      map[string][]*keys.Key{},
+		publication: make(map[*keys.Key]keys.Publication, len(table.All())),
+		active:      make(map[string][]*keys.Key, len(table.Domains())),
+		states:      map[keys.State]int{},
 		ruleNamed:   map[*keys.Key]bool{},
 		namedKeys:   map[string]*keys.Key{},
 		rules:       cfg.Signing.Rules,
@@ -139,7 +146,11 @@ func CompileTable(ctx context.Context, cfg *Config, table *keys.Table, r Resolve
 		}
 		if act := keys.Active(candidates, pins[d], p.usable); len(act) > 0 {
 			p.active[d] = act
+			p.activeCount += len(act)
 		}
+	}
+	for _, pub := range p.publication {
+		p.states[pub.State]++
 	}
 	return p, nil
 }
@@ -207,17 +218,49 @@ func (p *Policy) Publication(k *keys.Key) keys.Publication { return p.publicatio
 // ActiveKeys returns the keys used to sign for d=domain.
 func (p *Policy) ActiveKeys(domain string) []*keys.Key { return p.active[strings.ToLower(domain)] }
 
+// ActiveCount is the number of keys the snapshot signs with.
+func (p *Policy) ActiveCount() int { return p.activeCount }
+
+// CountState is the number of keys in publication state st.
+func (p *Policy) CountState(st keys.State) int { return p.states[st] }
+
+// KeyDeactivations lists, for logging after a reload, the keys that old
+// signed with and cur replaces with no key of the same algorithm, e.g.
+// "key deactivated d=example.com s=2026-10 a=rsa-sha256; nothing replaces it".
+func KeyDeactivations(old, cur *Policy) []string {
+	if old == nil {
+		return nil
+	}
+	var out []string
+	for d, olds := range old.active {
+		now := cur.active[d]
+		if slices.Equal(olds, now) {
+			continue
+		}
+		for _, o := range olds {
+			if !slices.ContainsFunc(now, func(k *keys.Key) bool { return k.Algorithm == o.Algorithm }) {
+				out = append(out, fmt.Sprintf("key deactivated d=%s s=%s a=%s; nothing replaces it", d, o.Selector, o.Algorithm))
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // KeyChanges lists, for logging after a reload, the keys that became active
 // and the ones they replaced, e.g. "key activated d=example.com s=2026-12
 // a=rsa-sha256 (replaces 2026-11)".
 func KeyChanges(old, cur *Policy) []string {
 	var out []string
-	for _, d := range cur.table.Domains() {
+	for d, now := range cur.active {
 		var prev []*keys.Key
 		if old != nil {
 			prev = old.active[d]
+			if slices.Equal(prev, now) {
+				continue
+			}
 		}
-		for _, k := range cur.active[d] {
+		for _, k := range now {
 			replaced := ""
 			same := false
 			for _, o := range prev {
@@ -239,6 +282,7 @@ func KeyChanges(old, cur *Policy) []string {
 			out = append(out, msg)
 		}
 	}
+	sort.Strings(out)
 	return out
 }
 

@@ -182,13 +182,15 @@ func (m *metrics) reverified(n int) { m.reverifies.Add(float64(n)) }
 
 func (m *metrics) reloaded(p *policy.Policy) {
 	m.reloads.WithLabelValues("ok").Inc()
+	m.activeKeys.Set(float64(p.ActiveCount()))
 	var active []keyLabels
-	for _, d := range p.Table().Domains() {
-		for _, k := range p.ActiveKeys(d) {
-			active = append(active, keyLabels{k.Domain, k.Selector, string(k.Algorithm)})
+	if p.ActiveCount() <= m.keyLimit {
+		for _, d := range p.Table().Domains() {
+			for _, k := range p.ActiveKeys(d) {
+				active = append(active, keyLabels{k.Domain, k.Selector, string(k.Algorithm)})
+			}
 		}
 	}
-	m.activeKeys.Set(float64(len(active)))
 	m.loadedAt.Set(float64(p.CompiledAt.Unix()))
 
 	// Keys still active keep their series (a scrape during a reload never
@@ -196,11 +198,9 @@ func (m *metrics) reloaded(p *policy.Policy) {
 	m.keyMu.Lock()
 	defer m.keyMu.Unlock()
 	now := map[keyLabels]bool{}
-	if len(active) <= m.keyLimit {
-		for _, k := range active {
-			now[k] = true
-			m.keyActive.WithLabelValues(k.domain, k.selector, k.algorithm).Set(1)
-		}
+	for _, k := range active { // none when over the limit
+		now[k] = true
+		m.keyActive.WithLabelValues(k.domain, k.selector, k.algorithm).Set(1)
 	}
 	for k := range m.keySeries {
 		if !now[k] {

@@ -76,7 +76,7 @@ func (c *pubChecker) CheckPublication(ctx context.Context, all []*keys.Key) map[
 	if c.incremental {
 		ks = nil
 		for _, k := range all {
-			if a, ok := c.last.Confirmed(keys.RecordName(k.Domain, k.Selector), k.Fingerprint()); ok {
+			if a, ok := c.last.Confirmed(keys.RecordName(k.Domain, k.Selector), k); ok {
 				out[k] = policy.PublicationCheck{Publication: keys.Publication{State: keys.Published}, Since: a.Since, Hold: a.Hold}
 				continue
 			}
@@ -196,6 +196,9 @@ func (r *checkResolver) CheckPublication(ctx context.Context, ks []*keys.Key) ma
 // (zero when none waits), from the times kept in last.
 func nextActivation(pol *policy.Policy, last *keys.LastGood) time.Time {
 	var next time.Time
+	if pol.CountState(keys.Waiting) == 0 {
+		return next
+	}
 	for _, k := range pol.Table().All() {
 		if pol.Publication(k).State != keys.Waiting {
 			continue

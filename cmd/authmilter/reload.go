@@ -175,37 +175,15 @@ func checkSwitch(old, pol *policy.Policy) error {
 }
 
 // activeKeys counts the keys pol signs with.
-func activeKeys(pol *policy.Policy) int {
-	n := 0
-	for _, dom := range pol.Table().Domains() {
-		n += len(pol.ActiveKeys(dom))
-	}
-	return n
-}
+func activeKeys(pol *policy.Policy) int { return pol.ActiveCount() }
 
 // tempErrorKeys counts the keys of pol whose lookup failed temporarily
 // (and had no last good answer).
-func tempErrorKeys(pol *policy.Policy) int {
-	n := 0
-	for _, k := range pol.Table().All() {
-		if pol.Publication(k).State == keys.TempError {
-			n++
-		}
-	}
-	return n
-}
+func tempErrorKeys(pol *policy.Policy) int { return pol.CountState(keys.TempError) }
 
 // partialKeys counts the keys of pol whose record is not on every
 // nameserver yet (a lagging secondary: worth a quick look again).
-func partialKeys(pol *policy.Policy) int {
-	n := 0
-	for _, k := range pol.Table().All() {
-		if pol.Publication(k).State == keys.Partial {
-			n++
-		}
-	}
-	return n
-}
+func partialKeys(pol *policy.Policy) int { return pol.CountState(keys.Partial) }
 
 // nextBackoff doubles the retry delay, from retryFirst up to limit.
 func nextBackoff(cur, limit time.Duration) time.Duration {
@@ -366,29 +344,45 @@ func (d *daemon) refused(err error) {
 }
 
 // persist saves the last good key record answers in keys.dir, for a start
-// while DNS is down (see keys.LastGood). Failing to save is logged, once.
+// while DNS is down (see keys.LastGood). With 100,000 keys the file is
+// about 40 MB and takes a second to write: it is written in the
+// background, one write at a time, and only when something changed.
+// Failing to save is logged, once.
 func (d *daemon) persist(pol *policy.Policy) {
 	cfg := pol.Config()
 	if !cfg.Keys.RequirePublished || pol.Table().Missing() {
 		return
 	}
-	names := map[string]bool{}
-	for _, k := range pol.Table().All() {
-		names[keys.RecordName(k.Domain, k.Selector)] = true
-	}
-	d.lastGood.Prune(func(name string) bool { return names[name] })
-	msg := ""
-	if err := d.lastGood.Save(keys.PublicationPath(cfg.Keys.Dir)); err != nil {
-		msg = err.Error()
-	}
-	if msg != d.saveErr {
-		if msg != "" {
-			d.log.Warn("cannot save the key publication state; after a restart while DNS is down nothing is signed until DNS answers", "error", msg)
-		} else {
-			d.log.Info("key publication state saved", "file", keys.PublicationPath(cfg.Keys.Dir))
+	all := pol.Table().All()
+	if d.lastGood.Len() > len(all) {
+		// Records of keys that left the table (each key has one name).
+		names := make(map[string]bool, len(all))
+		for _, k := range all {
+			names[keys.RecordName(k.Domain, k.Selector)] = true
 		}
-		d.saveErr = msg
+		d.lastGood.Prune(func(name string) bool { return names[name] })
 	}
+	if !d.saving.CompareAndSwap(false, true) {
+		return // the running save or the next reload's takes this change
+	}
+	path := keys.PublicationPath(cfg.Keys.Dir)
+	go func() {
+		defer d.saving.Store(false)
+		msg := ""
+		if err := d.lastGood.Save(path); err != nil {
+			msg = err.Error()
+		}
+		d.saveMu.Lock()
+		defer d.saveMu.Unlock()
+		if msg != d.saveErr {
+			if msg != "" {
+				d.log.Warn("cannot save the key publication state; after a restart while DNS is down nothing is signed until DNS answers", "error", msg)
+			} else {
+				d.log.Info("key publication state saved", "file", path)
+			}
+			d.saveErr = msg
+		}
+	}()
 }
 
 // restartSettings are the settings a reload cannot apply: the milter

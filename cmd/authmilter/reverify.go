@@ -124,7 +124,7 @@ func dueKeys(pol *policy.Policy, last *keys.LastGood, tried map[string]time.Time
 		}
 		name := keys.RecordName(k.Domain, k.Selector)
 		var base time.Time
-		if a, ok := last.Confirmed(name, k.Fingerprint()); ok {
+		if a, ok := last.Confirmed(name, k); ok {
 			base = a.Seen
 		}
 		if t, ok := tried[name]; ok {

@@ -44,11 +44,15 @@ type daemon struct {
 	// guarded by it.
 	reloadMu   sync.Mutex
 	dns        dnsState
-	saveErr    string            // last error saving the publication state
 	warned     map[string]string // restart settings warned about, with the value
 	metricsSrv *metricsServer
 
 	lastGood keys.LastGood
+	// saving is set while the publication state is being written;
+	// saveErr (guarded by saveMu) is the last error writing it.
+	saving  atomic.Bool
+	saveMu  sync.Mutex
+	saveErr string
 }
 
 func cmdRun(args []string) error {
@@ -220,18 +224,8 @@ func (d *daemon) install(old, pol *policy.Policy) {
 		d.log.Info(msg)
 	}
 	// Keys that stop being used with nothing to replace them.
-	if old != nil {
-		for _, dom := range old.Table().Domains() {
-			for _, o := range old.ActiveKeys(dom) {
-				replaced := false
-				for _, k := range pol.ActiveKeys(dom) {
-					replaced = replaced || k.Algorithm == o.Algorithm
-				}
-				if !replaced {
-					d.log.Warn(fmt.Sprintf("key deactivated d=%s s=%s a=%s; nothing replaces it", dom, o.Selector, o.Algorithm))
-				}
-			}
-		}
+	for _, msg := range policy.KeyDeactivations(old, pol) {
+		d.log.Warn(msg)
 	}
 	// Files in the key folders that are not keys: at start, and when the
 	// list changes (an OpenDKIM mail.private left where a key was meant).
@@ -250,11 +244,10 @@ func (d *daemon) install(old, pol *policy.Policy) {
 		}
 	}
 	// Unusable keys, each time what is wrong changes (not at every recheck).
-	before := map[string]keys.Publication{}
-	if old != nil {
-		for _, k := range old.Table().All() {
-			before[k.ID()] = old.Publication(k)
-		}
+	// Only those are looked at: at 100,000 keys, a map of every key of the
+	// old snapshot would cost more than the rest of the reload.
+	if pol.CountState(keys.Published)+pol.CountState(keys.Unchecked) == len(pol.Table().All()) {
+		return
 	}
 	for _, k := range pol.Table().All() {
 		pub := pol.Publication(k)
@@ -263,13 +256,27 @@ func (d *daemon) install(old, pol *policy.Policy) {
 		case strings.Contains(pub.Detail, keys.ErrNotLookedUp.Error()):
 			// Serving before the first DNS checks: said once, by start.
 		case pub.State == keys.Waiting:
-			if prev, ok := before[k.ID()]; !ok || prev != pub {
+			if prev, ok := previousPublication(old, k); !ok || prev != pub {
 				d.log.Info("key published; waiting before signing with it", "key", k.ID(), "detail", pub.Detail)
 			}
 		default:
-			if prev, ok := before[k.ID()]; !ok || prev != pub {
+			if prev, ok := previousPublication(old, k); !ok || prev != pub {
 				d.log.Warn("key not usable", "key", k.ID(), "state", string(pub.State), "detail", pub.Detail)
 			}
 		}
 	}
+}
+
+// previousPublication is the publication old gave the key with k's domain
+// and selector.
+func previousPublication(old *policy.Policy, k *keys.Key) (keys.Publication, bool) {
+	if old == nil {
+		return keys.Publication{}, false
+	}
+	for _, o := range old.Table().Keys(k.Domain) {
+		if o.Selector == k.Selector {
+			return old.Publication(o), true
+		}
+	}
+	return keys.Publication{}, false
 }
