@@ -24,9 +24,10 @@ import (
 // material is the compact form of one private key, shared by the Key
 // values made from one file (a reload that only changes the state file
 // copies the Key, not this). A 100,000-domain key table parsed in full
-// held about 12 KiB per RSA key (the big.Int values of the key and its CRT
-// precomputation); this keeps the modulus and the two primes as bytes,
-// about 520 bytes for RSA-2048, and the 32-byte seed of an Ed25519 key.
+// held about 12 KiB per RSA key (the big.Int values of the key and its
+// precomputation); this keeps the modulus, the primes and the CRT values
+// as bytes, about 900 bytes for RSA-2048, and the 32-byte seed of an
+// Ed25519 key.
 // The crypto.Signer is built on first use (see Key.PrivateKey) and kept in
 // a bounded SignerCache. The key file is never read again after loading:
 // a key file that becomes unreadable while the daemon runs changes nothing
@@ -35,9 +36,11 @@ type material struct {
 	file fileID
 	sum  [sha256.Size]byte // of the file's content
 
-	// RSA: n, p, q big-endian without leading zeros, and e.
-	n, p, q []byte
-	e       int
+	// RSA: n, p, q and the CRT values dp, dq, qinv, big-endian without
+	// leading zeros, and e; d is computed when the key is built (256
+	// bytes less per key, 50 µs more per build).
+	n, p, q, dp, dq, qinv []byte
+	e                     int
 	// Ed25519: the seed (RFC 8032 private key).
 	seed []byte
 
@@ -181,10 +184,17 @@ func parsePKCS1(der []byte) (*material, error) {
 		return nil, errors.New("invalid RSA key: the primes do not multiply to the modulus")
 	}
 	// One allocation of their own: slices of der would keep all of it.
-	buf := make([]byte, 0, len(raw[0])+len(raw[3])+len(raw[4]))
-	buf = append(append(append(buf, raw[0]...), raw[3]...), raw[4]...)
-	nn, pp := len(raw[0]), len(raw[0])+len(raw[3])
-	return &material{n: buf[:nn:nn], p: buf[nn:pp:pp], q: buf[pp:], e: int(e.Int64())}, nil
+	var size int
+	for _, i := range []int{0, 3, 4, 5, 6, 7} {
+		size += len(raw[i])
+	}
+	buf := make([]byte, 0, size)
+	part := func(i int) []byte {
+		start := len(buf)
+		buf = append(buf, raw[i]...)
+		return buf[start:len(buf):len(buf)]
+	}
+	return &material{n: part(0), p: part(3), q: part(4), dp: part(5), dq: part(6), qinv: part(7), e: int(e.Int64())}, nil
 }
 
 // decodePEM is pem.Decode for the first PEM block of data, with a fast
@@ -235,7 +245,8 @@ func (m *material) build() (crypto.Signer, error) {
 	one := big.NewInt(1)
 	pm1, qm1 := new(big.Int).Sub(p, one), new(big.Int).Sub(q, one)
 	// d = e⁻¹ mod lcm(p-1, q-1): the signatures are the same as with the
-	// file's d (PKCS#1 v1.5 is deterministic and d is unique modulo λ(n)).
+	// file's d (PKCS#1 v1.5 is deterministic and d is unique modulo λ(n)),
+	// and signing uses the file's CRT values anyway.
 	gcd := new(big.Int).GCD(nil, nil, pm1, qm1)
 	lambda := new(big.Int).Div(new(big.Int).Mul(pm1, qm1), gcd)
 	d := new(big.Int).ModInverse(big.NewInt(int64(m.e)), lambda)
@@ -243,10 +254,15 @@ func (m *material) build() (crypto.Signer, error) {
 		return nil, errors.New("invalid RSA key: the public exponent has no inverse")
 	}
 	k := &rsa.PrivateKey{PublicKey: rsa.PublicKey{N: new(big.Int).SetBytes(m.n), E: m.e}, D: d, Primes: []*big.Int{p, q}}
+	k.Precomputed.Dp = new(big.Int).SetBytes(m.dp)
+	k.Precomputed.Dq = new(big.Int).SetBytes(m.dq)
+	k.Precomputed.Qinv = new(big.Int).SetBytes(m.qinv)
+	// As crypto/x509 builds a key read from a file: with the CRT values
+	// given, this costs a fifth of computing them.
+	k.Precompute()
 	if err := k.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid RSA key: %w", err)
 	}
-	k.Precompute()
 	return k, nil
 }
 

@@ -144,6 +144,26 @@ func TestMaterialHostile(t *testing.T) {
 	}
 }
 
+// TestMaterialInconsistentCRT: what only a full parse finds (CRT values
+// that do not belong to the primes) passes loading and fails at first
+// use, as a clear error for that key alone.
+func TestMaterialInconsistentCRT(t *testing.T) {
+	good, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := *good
+	bad.Precomputed.Dp = new(big.Int).Add(good.Precomputed.Dp, big.NewInt(2))
+	p := writeKeyPEM(t, t.TempDir(), "example.com", "s", "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(&bad))
+	k, err := loadTableKey(p, "example.com", "s", true, NewSignerCache(0))
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	if _, err := k.PrivateKey(); err == nil || !strings.Contains(err.Error(), "invalid RSA key") || !strings.Contains(err.Error(), "example.com/s") {
+		t.Fatalf("first use: error %v, want an invalid RSA key error naming the key", err)
+	}
+}
+
 // TestSignerCacheBounded: the cache never holds more than its size, and a
 // key evicted from it signs the same after being parsed again.
 func TestSignerCacheBounded(t *testing.T) {

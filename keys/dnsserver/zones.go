@@ -703,3 +703,24 @@ func (z *Zones) follow(prev *Zones) []string {
 func serialGreater(a, b uint32) bool {
 	return a != b && int32(a-b) > 0
 }
+
+// Matcher tells which configured zone holds a record name, as Build
+// decides it, without a key table: the daemon uses it to know which keys
+// the built-in server publishes before the zones that serve them exist.
+type Matcher struct{ m *matcher }
+
+// NewMatcher checks the zone names and patterns of Config.Zones.
+func NewMatcher(zones []string) (*Matcher, error) {
+	m, err := newMatcher(zones)
+	if err != nil {
+		return nil, err
+	}
+	return &Matcher{m: m}, nil
+}
+
+// ZoneOf returns the apex (lower case, fully qualified) of the zone that
+// holds name, "" when none does, and an error when zones overlap at name.
+func (m *Matcher) ZoneOf(name string) (string, error) {
+	apex, _, err := m.m.zoneOf(strings.ToLower(dns.Fqdn(name)))
+	return apex, err
+}

@@ -318,3 +318,22 @@ func TestMatchName(t *testing.T) {
 		}
 	}
 }
+
+func TestMatcher(t *testing.T) {
+	m, err := NewMatcher(fixtureConfig().Zones)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ name, want string }{
+		{"2027-01.MyEsp._domainkey.new-customer.example", "myesp._domainkey.new-customer.example."},
+		{"s9.other.example.dkim.myesp.example.", "dkim.myesp.example."},
+		{"s1._domainkey.other.example", ""},
+	} {
+		if got, err := m.ZoneOf(c.name); err != nil || got != c.want {
+			t.Errorf("ZoneOf(%q) = %q, %v; want %q", c.name, got, err, c.want)
+		}
+	}
+	if _, err := NewMatcher([]string{"bad zone"}); err == nil {
+		t.Error("NewMatcher accepted a bad zone")
+	}
+}
