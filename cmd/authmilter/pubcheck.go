@@ -99,7 +99,7 @@ func (c *pubChecker) check(ctx context.Context, ks []*keys.Key, out map[*keys.Ke
 	}
 	var results []dnscheck.Result
 	if c.checker != nil {
-		results = c.checker.CheckAll(ctx, qs)
+		results = checkWithKeyDNS(ctx, c.cfg, ks, qs, c.checker.CheckAll)
 	} else {
 		results = make([]dnscheck.Result, len(ks))
 		for i, k := range ks {

@@ -116,6 +116,10 @@ func (d *daemon) compile(cfg *policy.Config, prev dnsState, table *keys.Table, o
 				return
 			}
 		}
+		if err := checkKeyDNS(cfg, table); err != nil {
+			done <- compiled{err: err}
+			return
+		}
 		check := &pubChecker{checker: st.checker, last: &d.lastGood, cfg: cfg, incremental: true}
 		if offline {
 			check.checker = nil

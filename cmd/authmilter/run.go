@@ -47,6 +47,10 @@ type daemon struct {
 	warned     map[string]string // restart settings warned about, with the value
 	metricsSrv *metricsServer
 
+	// keyDNS is the built-in key DNS server ([keydns]), nil when off; set
+	// once at start.
+	keyDNS *keyDNS
+
 	lastGood keys.LastGood
 	// saving is set while the publication state is being written;
 	// saveErr (guarded by saveMu) is the last error writing it.
@@ -100,6 +104,11 @@ func cmdRun(args []string) error {
 		srv.Close()
 		return err
 	}
+	if d.keyDNS, err = startKeyDNS(cfg, d.log, d.metrics.reg); err != nil {
+		srv.Close()
+		return err
+	}
+	defer d.keyDNS.stop()
 
 	first, firstGen, err := d.start(cfg, sigs)
 	if err != nil {
@@ -220,6 +229,7 @@ func (d *daemon) install(old, pol *policy.Policy) {
 	d.current.Store(pol)
 	d.gen.Add(1)
 	d.metrics.reloaded(pol)
+	d.keyDNS.update(pol)
 	for _, msg := range policy.KeyChanges(old, pol) {
 		d.log.Info(msg)
 	}

@@ -303,7 +303,11 @@ func (s *Server) Swap(z *Zones) {
 	s.zones.Store(z)
 	s.swapMu.Unlock()
 	nz, nr := z.Len()
-	s.log.Info("keydns: zones loaded", "zones", nz, "records", nr, "changed", len(changed))
+	level := slog.LevelDebug // a recheck that changed nothing
+	if len(changed) > 0 {
+		level = slog.LevelInfo
+	}
+	s.log.Log(context.Background(), level, "keydns: zones loaded", "zones", nz, "records", nr, "changed", len(changed))
 	s.notifier.enqueue(changed)
 }
 
