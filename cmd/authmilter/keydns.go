@@ -266,15 +266,79 @@ var keyDNSMatcher struct {
 // checked with keyDNSPublication, and keygen and rotate publish nothing
 // for it.
 func keyDNSName(cfg *policy.Config, k *keys.Key) (string, bool) {
-	if !cfg.KeyDNS.Enabled() {
-		return "", false
+	name, apex := keyDNSPlace(cfg, k.Domain, k.Selector)
+	return name, apex != ""
+}
+
+// keyDNSPlace returns the name of the record of domain/selector and the
+// served zone that holds it ("" when the built-in server does not publish
+// it).
+func keyDNSPlace(cfg *policy.Config, domain, selector string) (name, apex string) {
+	name = keys.RecordName(domain, selector)
+	if z := cfg.Keys.CNAMEZoneFor(domain); z != "" {
+		name = keys.CNAMETarget(domain, selector, z)
 	}
-	name := keys.RecordName(k.Domain, k.Selector)
-	if z := cfg.Keys.CNAMEZoneFor(k.Domain); z != "" {
-		name = keys.CNAMETarget(k.Domain, k.Selector, z)
+	if !cfg.KeyDNS.Enabled() {
+		return name, ""
 	}
 	apex, err := keyDNSZoneOf(cfg, name)
-	return name, err == nil && apex != ""
+	if err != nil {
+		return name, ""
+	}
+	return name, apex
+}
+
+// keyDNSServes reports whether the built-in key DNS server publishes the
+// record of domain/selector.
+func keyDNSServes(cfg *policy.Config, domain, selector string) bool {
+	_, apex := keyDNSPlace(cfg, domain, selector)
+	return apex != ""
+}
+
+// keyDNSNote is what keygen and rotate say about a new key of
+// domain/selector that the built-in key DNS server publishes ("" when it
+// does not): there is nothing to publish, the daemon serves the record
+// from its next reload.
+func keyDNSNote(cfg *policy.Config, domain, selector string) string {
+	name, apex := keyDNSPlace(cfg, domain, selector)
+	if apex == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s: nothing to publish: the built-in key DNS server ([keydns], zone %s) serves the record at %s "+
+		"from the daemon's next reload (SIGHUP, or within keys.recheck)", domain, strings.TrimSuffix(apex, "."), name)
+}
+
+// keyDNSCustomerRecords are the records the owner of domain must have in
+// their zone for receivers to find the record of selector that the
+// built-in server publishes: in CNAME mode the CNAME to it; for a zone
+// below the domain (a delegated selector zone) its NS records, our
+// [keydns] nameservers. None when the server does not publish it.
+func keyDNSCustomerRecords(cfg *policy.Config, domain, selector string) []publish.CustomerRecord {
+	_, apex := keyDNSPlace(cfg, domain, selector)
+	if apex == "" {
+		return nil
+	}
+	if z := cfg.Keys.CNAMEZoneFor(domain); z != "" {
+		return []publish.CustomerRecord{publish.CNAMERecord(domain, selector, z)}
+	}
+	var recs []publish.CustomerRecord
+	if d := dns.Fqdn(strings.ToLower(domain)); apex != d && dns.IsSubDomain(d, apex) {
+		for _, ns := range cfg.KeyDNS.Nameservers {
+			recs = append(recs, publish.CustomerRecord{Name: apex, Type: "NS", Value: dns.Fqdn(strings.ToLower(ns))})
+		}
+	}
+	return recs
+}
+
+// keyDNSRetiredNote is what rotate says about the record of a retired
+// key that the built-in key DNS server publishes ("" when it does not).
+func keyDNSRetiredNote(cfg *policy.Config, domain, selector string) string {
+	name, apex := keyDNSPlace(cfg, domain, selector)
+	if apex == "" {
+		return ""
+	}
+	return fmt.Sprintf("%s: nothing to withdraw: the built-in key DNS server serves %s revoked (p= empty) for keydns.revoked_for (%s) "+
+		"from the daemon's next reload, then no record", domain, name, cfg.KeyDNS.RevokedFor.Duration)
 }
 
 // keyDNSZoneOf returns the served zone that holds name ("" for none).

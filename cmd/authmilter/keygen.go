@@ -118,6 +118,11 @@ func keygen(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 	}
+	// A record the built-in key DNS server publishes needs no update.
+	note := keyDNSNote(cfg, d, sel)
+	if note != "" {
+		pub = publish.NewSet(cfg.Keys.CNAMEZoneFor)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), compileTimeout)
 	defer cancel()
 	state, err := keys.LoadState(ddir)
@@ -153,11 +158,18 @@ func keygen(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintf(stderr, "wrote %s (%s, %d bits, mode 0600)\n", k.Path, k.Algorithm, k.Bits)
 	customer := customerRecords(ctx, pub, place, d, sel)
+	if note != "" {
+		customer = keyDNSCustomerRecords(cfg, d, sel)
+	}
 	if err := printRecordWith(stdout, k, *format, cfg, customer); err != nil {
 		return err
 	}
 	if *format != "json" {
 		sayCustomerRecords(stderr, d, customer)
+	}
+	if note != "" {
+		fmt.Fprintln(stderr, note)
+		return nil
 	}
 	if pub.Empty() {
 		fmt.Fprintf(stderr, "publish this record; authmilter signs with the key once it is in DNS (keys.recheck, or reload with SIGHUP)\n")

@@ -257,7 +257,7 @@ func (r *rotateRun) do(ctx context.Context, a keys.Action, ddir string, state *k
 			r.say("%s", what)
 			return nil
 		}
-		if !r.pub.Empty() {
+		if !r.pub.Empty() && !keyDNSServes(r.cfg, a.Domain, a.Selector) {
 			// A name that holds someone else's record gets no key: a key
 			// that cannot be published would only wait forever.
 			_, err := r.pub.Check(ctx, a.Domain, a.Selector, r.ownership(state, a.Selector, nil))
@@ -292,7 +292,7 @@ func (r *rotateRun) do(ctx context.Context, a keys.Action, ddir string, state *k
 		// everywhere that matters: they only need time.
 		switch a.Publication.State {
 		case keys.Missing, keys.DelegationMissing, keys.Mismatch, keys.Foreign, keys.Revoked:
-			if r.pub.Empty() {
+			if r.pub.Empty() || keyDNSServes(r.cfg, a.Domain, a.Selector) {
 				break
 			}
 			if r.dryRun {
@@ -317,6 +317,11 @@ func (r *rotateRun) do(ctx context.Context, a keys.Action, ddir string, state *k
 		case keys.Partial:
 			r.say("%s: the newest %s key %s is not on every nameserver yet (%s); it becomes active once they all serve it",
 				a.Domain, a.Algorithm, a.Selector, a.Publication.Detail)
+			return nil
+		}
+		if note := keyDNSNote(r.cfg, a.Domain, a.Selector); note != "" {
+			r.say("%s: the newest %s key %s is not served yet (%s: %s)\n%s", a.Domain, a.Algorithm, a.Selector,
+				a.Publication.State, a.Publication.Detail, note)
 			return nil
 		}
 		how := "publish"
@@ -378,6 +383,11 @@ func (r *rotateRun) ownership(state *keys.DomainState, selector string, key *key
 // administrator; either way it tells what the customer must add (CNAME
 // mode, delegated selector zones).
 func (r *rotateRun) publishNew(ctx context.Context, k *keys.Key, state *keys.DomainState) error {
+	if note := keyDNSNote(r.cfg, k.Domain, k.Selector); note != "" {
+		r.say("%s", note)
+		r.sayCustomer(ctx, nil, k.Domain, k.Selector) // a new CNAME in CNAME mode
+		return nil
+	}
 	if r.pub.Empty() {
 		r.say("%s: publish this record:\n%s", k.Domain, zoneRecord(r.cfg, k))
 		r.sayCustomer(ctx, nil, k.Domain, k.Selector)
@@ -436,6 +446,10 @@ func (r *rotateRun) sayCustomer(ctx context.Context, place *publish.Place, domai
 // sayWithdraw tells what would be or is to be done with a retired key's
 // record.
 func (r *rotateRun) sayWithdraw(a keys.Action, name string) {
+	if note := keyDNSRetiredNote(r.cfg, a.Domain, a.Selector); note != "" {
+		r.say("%s", note)
+		return
+	}
 	if !r.pub.Empty() {
 		how := "remove"
 		if r.cfg.Keys.Publish.Retire == "revoke" {
@@ -451,6 +465,11 @@ func (r *rotateRun) sayWithdraw(a keys.Action, name string) {
 // administrator to. Only our record is withdrawn: a record there that this
 // installation did not publish is reported and left alone.
 func (r *rotateRun) withdraw(ctx context.Context, a keys.Action, name string, state *keys.DomainState) error {
+	if note := keyDNSRetiredNote(r.cfg, a.Domain, a.Selector); note != "" {
+		r.say("%s", note)
+		state.Key(a.Selector).Withdrawn = r.pol.Now // the server revokes it: nothing to retry
+		return nil
+	}
 	if r.pub.Empty() {
 		r.sayWithdraw(a, name)
 		return nil
