@@ -1,9 +1,9 @@
 package main
 
 import (
+	"container/heap"
 	"context"
 	"hash/fnv"
-	"sort"
 	"time"
 
 	"github.com/authmilter/authmilter/keys"
@@ -22,18 +22,27 @@ import (
 // reverifyTick is how often the reverifier looks for due keys.
 const reverifyTick = time.Second
 
-// rescanEvery bounds how long the reverifier works from one list of keys
-// and due times when no new snapshot arrives.
-const rescanEvery = time.Minute
-
 // reverifier is the state of the reverification loop.
 type reverifier struct {
 	d      *daemon
-	queue  []dueKey             // by due time
+	queue  dueQueue             // soonest first
 	tried  map[string]time.Time // last reverification per record name
 	gen    int64                // snapshot generation the queue was built from
-	built  time.Time
-	tokens float64 // checks allowed now (the dns_qps bucket)
+	tokens float64              // checks allowed now (the dns_qps bucket)
+}
+
+// dueQueue is a heap of keys by due time.
+type dueQueue []dueKey
+
+func (q dueQueue) Len() int           { return len(q) }
+func (q dueQueue) Less(i, j int) bool { return q[i].due.Before(q[j].due) }
+func (q dueQueue) Swap(i, j int)      { q[i], q[j] = q[j], q[i] }
+func (q *dueQueue) Push(x any)        { *q = append(*q, x.(dueKey)) }
+func (q *dueQueue) Pop() any {
+	old := *q
+	x := old[len(old)-1]
+	*q = old[:len(old)-1]
+	return x
 }
 
 // dueKey is a key and when its record is next looked up.
@@ -65,18 +74,21 @@ func (r *reverifier) tick(ctx context.Context, now time.Time) {
 	if !cfg.Keys.RequirePublished {
 		return
 	}
-	if gen := r.d.gen.Load(); gen != r.gen || now.Sub(r.built) >= rescanEvery {
+	if gen := r.d.gen.Load(); gen != r.gen {
 		r.queue = dueKeys(pol, &r.d.lastGood, r.tried)
-		r.gen, r.built = gen, now
+		heap.Init(&r.queue)
+		r.gen = gen
 	}
 	rate := checksPerSecond(cfg) * reverifyTick.Seconds()
 	r.tokens = min(r.tokens+rate, max(rate, 1))
 	var batch []*keys.Key
 	for len(r.queue) > 0 && !r.queue[0].due.After(now) && r.tokens >= 1 {
-		batch = append(batch, r.queue[0].k)
-		r.tried[r.queue[0].name] = now
-		r.queue = r.queue[1:]
+		next := heap.Pop(&r.queue).(dueKey)
+		batch = append(batch, next.k)
+		r.tried[next.name] = now
 		r.tokens--
+		next.due = nextReverify(next.name, now, cfg.Keys.Reverify.Duration)
+		heap.Push(&r.queue, next)
 	}
 	if len(batch) > 0 {
 		r.verify(ctx, pol, batch)
@@ -111,11 +123,10 @@ func (r *reverifier) verify(ctx context.Context, pol *policy.Policy, batch []*ke
 }
 
 // dueKeys lists the keys of pol whose record was found published, with
-// when each is to be looked up again, soonest first; tried is pruned to
-// the keys listed.
-func dueKeys(pol *policy.Policy, last *keys.LastGood, tried map[string]time.Time) []dueKey {
+// when each is to be looked up again; tried is pruned to the keys listed.
+func dueKeys(pol *policy.Policy, last *keys.LastGood, tried map[string]time.Time) dueQueue {
 	period := pol.Config().Keys.Reverify.Duration
-	var out []dueKey
+	var out dueQueue
 	seen := make(map[string]bool, len(tried))
 	for _, k := range pol.Table().All() {
 		st := pol.Publication(k).State
@@ -140,7 +151,6 @@ func dueKeys(pol *policy.Policy, last *keys.LastGood, tried map[string]time.Time
 			delete(tried, name)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].due.Before(out[j].due) })
 	return out
 }
 
