@@ -310,3 +310,47 @@ func TestDelegatedCustomerRotation(t *testing.T) {
 		t.Errorf("errors in the daemon's log:\n%s", daemontest.Tail(p.logs.String(), 40))
 	}
 }
+
+// TestBadZones: zones that overlap, or that hold no key, are refused by
+// check and by the daemon's start, naming the problem.
+func TestBadZones(t *testing.T) {
+	dir := t.TempDir()
+	keysDir := filepath.Join(dir, "keys")
+	write := func(zones string) string {
+		cfg := fmt.Sprintf(`listen = [%q]
+[metrics]
+listen = ""
+[keys]
+dir = %q
+require_published = false
+[keydns]
+listen = [%q]
+zones = [%s]
+nameservers = ["ns1.myesp.example"]
+`, "unix:"+filepath.Join(dir, "milter.sock"), keysDir, daemontest.FreePort(t), zones)
+		path := filepath.Join(dir, fmt.Sprintf("c%d.toml", msgSeq.Add(1)))
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	good := write(`"myesp._domainkey.*"`)
+	if r := testbin.Run(t, binary, time.Minute, nil, "keygen", "-config", good, "-d", "customer.example", "-s", "s1.myesp", "-a", "ed25519"); r.Code != 0 {
+		t.Fatalf("keygen: %d\n%s", r.Code, r.Stderr)
+	}
+	if r := testbin.Run(t, binary, time.Minute, nil, "check", "-config", good); r.Code != 0 {
+		t.Fatalf("check of a good config: %d\n%s", r.Code, r.Stderr)
+	}
+	for _, c := range []struct{ zones, want string }{
+		{`"myesp._domainkey.*", "_domainkey.customer.example"`, "zones overlap"},
+		{`"myesp._domainkey.*", "dkim.myesp.example"`, `zone "dkim.myesp.example" does not contain any key`},
+	} {
+		path := write(c.zones)
+		if r := testbin.Run(t, binary, time.Minute, nil, "check", "-config", path); r.Code == 0 || !strings.Contains(r.Stderr, c.want) {
+			t.Errorf("check with zones %s: exit %d, want an error with %q:\n%s", c.zones, r.Code, c.want, r.Stderr)
+		}
+		if r := testbin.Run(t, binary, time.Minute, nil, "run", "-config", path); r.Code == 0 || !strings.Contains(r.Stderr, c.want) {
+			t.Errorf("run with zones %s: exit %d, want an error with %q:\n%s", c.zones, r.Code, c.want, daemontest.Tail(r.Stderr, 10))
+		}
+	}
+}
