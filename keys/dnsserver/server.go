@@ -514,14 +514,15 @@ type notifier struct {
 	s       *Server
 	targets []netip.AddrPort
 
-	mu      sync.Mutex
-	pending map[string]struct{}
-	queue   []string
-	wake    chan struct{}
-	ctx     context.Context
-	cancel  context.CancelFunc
-	done    chan struct{}
-	running bool
+	mu       sync.Mutex
+	pending  map[string]struct{}
+	queue    []string
+	failures map[netip.AddrPort]int // zones in a row not acknowledged
+	wake     chan struct{}
+	ctx      context.Context
+	cancel   context.CancelFunc
+	done     chan struct{}
+	running  bool
 }
 
 // NOTIFY pacing: notifyParallel at once, notifyAttempts tries each with
@@ -534,7 +535,7 @@ const (
 
 func newNotifier(s *Server, targets []netip.AddrPort) *notifier {
 	ctx, cancel := context.WithCancel(context.Background())
-	return &notifier{s: s, targets: targets, pending: map[string]struct{}{}, wake: make(chan struct{}, 1),
+	return &notifier{s: s, targets: targets, pending: map[string]struct{}{}, failures: map[netip.AddrPort]int{}, wake: make(chan struct{}, 1),
 		ctx: ctx, cancel: cancel, done: make(chan struct{})}
 }
 
@@ -623,28 +624,35 @@ func (n *notifier) run() {
 
 // send sends one NOTIFY for zone to target, with the serial served at
 // the time of sending, until it is acknowledged or notifyAttempts tries
-// have failed.
+// have failed. A secondary that failed notifyDown zones in a row is
+// down: each zone gets one try, and failures are logged once, not per
+// zone (100,000 zones to a dead secondary must not take a day of retries
+// and log lines).
 func (n *notifier) send(zone string, target netip.AddrPort) {
 	s := n.s
 	serial, ok := s.Zones().Serial(zone)
 	if !ok {
 		return // the zone is gone
 	}
+	attempts := notifyAttempts
+	if n.isDown(target) {
+		attempts = 1
+	}
 	timeout := notifyTimeout
 	var lastErr error
-	for range notifyAttempts {
+	for i := range attempts {
 		err := n.sendOnce(zone, serial, target, timeout)
 		if err == nil {
 			s.stats.notifySent.Add(1)
 			s.log.Debug("keydns: NOTIFY acknowledged", "zone", zone, "serial", serial, "secondary", target.String())
+			n.result(target, zone, nil)
 			return
 		}
+		lastErr = err
 		var refused rcodeError
-		if errors.As(err, &refused) {
-			lastErr = err
+		if errors.As(err, &refused) || i == attempts-1 {
 			break // a secondary that refuses will refuse again
 		}
-		lastErr = err
 		select {
 		case <-n.ctx.Done():
 			return
@@ -653,7 +661,42 @@ func (n *notifier) send(zone string, target netip.AddrPort) {
 		timeout *= 2
 	}
 	s.stats.notifyFailed.Add(1)
-	s.log.Warn("keydns: NOTIFY not acknowledged", "zone", zone, "serial", serial, "secondary", target.String(), "err", lastErr)
+	n.result(target, zone, lastErr)
+}
+
+// notifyDown is the number of zones in a row whose NOTIFY a secondary
+// did not acknowledge that makes it down.
+const notifyDown = 3
+
+// isDown reports whether target is down.
+func (n *notifier) isDown(target netip.AddrPort) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.failures[target] >= notifyDown
+}
+
+// result notes the outcome of a zone's NOTIFY to target and logs what is
+// worth it: each failure while the secondary is up, its going down, and
+// its coming back.
+func (n *notifier) result(target netip.AddrPort, zone string, err error) {
+	n.mu.Lock()
+	before := n.failures[target]
+	if err == nil {
+		delete(n.failures, target)
+	} else {
+		n.failures[target] = before + 1
+	}
+	n.mu.Unlock()
+	log := n.s.log
+	switch {
+	case err == nil && before >= notifyDown:
+		log.Info("keydns: secondary acknowledges NOTIFYs again", "secondary", target.String())
+	case err != nil && before+1 < notifyDown:
+		log.Warn("keydns: NOTIFY not acknowledged", "zone", zone, "secondary", target.String(), "err", err)
+	case err != nil && before+1 == notifyDown:
+		log.Warn("keydns: secondary does not acknowledge NOTIFYs; each zone gets one try until it does", "secondary", target.String(),
+			"zones_failed", notifyDown, "err", err)
+	}
 }
 
 // rcodeError is a NOTIFY answered with an error code.

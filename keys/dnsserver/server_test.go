@@ -405,3 +405,28 @@ func TestParseAddr(t *testing.T) {
 		}
 	}
 }
+
+func TestNotifyDeadSecondary(t *testing.T) {
+	// A port where nothing listens: every NOTIFY fails at once (ICMP port
+	// unreachable), and after notifyDown zones the secondary is down.
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := pc.LocalAddr().String()
+	pc.Close()
+	cfg := fixtureConfig()
+	cfg.Notify = []string{dead}
+	s, _ := startServer(t, cfg)
+	deadline := time.Now().Add(60 * time.Second)
+	for s.Stats().NotifyFailed < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v: want the four zones' NOTIFYs failed", s.Stats())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ap, _ := ParseAddr(dead)
+	if !s.notifier.isDown(ap) {
+		t.Fatal("secondary not down after four zones failed")
+	}
+}
