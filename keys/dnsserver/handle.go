@@ -62,9 +62,7 @@ func formErr(raw []byte) []byte {
 type reply struct {
 	msg      *dns.Msg
 	transfer *zone
-	// edns: the request had an OPT record; udpSize is the largest UDP
-	// answer the client takes.
-	edns    bool
+	// udpSize is the largest UDP answer the client takes.
 	udpSize int
 }
 
@@ -100,7 +98,6 @@ func (s *Server) answer(z *Zones, req *dns.Msg, raw []byte, src netip.Addr, tcp 
 		return s.rcode(r, dns.RcodeFormatError), nil
 	}
 	if opt != nil {
-		r.edns = true
 		r.udpSize = min(max(int(opt.UDPSize()), minUDPSize), maxUDPSize)
 		m.SetEdns0(maxUDPSize, false)
 		if opt.Version() != 0 {

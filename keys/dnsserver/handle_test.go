@@ -338,3 +338,44 @@ func TestNoZonesYet(t *testing.T) {
 		t.Fatalf("rcode %s before the first Swap", dns.RcodeToString[r.Rcode])
 	}
 }
+
+func TestIXFR(t *testing.T) {
+	cfg := fixtureConfig()
+	cfg.AllowTransfer = []string{"127.0.0.0/8"}
+	s := testServer(t, cfg)
+	const zone = "myesp._domainkey.customer.example."
+	serial, _ := s.Zones().Serial(zone)
+	ixfr := func(have uint32) *dns.Msg {
+		q := question(zone, dns.TypeIXFR)
+		q.Ns = []dns.RR{&dns.SOA{Hdr: dns.RR_Header{Name: zone, Rrtype: dns.TypeSOA, Class: dns.ClassINET}, Ns: ".", Mbox: ".", Serial: have}}
+		return q
+	}
+	cases := []struct {
+		name    string
+		have    uint32
+		tcp     bool
+		records int // in all answers
+	}{
+		{"over UDP: the SOA, meaning use TCP", serial - 1, false, 1},
+		{"up to date: the SOA", serial, true, 1},
+		{"older: the whole zone, AXFR style", serial - 1, true, 2 + 2 + 3}, // SOA, NS, NS, 3 TXT, SOA
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			raw, err := ixfr(c.have).Pack()
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, m := range exchangeRaw(t, s, raw, localhost, c.tcp) {
+				if m.Rcode != dns.RcodeSuccess || !m.Authoritative {
+					t.Fatalf("answer %v", m)
+				}
+				n += len(m.Answer)
+			}
+			if n != c.records {
+				t.Fatalf("%d records, want %d", n, c.records)
+			}
+		})
+	}
+}
