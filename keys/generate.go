@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"bufio"
 	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -10,6 +11,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -133,12 +135,25 @@ func writeNew(path string, data []byte, mode os.FileMode) error {
 
 // writeReplace writes path atomically, replacing it if it exists.
 func writeReplace(path string, data []byte, mode os.FileMode) error {
+	return writeReplaceWith(path, mode, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// writeReplaceWith is writeReplace with the content written by write,
+// through a buffer (a large file is never held in memory whole).
+func writeReplaceWith(path string, mode os.FileMode, write func(w io.Writer) error) error {
 	tmp, err := tempFile(filepath.Dir(path), "."+filepath.Base(path), mode)
 	if err != nil {
 		return err
 	}
 	defer os.Remove(tmp.Name())
-	_, werr := tmp.Write(data)
+	bw := bufio.NewWriterSize(tmp, 64<<10)
+	werr := write(bw)
+	if werr == nil {
+		werr = bw.Flush()
+	}
 	if werr == nil {
 		werr = tmp.Sync()
 	}

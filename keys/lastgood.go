@@ -2,9 +2,12 @@ package keys
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -35,13 +38,30 @@ type LastGood struct {
 	Stale func(name string, err error)
 
 	mu    sync.Mutex
-	m     map[string]lastAnswer
+	m     map[string]entry
 	dirty bool // changed since Load or the last Save
 }
 
-// lastAnswer is one remembered answer.
+// entry is one remembered answer in memory, compact: a provider's daemon
+// remembers 100,000 of them, and the TXT values themselves (about 400
+// bytes for an RSA-2048 record) are needed only to compare a key with an
+// answer that does not name its key file.
+type entry struct {
+	// txt is kept only without key: Wrap's answers and those of files
+	// saved before version 3.
+	txt    []string
+	txtSum [sha256.Size]byte // of the TXT values in any order (sumTXT)
+	key    [sha256.Size]byte // the key file found published; zero: none
+	seen   time.Time
+	since  time.Time
+	hold   int64 // seconds
+}
+
+// lastAnswer is one answer as PublicationFile stores it.
 type lastAnswer struct {
-	TXT []string `json:"txt"`
+	TXT []string `json:"txt,omitempty"`
+	// TXTSum is the SHA-256 of the TXT values (see sumTXT), in hex.
+	TXTSum string `json:"txt_sha256,omitempty"`
 	// Seen is when DNS last gave this answer.
 	Seen time.Time `json:"seen"`
 	// Since is when the record was first seen published everywhere with
@@ -51,6 +71,53 @@ type lastAnswer struct {
 	Hold int64 `json:"hold_seconds,omitempty"`
 	// Key is the Fingerprint of the key file found published (Since set).
 	Key string `json:"key_sha256,omitempty"`
+}
+
+// sumTXT is the SHA-256 of TXT values in any order (resolvers may shuffle
+// the records of an RRset).
+func sumTXT(txt []string) [sha256.Size]byte {
+	sorted := append([]string(nil), txt...)
+	sort.Strings(sorted)
+	h := sha256.New()
+	for _, t := range sorted {
+		h.Write([]byte(t))
+		h.Write([]byte{0})
+	}
+	var out [sha256.Size]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// file returns e as the file stores it.
+func (e entry) file() lastAnswer {
+	a := lastAnswer{TXT: e.txt, TXTSum: hex.EncodeToString(e.txtSum[:]), Seen: e.seen, Since: e.since, Hold: e.hold}
+	if e.key != ([sha256.Size]byte{}) {
+		a.Key = hex.EncodeToString(e.key[:])
+	}
+	return a
+}
+
+// fromFile returns a saved answer as an entry; ok is false for one that
+// is unusable (no TXT values and no valid sums).
+func fromFile(a lastAnswer) (entry, bool) {
+	e := entry{seen: a.Seen, since: a.Since, hold: a.Hold}
+	if a.Key != "" {
+		if b, err := hex.DecodeString(a.Key); err == nil && len(b) == sha256.Size {
+			copy(e.key[:], b)
+		}
+	}
+	switch b, err := hex.DecodeString(a.TXTSum); {
+	case len(a.TXT) > 0:
+		e.txtSum = sumTXT(a.TXT)
+		if e.key == ([sha256.Size]byte{}) {
+			e.txt = a.TXT
+		}
+	case err == nil && len(b) == sha256.Size && e.key != ([sha256.Size]byte{}):
+		copy(e.txtSum[:], b)
+	default:
+		return entry{}, false
+	}
+	return e, true
 }
 
 // Answer is what LastGood remembers about one key record name.
@@ -71,7 +138,7 @@ type Answer struct {
 	// Key is the Fingerprint of the key file that was found published
 	// (empty in files saved before version 3): a key with this
 	// fingerprint needs no DNS check to count as published, only the slow
-	// reverification cycle (keys.reverify).
+	// reverification cycle (keys.reverify). TXT is then not kept.
 	Key string
 }
 
@@ -90,8 +157,10 @@ var MigratedSince = time.Unix(0, 0).UTC()
 const PublicationFile = ".authmilter-publication.json"
 
 // publicationVersion is the format version of PublicationFile: 2 added
-// published_since and hold_seconds, 3 key_sha256; older files are read
-// too (their keys are checked in DNS once, at the first start).
+// published_since and hold_seconds, 3 key_sha256 and txt_sha256 (the TXT
+// values themselves are no longer kept when the key file is named); older
+// files are read too (their keys are checked in DNS once, at the first
+// start).
 const publicationVersion = 3
 
 // publicationFile is the content of PublicationFile.
@@ -125,17 +194,18 @@ func (l *LastGood) Wrap(next TXTLookup) TXTLookup {
 		l.mu.Lock()
 		if err == nil {
 			if l.m == nil {
-				l.m = map[string]lastAnswer{}
+				l.m = map[string]entry{}
 			}
 			prev, ok := l.m[name]
-			if !ok || !equalStrings(prev.TXT, txts) || time.Since(prev.Seen) > time.Hour {
+			sum := sumTXT(txts)
+			if !ok || prev.txtSum != sum || time.Since(prev.seen) > time.Hour {
 				l.dirty = true
 			}
-			a := lastAnswer{TXT: append([]string(nil), txts...), Seen: time.Now().UTC().Truncate(time.Second)}
-			if ok && equalStrings(prev.TXT, txts) {
-				a.Since, a.Hold = prev.Since, prev.Hold
+			e := entry{txt: append([]string(nil), txts...), txtSum: sum, seen: time.Now().UTC().Truncate(time.Second)}
+			if ok && prev.txtSum == sum {
+				e.since, e.hold = prev.since, prev.hold
 			}
-			l.m[name] = a
+			l.m[name] = e
 			l.mu.Unlock()
 			return txts, nil
 		}
@@ -149,9 +219,9 @@ func (l *LastGood) Wrap(next TXTLookup) TXTLookup {
 			return nil, err
 		}
 		prev, ok := l.m[name]
-		txt := append([]string(nil), prev.TXT...)
+		txt := append([]string(nil), prev.txt...)
 		l.mu.Unlock()
-		if !ok {
+		if !ok || len(txt) == 0 {
 			return nil, err
 		}
 		if l.Stale != nil {
@@ -165,11 +235,20 @@ func (l *LastGood) Wrap(next TXTLookup) TXTLookup {
 func (l *LastGood) Answer(name string) (Answer, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	a, ok := l.m[name]
+	e, ok := l.m[name]
 	if !ok {
 		return Answer{}, false
 	}
-	return Answer{TXT: append([]string(nil), a.TXT...), Seen: a.Seen, Since: a.Since, Hold: time.Duration(a.Hold) * time.Second, Key: a.Key}, true
+	return e.answer(), true
+}
+
+// answer returns e as an Answer.
+func (e entry) answer() Answer {
+	a := Answer{TXT: append([]string(nil), e.txt...), Seen: e.seen, Since: e.since, Hold: time.Duration(e.hold) * time.Second}
+	if e.key != ([sha256.Size]byte{}) {
+		a.Key = hex.EncodeToString(e.key[:])
+	}
+	return a
 }
 
 // Confirmed returns what is remembered about name if its record was found
@@ -177,38 +256,45 @@ func (l *LastGood) Answer(name string) (Answer, bool) {
 // published without a DNS check (see Answer.Key).
 func (l *LastGood) Confirmed(name string, k *Key) (Answer, bool) {
 	l.mu.Lock()
-	a, ok := l.m[name]
+	e, ok := l.m[name]
 	l.mu.Unlock()
-	if !ok || a.Since.IsZero() || a.Key == "" || !k.HasFingerprint(a.Key) {
+	if !ok || e.since.IsZero() || e.key != k.m.sum {
 		return Answer{}, false
 	}
-	return Answer{TXT: a.TXT, Seen: a.Seen, Since: a.Since, Hold: time.Duration(a.Hold) * time.Second, Key: a.Key}, true
+	return Answer{Seen: e.seen, Since: e.since, Hold: time.Duration(e.hold) * time.Second}, true
 }
 
 // Published records that name's record was seen published everywhere at
-// now for the key with fingerprint key, with the TXT values txt on the
-// public path and the DNS wait hold, and returns when it was first seen
-// so: the remembered Since while the TXT values stay the same, else now.
-func (l *LastGood) Published(name string, txt []string, hold time.Duration, now time.Time, key string) time.Time {
+// now for the key k (nil: no key file is named, and the TXT values are
+// kept instead), with the TXT values txt on the public path and the DNS
+// wait hold, and returns when it was first seen so: the remembered Since
+// while the TXT values stay the same, else now.
+func (l *LastGood) Published(name string, txt []string, hold time.Duration, now time.Time, k *Key) time.Time {
 	now = now.UTC().Truncate(time.Second)
+	sum := sumTXT(txt)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.m == nil {
-		l.m = map[string]lastAnswer{}
+		l.m = map[string]entry{}
 	}
 	prev, ok := l.m[name]
-	a := lastAnswer{TXT: append([]string(nil), txt...), Seen: now, Since: now, Hold: int64(hold / time.Second), Key: key}
-	if ok && equalStrings(prev.TXT, txt) && !prev.Since.IsZero() {
-		a.Since = prev.Since
+	e := entry{txtSum: sum, seen: now, since: now, hold: int64(hold / time.Second)}
+	if k != nil {
+		e.key = k.m.sum
+	} else {
+		e.txt = append([]string(nil), txt...)
+	}
+	if ok && prev.txtSum == sum && !prev.since.IsZero() {
+		e.since = prev.since
 	}
 	// Seen changes at every check; it is saved when something else
 	// changed, or an hour later (a restart then knows when each key was
 	// last verified, to within an hour).
-	if !ok || !prev.Since.Equal(a.Since) || prev.Hold != a.Hold || prev.Key != a.Key || !equalStrings(prev.TXT, a.TXT) || now.Sub(prev.Seen) > time.Hour {
+	if !ok || !prev.since.Equal(e.since) || prev.hold != e.hold || prev.key != e.key || prev.txtSum != sum || now.Sub(prev.seen) > time.Hour {
 		l.dirty = true
 	}
-	l.m[name] = a
-	return a.Since
+	l.m[name] = e
+	return e.since
 }
 
 // Forget drops what is remembered about name: DNS said for sure that its
@@ -270,11 +356,14 @@ func (l *LastGood) Load(path string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.m == nil {
-		l.m = map[string]lastAnswer{}
+		l.m = make(map[string]entry, len(f.Records))
 	}
 	for name, a := range f.Records {
-		if _, ok := l.m[name]; !ok && len(a.TXT) > 0 {
-			l.m[name] = a
+		if _, ok := l.m[name]; ok {
+			continue
+		}
+		if e, ok := fromFile(a); ok {
+			l.m[name] = e
 			l.dirty = l.dirty || f.Version != publicationVersion
 		}
 	}
@@ -289,16 +378,43 @@ func (l *LastGood) Save(path string) error {
 		l.mu.Unlock()
 		return nil
 	}
-	f := publicationFile{Version: publicationVersion, Records: make(map[string]lastAnswer, len(l.m))}
-	for name, a := range l.m {
-		f.Records[name] = a
+	type record struct {
+		name string
+		e    entry
+	}
+	records := make([]record, 0, len(l.m))
+	for name, e := range l.m {
+		records = append(records, record{name, e})
 	}
 	l.dirty = false
 	l.mu.Unlock()
-	data, err := json.Marshal(f)
-	if err == nil {
-		err = writeReplace(path, append(data, '\n'), 0o600)
-	}
+	// Written record by record: at 100,000 keys the file is about 60 MB,
+	// which json.Marshal would build in memory first.
+	err := writeReplaceWith(path, 0o600, func(w io.Writer) error {
+		if _, err := fmt.Fprintf(w, `{"version":%d,"records":{`, publicationVersion); err != nil {
+			return err
+		}
+		for i, r := range records {
+			name, err := json.Marshal(r.name)
+			if err != nil {
+				return err
+			}
+			value, err := json.Marshal(r.e.file())
+			if err != nil {
+				return err
+			}
+			if i > 0 {
+				w.Write([]byte{','})
+			}
+			w.Write(name)
+			w.Write([]byte{':'})
+			if _, err := w.Write(value); err != nil {
+				return err
+			}
+		}
+		_, err := w.Write([]byte("}}\n"))
+		return err
+	})
 	if err != nil {
 		l.mu.Lock()
 		l.dirty = true

@@ -130,7 +130,7 @@ func TestLastGoodSince(t *testing.T) {
 		{[]string{"v=DKIM1; p=B"}, 4 * time.Minute, 4 * time.Minute},
 	}
 	for i, st := range steps {
-		if got := l.Published(name, st.txt, 5*time.Minute, t0.Add(st.at), ""); !got.Equal(t0.Add(st.wantSince)) {
+		if got := l.Published(name, st.txt, 5*time.Minute, t0.Add(st.at), nil); !got.Equal(t0.Add(st.wantSince)) {
 			t.Errorf("step %d: since %v, want %v", i, got, t0.Add(st.wantSince))
 		}
 	}
@@ -182,7 +182,7 @@ func TestLastGoodSince(t *testing.T) {
 	if _, ok := up.Confirmed(name, k1); ok {
 		t.Errorf("a version 1 answer confirms a key: it names none")
 	}
-	if got := up.Published(name, []string{"v=DKIM1; p=A"}, time.Hour, t0, k1.Fingerprint()); !got.Equal(MigratedSince) {
+	if got := up.Published(name, []string{"v=DKIM1; p=A"}, time.Hour, t0, k1); !got.Equal(MigratedSince) {
 		t.Errorf("migrated since %v, want %v", got, MigratedSince)
 	}
 	if err := up.Save(path); err != nil {

@@ -144,22 +144,55 @@ func TestMaterialHostile(t *testing.T) {
 	}
 }
 
-// TestMaterialInconsistentCRT: what only a full parse finds (CRT values
-// that do not belong to the primes) passes loading and fails at first
+// TestMaterialCRTFromPrimes: the key is rebuilt from n, e, p and q, so
+// wrong CRT values in the file change nothing (the signature is the
+// correct key's); and what only building finds (e not invertible modulo
+// λ(n), which the structural checks at load do not see) fails at first
 // use, as a clear error for that key alone.
-func TestMaterialInconsistentCRT(t *testing.T) {
+func TestMaterialCRTFromPrimes(t *testing.T) {
 	good, err := rsa.GenerateKey(rand.Reader, 1024)
 	if err != nil {
 		t.Fatal(err)
 	}
 	bad := *good
 	bad.Precomputed.Dp = new(big.Int).Add(good.Precomputed.Dp, big.NewInt(2))
-	p := writeKeyPEM(t, t.TempDir(), "example.com", "s", "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(&bad))
-	k, err := loadTableKey(p, "example.com", "s", true, NewSignerCache(0))
+	dir := t.TempDir()
+	k, err := loadTableKey(writeKeyPEM(t, dir, "example.com", "crt", "RSA PRIVATE KEY", x509.MarshalPKCS1PrivateKey(&bad)), "example.com", "crt", true, NewSignerCache(0))
 	if err != nil {
 		t.Fatalf("load: %v", err)
 	}
-	if _, err := k.PrivateKey(); err == nil || !strings.Contains(err.Error(), "invalid RSA key") || !strings.Contains(err.Error(), "example.com/s") {
+	s, err := k.PrivateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(signWith(t, s), signWith(t, good)) {
+		t.Errorf("wrong CRT values in the file changed the signature")
+	}
+
+	// e = 3 with 3 | p-1: p·q = n holds, d does not exist.
+	var p, q *big.Int
+	for p == nil || new(big.Int).Mod(p, big.NewInt(3)).Int64() != 1 {
+		if p, err = rand.Prime(rand.Reader, 512); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if q, err = rand.Prime(rand.Reader, 512); err != nil {
+		t.Fatal(err)
+	}
+	n := new(big.Int).Mul(p, q)
+	one := big.NewInt(1)
+	der, err := asn1.Marshal(struct {
+		Version                     int
+		N, E, D, P, Q, Dp, Dq, Qinv *big.Int
+	}{0, n, big.NewInt(3), one, p, q, one, one, one})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err = loadTableKey(writeKeyPEM(t, dir, "example.com", "noinv", "RSA PRIVATE KEY", der), "example.com", "noinv", true, NewSignerCache(0))
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	if _, err := k.PrivateKey(); err == nil || !strings.Contains(err.Error(), "invalid RSA key") || !strings.Contains(err.Error(), "example.com/noinv") {
 		t.Fatalf("first use: error %v, want an invalid RSA key error naming the key", err)
 	}
 }

@@ -51,7 +51,7 @@ func loadKeyView(ctx context.Context, cfg *policy.Config) (*keyView, error) {
 		v.warnings = append(v.warnings, err.Error())
 	}
 	states := map[string][]string{}
-	v.check = &pubChecker{checker: checker, last: v.last, cfg: cfg, known: func(domain string) []string {
+	v.check = &pubChecker{checker: checker, last: v.last, cfg: cfg, keepResults: true, known: func(domain string) []string {
 		if recs, ok := states[domain]; ok {
 			return recs
 		}

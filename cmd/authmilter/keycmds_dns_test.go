@@ -210,7 +210,7 @@ func TestKeysNameservers(t *testing.T) {
 	// is active; the CNAME'd key still waits.
 	var lg keys.LastGood
 	k := w.k["customer.example/2026-11.myesp"]
-	lg.Published(keys.RecordName(k.Domain, k.Selector), []string{keys.FormatRecord(k)}, time.Minute, time.Now().Add(-time.Hour), k.Fingerprint())
+	lg.Published(keys.RecordName(k.Domain, k.Selector), []string{keys.FormatRecord(k)}, time.Minute, time.Now().Add(-time.Hour), k)
 	if err := lg.Save(keys.PublicationPath(w.dir)); err != nil {
 		t.Fatal(err)
 	}

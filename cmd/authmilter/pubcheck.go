@@ -64,6 +64,9 @@ type pubChecker struct {
 	// the others on the reverification cycle (see reverifier). `authmilter
 	// keys` looks up every key.
 	incremental bool
+	// keepResults keeps each key's last dnscheck.Result for result (the
+	// details `authmilter keys` shows); the daemon does not keep them.
+	keepResults bool
 
 	mu      sync.Mutex
 	results map[*keys.Key]dnscheck.Result // the last check of each key
@@ -90,8 +93,10 @@ func (c *pubChecker) CheckPublication(ctx context.Context, all []*keys.Key) map[
 // check looks up the keys ks and adds their publication to out.
 func (c *pubChecker) check(ctx context.Context, ks []*keys.Key, out map[*keys.Key]policy.PublicationCheck) {
 	byDomain := map[string][]string{}
-	for _, k := range ks {
-		byDomain[k.Domain] = append(byDomain[k.Domain], k.PublicKeyData())
+	if c.known != nil {
+		for _, k := range ks {
+			byDomain[k.Domain] = append(byDomain[k.Domain], k.PublicKeyData())
+		}
 	}
 	qs := make([]dnscheck.Query, len(ks))
 	for i, k := range ks {
@@ -107,14 +112,16 @@ func (c *pubChecker) check(ctx context.Context, ks []*keys.Key, out map[*keys.Ke
 		}
 	}
 	now := time.Now()
-	c.mu.Lock()
-	if c.results == nil {
-		c.results = map[*keys.Key]dnscheck.Result{}
+	if c.keepResults {
+		c.mu.Lock()
+		if c.results == nil {
+			c.results = map[*keys.Key]dnscheck.Result{}
+		}
+		for i, k := range ks {
+			c.results[k] = results[i]
+		}
+		c.mu.Unlock()
 	}
-	for i, k := range ks {
-		c.results[k] = results[i]
-	}
-	c.mu.Unlock()
 	for i, k := range ks {
 		out[k] = c.decide(k, results[i], now)
 	}
@@ -128,14 +135,18 @@ func (c *pubChecker) decide(k *keys.Key, r dnscheck.Result, now time.Time) polic
 	switch r.State {
 	case keys.Published:
 		pc.Hold = r.Hold()
-		pc.Since = c.last.Published(name, r.TXT, pc.Hold, now, k.Fingerprint())
+		pc.Since = c.last.Published(name, r.TXT, pc.Hold, now, k)
 	case keys.TempError:
-		a, ok := c.last.Answer(name)
-		if !ok || a.Since.IsZero() {
-			return pc
-		}
-		if st, _ := dnscheck.Classify(a.TXT, name, k.Public(), nil); st != keys.Published {
-			return pc // the key file was replaced: the saved answer is another key's
+		// The answer must be this key file's: confirmed for it, or (saved
+		// by an older version, naming no key file) holding its key.
+		a, ok := c.last.Confirmed(name, k)
+		if !ok {
+			if a, ok = c.last.Answer(name); !ok || a.Since.IsZero() || a.Key != "" {
+				return pc
+			}
+			if st, _ := dnscheck.Classify(a.TXT, name, k.Public(), nil); st != keys.Published {
+				return pc // the key file was replaced: the saved answer is another key's
+			}
 		}
 		if c.last.Stale != nil {
 			var err error = &net.DNSError{Err: r.Detail, Name: name, IsTemporary: true}

@@ -389,9 +389,12 @@ func TestStartWithDNSDown(t *testing.T) {
 	if err := json.Unmarshal(data, &file); err != nil || file.Version != 3 || len(file.Records) == 0 {
 		t.Fatalf("saved state (%v):\n%s", err, data)
 	}
+	// Version 2 kept the TXT values, and named no key file.
 	file.Version = 2
 	for _, r := range file.Records {
 		delete(r, "key_sha256")
+		delete(r, "txt_sha256")
+		r["txt"] = []string{keys.FormatRecord(e.key)}
 	}
 	v2, err := json.Marshal(file)
 	if err != nil {
