@@ -26,6 +26,8 @@ import (
 type daemonConfig struct {
 	keysDir, dnsServer, milterAddr, metricsAddr string
 	recheck                                     string
+	// keysExtra are more [keys] settings, for binaries that know them.
+	keysExtra string
 }
 
 // toml is the config file: only settings that every authmilter version
@@ -45,14 +47,14 @@ dir = %s
 check = "resolver"
 activate_after = "0s"
 recheck = %s
-
+%s
 [metrics]
 listen = %s
 
 [log]
 level = "info"
 format = "json"
-`, q("inet:"+c.milterAddr), q(c.dnsServer), q(c.keysDir), q(c.recheck), q(c.metricsAddr))
+`, q("inet:"+c.milterAddr), q(c.dnsServer), q(c.keysDir), q(c.recheck), c.keysExtra, q(c.metricsAddr))
 }
 
 // daemon is one running `authmilter run`.

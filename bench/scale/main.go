@@ -62,6 +62,7 @@ type options struct {
 	settle     time.Duration
 	timeout    time.Duration
 	quietWait  time.Duration
+	cycle      time.Duration
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -85,6 +86,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.idle, "idle", 60*time.Second, "window over which the DNS queries at rest are counted")
 	fs.DurationVar(&o.settle, "settle", 5*time.Second, "wait after all keys are active before RSS at rest is read")
 	fs.DurationVar(&o.quietWait, "quiet-wait", 30*time.Second, "before each throughput run, wait at most this long for the machine to be quiet (others' work below a quarter of a CPU)")
+	fs.DurationVar(&o.cycle, "reverify-cycle", 30*time.Second, "keys.reverify of the phase that measures the queries of one re-verification cycle (0: skip it)")
 	fs.DurationVar(&o.timeout, "timeout", 15*time.Minute, "bound of each phase (a start, a reload, a wait for a key)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -108,6 +110,8 @@ func parseFlags(args []string) (*options, error) {
 		return nil, errors.New("-d must be positive and longer than -warmup")
 	case o.idle <= 0 || o.settle < 0 || o.timeout <= 0 || o.quietWait < 0:
 		return nil, errors.New("-idle and -timeout must be positive, -settle and -quiet-wait not negative")
+	case o.cycle != 0 && o.cycle < 10*time.Second:
+		return nil, errors.New("-reverify-cycle must be 0 (skip) or at least 10s, keys.reverify's least value")
 	}
 	return o, nil
 }
@@ -331,6 +335,15 @@ func (b *bench) size(n int) (*sizeResult, error) {
 	res.Idle.PerHourIdle = float64(res.Idle.Queries) * 3600 / b.opt.idle.Seconds()
 	res.Idle.PerHourDefault = 6*float64(res.Reload.Queries) + res.Idle.PerHourIdle
 
+	if b.opt.cycle > 0 {
+		if res.Reverify, err = b.reverifyCycle(d, srv, cfg, cfgPath); err != nil {
+			return res, fmt.Errorf("reverify cycle: %w", err)
+		}
+		if res.Reverify != nil {
+			res.Idle.PerHourDefault += res.Reverify.PerHourDefault
+		}
+	}
+
 	logf("%d domains: signing throughput", n)
 	if res.Throughput, err = b.throughput(d, n); err != nil {
 		return res, fmt.Errorf("throughput: %w", err)
@@ -349,6 +362,71 @@ func (b *bench) size(n int) (*sizeResult, error) {
 	}
 	res.Restart = &st2
 	return res, nil
+}
+
+// defaultReverify is keys.reverify's default, which the measured cycle
+// is scaled to.
+const defaultReverify = 24 * time.Hour
+
+// reverifyCycle is phase 6b, for binaries that re-verify published keys
+// on a cycle (keys.reverify; they export
+// authmilter_key_reverifications_total): the daemon is reloaded with
+// keys.reverify = -reverify-cycle and no query cap, left for two cycles
+// (every key then looked up at its own moment of the cycle, once a
+// cycle), and the queries of the next cycle are counted; then the config
+// is put back. nil when the binary has no such cycle.
+func (b *bench) reverifyCycle(d *daemon, srv *keyServer, cfg daemonConfig, cfgPath string) (*reverifyResult, error) {
+	if _, err := metricValue(b.ctx, d.metricsAddr, "authmilter_key_reverifications_total"); err != nil {
+		logf("  no authmilter_key_reverifications_total: this binary has no re-verification cycle")
+		return nil, nil
+	}
+	short := cfg
+	short.keysExtra = fmt.Sprintf("reverify = %q\ndns_qps = 1000000\n", b.opt.cycle)
+	reload := func(c daemonConfig) error {
+		if err := os.WriteFile(cfgPath, []byte(c.toml()), 0o600); err != nil {
+			return err
+		}
+		mark := d.logs.mark()
+		d.cmd.Process.Signal(syscall.SIGHUP)
+		_, err := b.waitReloaded(d, mark)
+		return err
+	}
+	logf("  keys.reverify = %s: two cycles to settle, one measured", b.opt.cycle)
+	if err := reload(short); err != nil {
+		return nil, err
+	}
+	// Put the config back whatever happens: the throughput runs must not
+	// share the CPUs with a fast cycle.
+	restored := false
+	defer func() {
+		if !restored {
+			reload(cfg)
+		}
+	}()
+	if err := sleepCtx(b.ctx, 2*b.opt.cycle); err != nil {
+		return nil, err
+	}
+	r := &reverifyResult{CycleSeconds: b.opt.cycle.Seconds()}
+	q0 := srv.Queries()
+	c0, err := metricValue(b.ctx, d.metricsAddr, "authmilter_key_reverifications_total")
+	if err != nil {
+		return nil, err
+	}
+	if err := sleepCtx(b.ctx, b.opt.cycle); err != nil {
+		return nil, err
+	}
+	r.Queries = srv.Queries() - q0
+	c1, err := metricValue(b.ctx, d.metricsAddr, "authmilter_key_reverifications_total")
+	if err != nil {
+		return nil, err
+	}
+	r.Reverified = int64(c1 - c0)
+	r.PerHourDefault = float64(r.Queries) * 3600 / defaultReverify.Seconds()
+	restored = true
+	if err := reload(cfg); err != nil {
+		return nil, fmt.Errorf("putting the config back: %w", err)
+	}
+	return r, nil
 }
 
 // config makes the daemon config of a table, with free ports.

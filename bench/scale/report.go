@@ -56,6 +56,7 @@ type sizeResult struct {
 	Reload      reloadResult       `json:"reload_unchanged"`
 	AddKey      addResult          `json:"reload_added_key"`
 	Idle        idleResult         `json:"idle"`
+	Reverify    *reverifyResult    `json:"reverify_cycle,omitempty"`
 	Throughput  []throughputResult `json:"throughput"`
 	// Restart is phases 1 and 2 again, with the publication state the
 	// first daemon saved.
@@ -98,8 +99,20 @@ type idleResult struct {
 	Queries       int64   `json:"dns_queries"`
 	// PerHourIdle is Queries scaled to an hour; PerHourDefault adds six
 	// rechecks an hour (keys.recheck's default 10m), each counted as the
-	// queries of a reload with nothing changed.
+	// queries of a reload with nothing changed, and the re-verification
+	// cycle's queries scaled to keys.reverify's default (phase 6b).
 	PerHourIdle    float64 `json:"per_hour_idle"`
+	PerHourDefault float64 `json:"per_hour_default"`
+}
+
+// reverifyResult is phase 6b: one re-verification cycle, shortened.
+type reverifyResult struct {
+	CycleSeconds float64 `json:"cycle_s"`
+	// Queries is the DNS queries during one cycle; Reverified the
+	// daemon's count of keys looked up then.
+	Queries    int64 `json:"dns_queries"`
+	Reverified int64 `json:"reverified"`
+	// PerHourDefault scales Queries to keys.reverify's default cycle.
 	PerHourDefault float64 `json:"per_hour_default"`
 }
 
@@ -194,7 +207,13 @@ func (s *sizeResult) markdown(b *strings.Builder, set settings) {
 	}
 	if i := s.Idle; i.WindowSeconds > 0 {
 		row(fmt.Sprintf("DNS queries at rest over %.0f s (per hour)", i.WindowSeconds), fmt.Sprintf("%s (%s/h)", thousands(i.Queries), thousands(int64(i.PerHourIdle))))
-		row("DNS queries per hour with keys.recheck = 10m (6 × reload + at rest)", thousands(int64(i.PerHourDefault)))
+		if r := s.Reverify; r != nil {
+			row(fmt.Sprintf("DNS queries of one re-verification cycle (keys.reverify = %.0fs, no cap); keys re-verified", r.CycleSeconds),
+				fmt.Sprintf("%s; %s", thousands(r.Queries), thousands(r.Reverified)))
+			row("DNS queries per hour with the defaults (6 × reload + at rest + one 24h cycle's share)", thousands(int64(i.PerHourDefault)))
+		} else {
+			row("DNS queries per hour with keys.recheck = 10m (6 × reload + at rest)", thousands(int64(i.PerHourDefault)))
+		}
 	}
 	for _, t := range s.Throughput {
 		v := fmt.Sprintf("%.0f msgs/s (%.3f×), p99 %.1f ms; CPU/msg %.3f ms (%.3f×); other load %.2f",

@@ -359,6 +359,14 @@ func TestConfigIsValid(t *testing.T) {
 		cfg.Metrics.Listen != c.metricsAddr || len(cfg.DNS.Servers) != 1 || cfg.DNS.Servers[0] != c.dnsServer {
 		t.Fatalf("config read as %+v", cfg)
 	}
+	// The re-verification phase's settings.
+	c.keysExtra = "reverify = \"30s\"\ndns_qps = 1000000\n"
+	if cfg, err = policy.ParseConfig("scale.toml", []byte(c.toml())); err != nil {
+		t.Fatalf("%v\n%s", err, c.toml())
+	}
+	if cfg.Keys.Reverify.Duration != 30*time.Second || cfg.Keys.DNSQPS != 1000000 || cfg.Keys.Recheck.Duration != time.Hour {
+		t.Fatalf("config with the reverify settings read as %+v", cfg.Keys)
+	}
 }
 
 func TestParseSignature(t *testing.T) {

@@ -54,8 +54,12 @@ func (b *bench) throughput(d *daemon, n int) ([]throughputResult, error) {
 			return nil, err
 		}
 	}
-	for range b.opt.reps {
-		for i, c := range cases {
+	for rep := range b.opt.reps {
+		// Each round starts with another case, so that no case is always
+		// the one measured right after the wait for a quiet machine.
+		for j := range cases {
+			i := (j + rep) % len(cases)
+			c := cases[i]
 			addr := d.milterAddr
 			if c.ref {
 				addr = b.ref.d.milterAddr
