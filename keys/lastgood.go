@@ -438,20 +438,3 @@ func (l *LastGood) Names() []string {
 	sort.Strings(out)
 	return out
 }
-
-// equalStrings reports whether a and b hold the same strings, in any
-// order: resolvers may shuffle the records of an RRset.
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	a, b = append([]string(nil), a...), append([]string(nil), b...)
-	sort.Strings(a)
-	sort.Strings(b)
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
