@@ -358,6 +358,18 @@ func (t *Table) Keys(domain string) []*Key { return t.domains[strings.ToLower(do
 // selector.
 func (t *Table) Retired(domain string) []RetiredKey { return t.retired[strings.ToLower(domain)] }
 
+// RetiredDomains returns the domains that have retired keys, sorted,
+// including those with no key left (a customer who left: its records are
+// still served revoked for a while).
+func (t *Table) RetiredDomains() []string {
+	out := make([]string, 0, len(t.retired))
+	for d := range t.retired {
+		out = append(out, d)
+	}
+	sort.Strings(out)
+	return out
+}
+
 // Ignored lists the files and folders inside domain folders that are not
 // keys, each with the reason, so that a key under the wrong name (an
 // OpenDKIM mail.private, say) is not silently left unused.

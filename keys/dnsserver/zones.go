@@ -187,7 +187,7 @@ func Build(cfg Config, t *keys.Table, cnameZoneFor func(domain string) string, n
 		b.add(nameOf(k.Domain, k.Selector), record{key: k, alg: k.Algorithm}, stampOf(k.Created))
 	}
 	revokedFor := cfg.RevokedFor
-	for _, d := range t.Domains() {
+	for _, d := range t.RetiredDomains() {
 		for _, r := range t.Retired(d) {
 			alg := r.Algorithm
 			if alg == "" {

@@ -337,3 +337,33 @@ func TestMatcher(t *testing.T) {
 		t.Error("NewMatcher accepted a bad zone")
 	}
 }
+
+// TestOffboardedCustomer: a domain whose keys are all retired (a customer
+// who left) still has its last record served revoked for RevokedFor, and
+// its zone is then gone.
+func TestOffboardedCustomer(t *testing.T) {
+	dir := t.TempDir()
+	ks := []tkey{{domain: "stays.example", selector: "s.myesp", kind: "ed", created: day(11, 1)}}
+	rs := []tretired{{domain: "left.example", selector: "s.myesp", alg: keys.Ed25519SHA256, retired: day(11, 28)}}
+	writeTable(t, dir, ks, rs)
+	tab := loadTable(t, dir)
+	if len(tab.Keys("left.example")) != 0 || len(tab.Retired("left.example")) != 1 {
+		t.Fatalf("fixture: left.example has %d keys and %d retired", len(tab.Keys("left.example")), len(tab.Retired("left.example")))
+	}
+	cfg := fixtureConfig()
+	cfg.Zones = []string{"myesp._domainkey.*"}
+	z, err := Build(cfg, tab, fixtureCNAME, fixtureNow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if txt, ok := z.TXT("s.myesp._domainkey.left.example."); !ok || !strings.HasSuffix(txt, "p=") {
+		t.Errorf("the offboarded customer's record: %q, %v; want it revoked", txt, ok)
+	}
+	z, err = Build(cfg, tab, fixtureCNAME, day(11, 28).Add(cfg.RevokedFor+time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if zone := z.ZoneOf("s.myesp._domainkey.left.example."); zone != "" {
+		t.Errorf("after revoked_for, still served in zone %q", zone)
+	}
+}
