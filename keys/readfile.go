@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // readRegularFile reads a file that a folder listing gave as a regular
@@ -170,4 +172,18 @@ func parseDirents(b []byte, out []dirEntry) []dirEntry {
 		b = b[reclen:]
 	}
 	return out
+}
+
+// atFDCWD is AT_FDCWD: *at system calls then resolve paths as the plain
+// ones do.
+const atFDCWD = unix.AT_FDCWD
+
+// statAt stats path relative to the folder open as dirfd (following a
+// symbolic link, as os.Stat does) and returns its identity and mode bits.
+func statAt(dirfd int, path string) (fileID, uint32, error) {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, path, &st, 0); err != nil {
+		return fileID{}, 0, err
+	}
+	return fileID{dev: st.Dev, ino: st.Ino, size: st.Size, mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}, st.Mode, nil
 }

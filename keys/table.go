@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -113,10 +114,19 @@ func Load(dir string, opt LoadOptions) (*Table, error) {
 		names = append(names, e.name)
 	}
 	sort.Strings(names) // errors and ignored files in a stable order
+	// The folder stays open while its domains are looked at: the stat
+	// calls of unchanged domains are made relative to it (see reuseDomain).
+	dirfd := atFDCWD
+	if opt.Prev != nil {
+		if fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0); err == nil {
+			dirfd = fd
+			defer syscall.Close(fd)
+		}
+	}
 	results := make([]domainLoad, len(names))
 	loadParallel(len(names), func(i int) {
 		domain := strings.ToLower(names[i])
-		results[i] = loadDomain(filepath.Join(dir, names[i]), domain, opt.Prev, t.cache)
+		results[i] = loadDomain(filepath.Join(dir, names[i]), domain, opt.Prev, dirfd, t.cache)
 	})
 	for i, r := range results {
 		domain := strings.ToLower(names[i])
@@ -148,7 +158,9 @@ func (t *Table) index() {
 		t.names = append(t.names, d)
 		n += len(ks)
 	}
-	sort.Strings(t.names)
+	if !slices.IsSorted(t.names) { // map order: sorted once here
+		sort.Strings(t.names)
+	}
 	t.all = make([]*Key, 0, n)
 	for _, d := range t.names {
 		t.all = append(t.all, t.domains[d]...)
@@ -184,7 +196,7 @@ func LoadDomain(dir, domain string) ([]*Key, error) {
 	if !ValidDomain(domain) {
 		return nil, fmt.Errorf("keys: %q is not a domain name (use the A-label form for IDNs)", domain)
 	}
-	r := loadDomain(filepath.Join(dir, domain), domain, nil, NewSignerCache(0))
+	r := loadDomain(filepath.Join(dir, domain), domain, nil, atFDCWD, NewSignerCache(0))
 	if errors.Is(r.err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -225,9 +237,9 @@ type folderInfo struct {
 // since prev are taken from prev; a folder whose entries are unchanged is
 // not listed again. A reload of 100,000 unchanged domains is thus two or
 // three stat calls per domain, the first load about ten system calls.
-func loadDomain(ddir, domain string, prev *Table, cache *SignerCache) domainLoad {
+func loadDomain(ddir, domain string, prev *Table, dirfd int, cache *SignerCache) domainLoad {
 	if prev != nil {
-		if r, ok := reuseDomain(ddir, domain, prev); ok {
+		if r, ok := reuseDomain(ddir, domain, prev, dirfd); ok {
 			return r
 		}
 	}
@@ -306,25 +318,33 @@ func loadDomain(ddir, domain string, prev *Table, cache *SignerCache) domainLoad
 // reuseDomain takes a domain folder over from prev when neither its
 // entries, nor its key files, nor its state file changed; it reports
 // false (and the folder is read again) otherwise, or on any error.
-func reuseDomain(ddir, domain string, prev *Table) (domainLoad, bool) {
+//
+// dirfd is the key table's folder, open (AT_FDCWD: none): the kernel then
+// walks two path components per stat instead of all of them.
+func reuseDomain(ddir, domain string, prev *Table, dirfd int) (domainLoad, bool) {
 	pf, ok := prev.folders[domain]
 	if !ok || pf.id == (fileID{}) {
 		return domainLoad{}, false
 	}
-	fi, err := os.Stat(ddir)
-	if err != nil || fileIDOf(fi) != pf.id || checkFolder(ddir, fi) != nil {
+	prefix := filepath.Clean(prev.dir) + string(filepath.Separator)
+	stat := func(path string) (fileID, uint32, error) {
+		if r, ok := strings.CutPrefix(path, prefix); ok && dirfd != atFDCWD {
+			return statAt(dirfd, r)
+		}
+		return statAt(atFDCWD, path)
+	}
+	id, mode, err := stat(ddir)
+	if err != nil || id != pf.id || mode&0o022 != 0 {
 		return domainLoad{}, false
 	}
 	if pf.state != (fileID{}) {
-		sfi, err := os.Stat(filepath.Join(ddir, StateFile))
-		if err != nil || fileIDOf(sfi) != pf.state {
+		if id, _, err := stat(filepath.Join(ddir, StateFile)); err != nil || id != pf.state {
 			return domainLoad{}, false
 		}
 	}
 	ks := prev.domains[domain]
 	for _, k := range ks {
-		kfi, err := os.Stat(k.Path)
-		if err != nil || fileIDOf(kfi) != k.m.file {
+		if id, _, err := stat(k.Path); err != nil || id != k.m.file {
 			return domainLoad{}, false
 		}
 	}
