@@ -250,6 +250,10 @@ func TestLoadIncremental(t *testing.T) {
 	if _, err := key(t1, "d.example").PrivateKey(); err != nil {
 		t.Fatal(err)
 	}
+	// Nothing changed: the previous table itself.
+	if same, err := Load(dir, LoadOptions{Prev: t1}); err != nil || same != t1 {
+		t.Fatalf("reload with nothing changed: %v, same table %v", err, same == t1)
+	}
 
 	// b: another key under the same name; c: same content, new mtime;
 	// d: state file added (a creation time).

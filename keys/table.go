@@ -53,7 +53,8 @@ var ErrWritableFolder = errors.New("key folder is writable by group or others")
 type LoadOptions struct {
 	// Prev is the table read last time from the same folder: its keys
 	// whose files did not change (see fileID) are taken over as they are,
-	// not read again, and its SignerCache is shared.
+	// not read again, and its SignerCache is shared. When nothing at all
+	// changed, Load returns Prev itself.
 	Prev *Table
 	// CacheSize is the number of parsed private keys kept (DefaultKeyCache
 	// if 0); with Prev, Prev's cache is resized to it.
@@ -146,6 +147,12 @@ func Load(dir string, opt LoadOptions) (*Table, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
+	if opt.Prev != nil && len(names) == len(opt.Prev.folders) && !slices.ContainsFunc(results, func(r domainLoad) bool { return !r.reused }) {
+		// Nothing changed: the same folders, each taken over whole. The
+		// previous table is returned itself, so that the daemon can keep
+		// its snapshot instead of building an identical one.
+		return opt.Prev, nil
+	}
 	t.index()
 	return t, nil
 }
@@ -218,6 +225,7 @@ type domainLoad struct {
 	retired []RetiredKey
 	ignored []string
 	folder  folderInfo
+	reused  bool // taken over from the previous table whole
 	err     error
 }
 
@@ -348,7 +356,7 @@ func reuseDomain(ddir, domain string, prev *Table, dirfd int) (domainLoad, bool)
 			return domainLoad{}, false
 		}
 	}
-	return domainLoad{keys: ks, retired: prev.retired[domain], ignored: pf.ignored, folder: pf}, true
+	return domainLoad{keys: ks, retired: prev.retired[domain], ignored: pf.ignored, folder: pf, reused: true}, true
 }
 
 // ignoredReason says why a file in a domain folder is not a key.

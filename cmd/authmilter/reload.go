@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"reflect"
 	"strings"
 	"time"
 
@@ -116,6 +117,10 @@ func (d *daemon) compile(cfg *policy.Config, prev dnsState, table *keys.Table, o
 				return
 			}
 		}
+		if cur := d.current.Load(); !offline && unchanged(cur, cfg, table) {
+			done <- compiled{pol: cur, dns: st}
+			return
+		}
 		if err := checkKeyDNS(cfg, table); err != nil {
 			done <- compiled{err: err}
 			return
@@ -131,6 +136,23 @@ func (d *daemon) compile(cfg *policy.Config, prev dnsState, table *keys.Table, o
 		done <- compiled{pol: pol, dns: st, err: err}
 	}()
 	return waitCompiled(done)
+}
+
+// unchanged reports whether compiling cfg and table would rebuild cur
+// as it is: the same config and key table (keys.Load returns the previous
+// table itself when no file changed), every key published (nothing to
+// look up; the reverifier looks at those) and no retired key whose
+// revoked record the key DNS server may stop serving. A reload with
+// nothing changed then keeps the snapshot instead of building a copy of
+// it: at 100,000 keys that saves most of its time and all of its memory.
+func unchanged(cur *policy.Policy, cfg *policy.Config, table *keys.Table) bool {
+	if cur == nil || cur.Table() != table || !reflect.DeepEqual(cur.Config(), cfg) {
+		return false
+	}
+	if cur.CountState(keys.Published)+cur.CountState(keys.Unchecked) != len(table.All()) {
+		return false
+	}
+	return !cfg.KeyDNS.Enabled() || len(table.RetiredDomains()) == 0
 }
 
 // loadTable reads cfg's key table, taking the unchanged keys (and the
@@ -311,6 +333,10 @@ func (d *daemon) adopt(old *policy.Policy, c compiled) bool {
 		return false
 	}
 	d.dns = c.dns
+	if c.pol == old {
+		d.metrics.reloads.WithLabelValues("ok").Inc() // nothing changed: the snapshot stays
+		return true
+	}
 	d.install(old, c.pol)
 	d.persist(c.pol)
 	return true
