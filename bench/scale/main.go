@@ -207,6 +207,11 @@ func (b *bench) run() (*report, error) {
 	if err := mkdirPrivate(b.opt.cache); err != nil {
 		return nil, fmt.Errorf("-cache: %w", err)
 	}
+	unlock, err := lockCache(b.ctx, b.opt.cache, b.opt.timeout)
+	if err != nil {
+		return nil, err
+	}
+	b.deferCleanup(unlock)
 	logf("key pool: %d RSA-2048 and %d Ed25519 keys in %s", b.opt.pool, b.opt.pool, b.opt.cache)
 	if b.pool, err = loadPool(filepath.Join(b.opt.cache, fmt.Sprintf("pool-%d", b.opt.pool)), b.opt.pool); err != nil {
 		return nil, err
@@ -221,6 +226,45 @@ func (b *bench) run() (*report, error) {
 		}
 	}
 	return rep, nil
+}
+
+// lockCache takes the cache folder for this run, waiting at most timeout
+// for another run to finish: two runs would delete each other's added key
+// and publication state, and disturb each other's timings anyway.
+func lockCache(ctx context.Context, dir string, timeout time.Duration) (func(), error) {
+	path := filepath.Join(dir, ".scale.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	deadline := time.Now().Add(timeout)
+	told := false
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if !told {
+			holder, _ := os.ReadFile(path)
+			logf("another bench/scale run (PID %s) uses %s; waiting for it to finish", strings.TrimSpace(string(holder)), dir)
+			told = true
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("another bench/scale run still uses %s after %s", dir, timeout)
+		}
+		if err := sleepCtx(ctx, time.Second); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
+	f.Truncate(0)
+	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return func() { f.Close() }, nil
 }
 
 // buildMilterload builds cmd/milterload of the module we run in.

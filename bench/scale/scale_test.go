@@ -413,3 +413,20 @@ func TestThousands(t *testing.T) {
 		}
 	}
 }
+
+func TestLockCacheKeepsOutASecondRun(t *testing.T) {
+	dir := t.TempDir()
+	unlock, err := lockCache(t.Context(), dir, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lockCache(t.Context(), dir, time.Second); err == nil || !strings.Contains(err.Error(), "another bench/scale run") {
+		t.Fatalf("second lock: error %v, want a refusal", err)
+	}
+	unlock()
+	unlock2, err := lockCache(t.Context(), dir, time.Second)
+	if err != nil {
+		t.Fatalf("lock after unlock: %v", err)
+	}
+	unlock2()
+}
