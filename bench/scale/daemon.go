@@ -73,6 +73,9 @@ func startDaemon(binary, cfgPath string, cfg daemonConfig) (*daemon, error) {
 		return nil, err
 	}
 	cmd := exec.Command(binary, "run", "-config", cfgPath)
+	// A benchmark killed outright (SIGKILL, where no cleanup runs) must
+	// not leave a daemon behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

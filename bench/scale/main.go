@@ -162,7 +162,7 @@ type refDaemon struct {
 	srv *keyServer
 }
 
-// defer adds a cleanup.
+// deferCleanup adds a cleanup.
 func (b *bench) deferCleanup(f func()) { b.cleanups = append(b.cleanups, f) }
 
 // cleanup runs the cleanups, last first.

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -131,6 +132,7 @@ func (b *bench) milterloadRun(addr string, pid int, list, label string) (*loadRe
 		"-d", b.opt.dur.String(), "-warmup", b.opt.warmup.String(), "-expect-sign", "-json",
 		"-from-domains", list, "-label", label)
 	cmd.WaitDelay = 5 * time.Second
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	busy0, cpu0 := machineBusy(), processCPU(pid)
