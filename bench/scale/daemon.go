@@ -67,8 +67,9 @@ type daemon struct {
 	metricsAddr string
 }
 
-// startDaemon runs binary with the config cfg written to cfgPath.
-func startDaemon(binary, cfgPath string, cfg daemonConfig) (*daemon, error) {
+// startDaemon runs binary with the config cfg written to cfgPath; its log
+// is also copied to logPath unless that is empty.
+func startDaemon(binary, cfgPath string, cfg daemonConfig, logPath string) (*daemon, error) {
 	if err := os.WriteFile(cfgPath, []byte(cfg.toml()), 0o600); err != nil {
 		return nil, err
 	}
@@ -81,14 +82,30 @@ func startDaemon(binary, cfgPath string, cfg daemonConfig) (*daemon, error) {
 		return nil, err
 	}
 	cmd.Stdout = os.Stderr
+	var logFile *os.File
+	if logPath != "" {
+		if logFile, err = os.Create(logPath); err != nil {
+			return nil, err
+		}
+	}
 	d := &daemon{cmd: cmd, exited: make(chan struct{}), logs: newLogWatch(), milterAddr: cfg.milterAddr, metricsAddr: cfg.metricsAddr}
 	d.started = time.Now()
 	if err := cmd.Start(); err != nil {
+		if logFile != nil {
+			logFile.Close()
+		}
 		return nil, fmt.Errorf("start %s: %w", binary, err)
 	}
 	go func() {
-		d.logs.read(stderr)
+		var r io.Reader = stderr
+		if logFile != nil {
+			r = io.TeeReader(stderr, logFile)
+		}
+		d.logs.read(r)
 		cmd.Wait()
+		if logFile != nil {
+			logFile.Close()
+		}
 		close(d.exited)
 	}()
 	return d, nil

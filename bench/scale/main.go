@@ -63,6 +63,7 @@ type options struct {
 	timeout    time.Duration
 	quietWait  time.Duration
 	cycle      time.Duration
+	logs       string
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -76,6 +77,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.binary, "binary", "bin/authmilter", "the authmilter binary to measure")
 	fs.StringVar(&o.out, "out", "", "also write the report (Markdown and the raw JSON) to this file")
 	fs.StringVar(&o.cache, "cache", "/var/tmp/authmilter-scale", "folder of the key pool and the tables, kept between runs")
+	fs.StringVar(&o.logs, "logs", "", "keep each daemon's log (stderr) in this folder")
 	fs.StringVar(&o.milterload, "milterload", "", "milterload binary (default: built from ./cmd/milterload)")
 	fs.IntVar(&o.pool, "pool", 64, "distinct keys of each algorithm the tables are made of")
 	fs.IntVar(&o.conc, "c", 8, "concurrent milter connections of the throughput runs")
@@ -151,6 +153,8 @@ type bench struct {
 	binary     string
 	// cleanups run at the end, last first: they stop what was started.
 	cleanups []func()
+	// started counts the daemons started, to name their logs.
+	started int
 	// ref is the daemon with the one-domain table that the throughput
 	// figures are compared with; started on first use.
 	ref *refDaemon
@@ -206,6 +210,11 @@ func (b *bench) run() (*report, error) {
 	}
 	if err := mkdirPrivate(b.opt.cache); err != nil {
 		return nil, fmt.Errorf("-cache: %w", err)
+	}
+	if b.opt.logs != "" {
+		if err := os.MkdirAll(b.opt.logs, 0o755); err != nil {
+			return nil, fmt.Errorf("-logs: %w", err)
+		}
 	}
 	unlock, err := lockCache(b.ctx, b.opt.cache, b.opt.timeout)
 	if err != nil {
@@ -491,7 +500,12 @@ func (b *bench) config(dir, dnsAddr, recheck string) (daemonConfig, error) {
 func (b *bench) startMeasured(cfgPath string, cfg daemonConfig, srv *keyServer, nkeys int) (*daemon, startResult, error) {
 	var st startResult
 	q0 := srv.Queries()
-	d, err := startDaemon(b.binary, cfgPath, cfg)
+	logPath := ""
+	if b.opt.logs != "" {
+		b.started++
+		logPath = filepath.Join(b.opt.logs, fmt.Sprintf("authmilter-%02d-%s.log", b.started, strings.TrimSuffix(filepath.Base(cfgPath), ".toml")))
+	}
+	d, err := startDaemon(b.binary, cfgPath, cfg, logPath)
 	if err != nil {
 		return nil, st, err
 	}
