@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -241,10 +240,7 @@ func (d *daemon) install(old, pol *policy.Policy) {
 	for _, msg := range policy.KeyChanges(old, pol) {
 		d.log.Info(msg)
 	}
-	// A reload of a large key table leaves tens of MB of garbage, which
-	// the runtime would otherwise return to the system only slowly: the
-	// daemon's RSS at rest stays near what the table needs.
-	go debug.FreeOSMemory()
+	go tuneMemory()
 	// Keys that stop being used with nothing to replace them.
 	for _, msg := range policy.KeyDeactivations(old, pol) {
 		d.log.Warn(msg)
