@@ -406,7 +406,12 @@ func (b *bench) size(n int) (*sizeResult, error) {
 	if err := d.stop(); err != nil {
 		return res, err
 	}
+	saved := int64(-1)
+	if fi, err := os.Stat(filepath.Join(dir, ".authmilter-publication.json")); err == nil {
+		saved = fi.Size()
+	}
 	d2, st2, err := b.startMeasured(cfgPath, cfg, srv, res.Keys)
+	st2.SavedStateBytes = &saved
 	if d2 != nil {
 		defer d2.stop()
 	}

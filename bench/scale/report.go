@@ -74,6 +74,9 @@ type startResult struct {
 	PeakRSSMiB float64 `json:"peak_rss_mib"`
 	// ActivatedLogLines counts "key activated" log lines.
 	ActivatedLogLines int `json:"activated_log_lines"`
+	// SavedStateBytes is, for a restart, the size of the publication
+	// state the daemon found (-1: none).
+	SavedStateBytes *int64 `json:"saved_state_bytes,omitempty"`
 }
 
 // reloadResult is phase 4.
@@ -224,6 +227,11 @@ func (s *sizeResult) markdown(b *strings.Builder, set settings) {
 		row("signing: "+t.Name, v)
 	}
 	if r := s.Restart; r != nil {
+		if r.SavedStateBytes != nil && *r.SavedStateBytes < 0 {
+			row("restart: saved publication state", "**none found** (the daemon did not save it)")
+		} else if r.SavedStateBytes != nil {
+			row("restart: saved publication state", fmt.Sprintf("%.1f MiB", float64(*r.SavedStateBytes)/(1<<20)))
+		}
 		row("restart with the saved publication state: first signed message", secs(r.ServingSeconds))
 		row("restart: all keys active; DNS queries", fmt.Sprintf("%s; %s", secs(r.AllActiveSeconds), thousands(r.Queries)))
 	}
