@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -82,6 +83,11 @@ func startDaemon(binary, cfgPath string, cfg daemonConfig, logPath string) (*dae
 		return nil, err
 	}
 	cmd.Stdout = os.Stderr
+	if f, ok := stderr.(*os.File); ok {
+		// A larger pipe (1 MiB, the unprivileged limit) absorbs bursts of
+		// log lines. F_SETPIPE_SZ is 1031; syscall has no name for it.
+		syscall.Syscall(syscall.SYS_FCNTL, f.Fd(), 1031, 1<<20)
+	}
 	var logFile *os.File
 	if logPath != "" {
 		if logFile, err = os.Create(logPath); err != nil {
@@ -170,17 +176,17 @@ func newLogWatch() *logWatch { return &logWatch{changed: make(chan struct{})} }
 const maxLine = 400
 
 // read reads lines from r until it ends.
+// It must keep up with the daemon: a daemon whose stderr pipe is full
+// waits in its log calls, and a start that logs 125,000 "key activated"
+// lines would then be measured slower than it is.
 func (w *logWatch) read(r io.Reader) {
 	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
 		e := logEntry{at: time.Now(), msg: line}
-		var j struct {
-			Msg string `json:"msg"`
-		}
-		if json.Unmarshal(sc.Bytes(), &j) == nil && j.Msg != "" {
-			e.msg = j.Msg
+		if m, ok := jsonMsg(sc.Bytes()); ok {
+			e.msg = m
 		}
 		if len(line) > maxLine {
 			line = line[:maxLine] + "..."
@@ -196,6 +202,33 @@ func (w *logWatch) read(r io.Reader) {
 		w.mu.Unlock()
 	}
 	io.Copy(io.Discard, r)
+}
+
+// jsonMsg returns the "msg" of a log/slog JSON line. slog writes time,
+// level and msg first, so the first "msg":" is the field; a value with
+// escapes is left to encoding/json.
+func jsonMsg(line []byte) (string, bool) {
+	const key = `"msg":"`
+	i := bytes.Index(line, []byte(key))
+	if i < 0 {
+		return "", false
+	}
+	start := i + len(key)
+	for j := start; j < len(line); j++ {
+		switch line[j] {
+		case '\\':
+			var v struct {
+				Msg string `json:"msg"`
+			}
+			if json.Unmarshal(line, &v) != nil {
+				return "", false
+			}
+			return v.Msg, true
+		case '"':
+			return string(line[start:j]), true
+		}
+	}
+	return "", false
 }
 
 // mark returns the number of lines read so far, for waitFor's from.

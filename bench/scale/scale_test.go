@@ -4,7 +4,10 @@ import (
 	"crypto"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -429,4 +432,54 @@ func TestLockCacheKeepsOutASecondRun(t *testing.T) {
 		t.Fatalf("lock after unlock: %v", err)
 	}
 	unlock2()
+}
+
+func TestJSONMsg(t *testing.T) {
+	for _, c := range []struct {
+		line string
+		msg  string
+		ok   bool
+	}{
+		{`{"time":"2026-12-06T09:50:06Z","level":"INFO","msg":"reloaded"}`, "reloaded", true},
+		{`{"time":"x","level":"INFO","msg":"key activated d=a.example s=s1 a=rsa-sha256","n":1}`, "key activated d=a.example s=s1 a=rsa-sha256", true},
+		{`{"time":"x","level":"ERROR","msg":"reload failed; \"quoted\"","error":"e"}`, `reload failed; "quoted"`, true},
+		{`time=x level=INFO msg=reloaded`, "", false},
+		{`{"msg":"unterminated`, "", false},
+	} {
+		msg, ok := jsonMsg([]byte(c.line))
+		if msg != c.msg || ok != c.ok {
+			t.Errorf("jsonMsg(%s) = %q, %v; want %q, %v", c.line, msg, ok, c.msg, c.ok)
+		}
+	}
+}
+
+func TestLogWatch(t *testing.T) {
+	w := newLogWatch()
+	pr, pw := io.Pipe()
+	go w.read(pr)
+	d := &daemon{exited: make(chan struct{}), logs: w}
+	go func() {
+		fmt.Fprintln(pw, `{"time":"x","level":"INFO","msg":"starting"}`)
+		fmt.Fprintln(pw, `{"time":"x","level":"INFO","msg":"reloaded"}`)
+		fmt.Fprintln(pw, "not json")
+		fmt.Fprintln(pw, `{"time":"x","level":"INFO","msg":"reloaded"}`)
+		pw.Close()
+	}()
+	e, i, err := w.waitFor(t.Context(), d, 0, "reloaded", func(m string) bool { return m == "reloaded" }, time.Minute)
+	if err != nil || i != 1 || e.msg != "reloaded" {
+		t.Fatalf("first: %+v at %d, %v", e, i, err)
+	}
+	e, i, err = w.waitFor(t.Context(), d, i+1, "reloaded", func(m string) bool { return m == "reloaded" }, time.Minute)
+	if err != nil || i != 3 {
+		t.Fatalf("second: %+v at %d, %v", e, i, err)
+	}
+	if n := w.count(0, func(m string) bool { return m == "not json" }); n != 1 {
+		t.Errorf("a line that is not JSON counted %d times by its text, want 1", n)
+	}
+	// A line that never comes: the daemon's exit ends the wait.
+	close(d.exited)
+	d.cmd = &exec.Cmd{}
+	if _, _, err := w.waitFor(t.Context(), d, 4, "never", func(string) bool { return false }, time.Minute); err == nil {
+		t.Fatal("waiting past the daemon's exit succeeded")
+	}
 }
