@@ -166,7 +166,8 @@ type logEntry struct {
 type logWatch struct {
 	mu      sync.Mutex
 	entries []logEntry
-	changed chan struct{} // closed and replaced at each new line
+	changed chan struct{} // closed and replaced at a new line if waiting
+	waiting bool          // someone waits on changed
 }
 
 func newLogWatch() *logWatch { return &logWatch{changed: make(chan struct{})} }
@@ -197,8 +198,11 @@ func (w *logWatch) read(r io.Reader) {
 		e.line = line
 		w.mu.Lock()
 		w.entries = append(w.entries, e)
-		close(w.changed)
-		w.changed = make(chan struct{})
+		if w.waiting {
+			close(w.changed)
+			w.changed = make(chan struct{})
+			w.waiting = false
+		}
 		w.mu.Unlock()
 	}
 	io.Copy(io.Discard, r)
@@ -253,6 +257,7 @@ func (w *logWatch) waitFor(ctx context.Context, d *daemon, from int, what string
 			}
 		}
 		changed := w.changed
+		w.waiting = true
 		w.mu.Unlock()
 		select {
 		case <-changed:
