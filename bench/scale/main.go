@@ -538,7 +538,7 @@ func (b *bench) startMeasured(cfgPath string, cfg daemonConfig, srv *keyServer, 
 			case <-d.exited:
 				activeC <- active{err: errors.New("authmilter exited")}
 				return
-			case <-time.After(100 * time.Millisecond):
+			case <-time.After(50 * time.Millisecond):
 			}
 		}
 	}()
