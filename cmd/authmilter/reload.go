@@ -117,10 +117,11 @@ func (d *daemon) compile(cfg *policy.Config, prev dnsState, table *keys.Table, o
 				return
 			}
 		}
-		if cur := d.current.Load(); !offline && unchanged(cur, cfg, table) {
+		if cur := d.current.Load(); !offline && !d.recompile.Load() && unchanged(cur, cfg, table) {
 			done <- compiled{pol: cur, dns: st}
 			return
 		}
+		d.recompile.Store(false)
 		if err := checkKeyDNS(cfg, table); err != nil {
 			done <- compiled{err: err}
 			return
@@ -369,6 +370,7 @@ func (d *daemon) reload(rereadConfig bool) {
 
 // refused logs and counts a reload that keeps the previous snapshot.
 func (d *daemon) refused(err error) {
+	d.recompile.Store(true) // whatever the failed compile had to notice
 	d.metrics.reloadFailed()
 	d.log.Error("reload failed; keeping the previous config and keys", "error", strings.TrimPrefix(err.Error(), errRefused.Error()+": "))
 }
@@ -413,6 +415,26 @@ func (d *daemon) persist(pol *policy.Policy) {
 			d.saveErr = msg
 		}
 	}()
+}
+
+// saveAtExit writes the publication state before the daemon exits, after
+// waiting (at most 10 s) for a background save: a restart then finds every
+// key it had checked and looks none of them up again.
+func (d *daemon) saveAtExit() {
+	cur := d.current.Load()
+	if cur == nil || !cur.Config().Keys.RequirePublished || cur.Table().Missing() {
+		return
+	}
+	for deadline := time.Now().Add(10 * time.Second); !d.saving.CompareAndSwap(false, true); {
+		if time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	defer d.saving.Store(false)
+	if err := d.lastGood.Save(keys.PublicationPath(cur.Config().Keys.Dir)); err != nil {
+		d.log.Warn("cannot save the key publication state", "error", err)
+	}
 }
 
 // restartSettings are the settings a reload cannot apply: the milter

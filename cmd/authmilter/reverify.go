@@ -118,6 +118,8 @@ func (r *reverifier) verify(ctx context.Context, pol *policy.Policy, batch []*ke
 		}
 	}
 	if gone > 0 {
+		// The snapshot is unchanged otherwise: the reload must not keep it.
+		r.d.recompile.Store(true)
 		r.d.request(false)
 	}
 }

@@ -29,8 +29,12 @@ type daemon struct {
 	logs       *logSwitch
 	current    atomic.Pointer[policy.Policy]
 	// gen counts the snapshots installed.
-	gen     atomic.Int64
-	metrics *metrics
+	gen atomic.Int64
+	// recompile makes the next compile build a new snapshot even when
+	// config and key table are unchanged: the reverifier found a record
+	// gone.
+	recompile atomic.Bool
+	metrics   *metrics
 	// started is the config the daemon started with: the milter sockets
 	// keep its listen, socket_mode and socket_group until a restart.
 	started *policy.Config
@@ -146,6 +150,7 @@ func cmdRun(args []string) error {
 			ctx, cancel := context.WithTimeout(context.Background(), timeout)
 			err := srv.Shutdown(ctx)
 			cancel()
+			d.saveAtExit()
 			if err != nil {
 				d.log.Warn("stopped with transactions open", "error", err)
 			} else {
@@ -237,14 +242,20 @@ func (d *daemon) install(old, pol *policy.Policy) {
 	d.gen.Add(1)
 	d.metrics.reloaded(pol)
 	d.keyDNS.update(pol)
-	for _, msg := range policy.KeyChanges(old, pol) {
-		d.log.Info(msg)
-	}
 	go tuneMemory()
-	// Keys that stop being used with nothing to replace them.
-	for _, msg := range policy.KeyDeactivations(old, pol) {
-		d.log.Warn(msg)
+	// Per-key lines are capped per install: a provider's first start
+	// activates 100,000 keys, and a DNS outage could make as many unusable.
+	activated := capLog(d.log, slog.LevelInfo, "keys activated")
+	for _, msg := range policy.KeyChanges(old, pol) {
+		activated.msg(msg)
 	}
+	activated.done()
+	// Keys that stop being used with nothing to replace them.
+	deactivated := capLog(d.log, slog.LevelWarn, "keys deactivated")
+	for _, msg := range policy.KeyDeactivations(old, pol) {
+		deactivated.msg(msg)
+	}
+	deactivated.done()
 	// Files in the key folders that are not keys: at start, and when the
 	// list changes (an OpenDKIM mail.private left where a key was meant).
 	var was []string
@@ -252,14 +263,11 @@ func (d *daemon) install(old, pol *policy.Policy) {
 		was = old.Table().Ignored()
 	}
 	if now := pol.Table().Ignored(); old == nil || !slices.Equal(was, now) {
-		const most = 20
-		for i, entry := range now {
-			if i == most {
-				d.log.Warn("key folder entries ignored", "more", len(now)-most)
-				break
-			}
-			d.log.Warn("key folder entry ignored", "detail", entry)
+		ignored := capLog(d.log, slog.LevelWarn, "key folder entries ignored")
+		for _, entry := range now {
+			ignored.msg("key folder entry ignored", "detail", entry)
 		}
+		ignored.done()
 	}
 	// Unusable keys, each time what is wrong changes (not at every recheck).
 	// Only those are looked at: at 100,000 keys, a map of every key of the
@@ -267,6 +275,8 @@ func (d *daemon) install(old, pol *policy.Policy) {
 	if pol.CountState(keys.Published)+pol.CountState(keys.Unchecked) == len(pol.Table().All()) {
 		return
 	}
+	waiting := capLog(d.log, slog.LevelInfo, "keys published and waiting")
+	unusable := capLog(d.log, slog.LevelWarn, "keys not usable")
 	for _, k := range pol.Table().All() {
 		pub := pol.Publication(k)
 		switch {
@@ -275,13 +285,46 @@ func (d *daemon) install(old, pol *policy.Policy) {
 			// Serving before the first DNS checks: said once, by start.
 		case pub.State == keys.Waiting:
 			if prev, ok := previousPublication(old, k); !ok || prev != pub {
-				d.log.Info("key published; waiting before signing with it", "key", k.ID(), "detail", pub.Detail)
+				waiting.msg("key published; waiting before signing with it", "key", k.ID(), "detail", pub.Detail)
 			}
 		default:
 			if prev, ok := previousPublication(old, k); !ok || prev != pub {
-				d.log.Warn("key not usable", "key", k.ID(), "state", string(pub.State), "detail", pub.Detail)
+				unusable.msg("key not usable", "key", k.ID(), "state", string(pub.State), "detail", pub.Detail)
 			}
 		}
+	}
+	waiting.done()
+	unusable.done()
+}
+
+// logCapMost is how many lines of one kind an install logs one by one.
+const logCapMost = 20
+
+// cappedLog logs its first logCapMost lines and then, at done, how many
+// more there were (`authmilter keys` lists them all).
+type cappedLog struct {
+	log     *slog.Logger
+	level   slog.Level
+	summary string
+	n       int
+}
+
+// capLog starts a cappedLog whose summary line is summary.
+func capLog(log *slog.Logger, level slog.Level, summary string) *cappedLog {
+	return &cappedLog{log: log, level: level, summary: summary}
+}
+
+// msg logs one line, unless logCapMost were logged already.
+func (c *cappedLog) msg(msg string, args ...any) {
+	if c.n++; c.n <= logCapMost {
+		c.log.Log(context.Background(), c.level, msg, args...)
+	}
+}
+
+// done logs how many lines were left out.
+func (c *cappedLog) done() {
+	if c.n > logCapMost {
+		c.log.Log(context.Background(), c.level, c.summary, "total", c.n, "not_logged", c.n-logCapMost, "see", "authmilter keys")
 	}
 }
 
