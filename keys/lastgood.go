@@ -251,12 +251,16 @@ func (e entry) answer() Answer {
 	return a
 }
 
-// Confirmed returns what is remembered about name if its record was found
+// Confirmed returns what is remembered about k's record if it was found
 // published everywhere for the key file of k: such a key counts as
 // published without a DNS check (see Answer.Key).
-func (l *LastGood) Confirmed(name string, k *Key) (Answer, bool) {
+func (l *LastGood) Confirmed(k *Key) (Answer, bool) {
+	// The record name is built on the stack: a reload asks this for each
+	// of 100,000 keys, and a map index with string(bytes) allocates nothing.
+	var buf [2*253 + 12]byte
+	name := append(append(append(buf[:0], k.Selector...), "._domainkey."...), k.Domain...)
 	l.mu.Lock()
-	e, ok := l.m[name]
+	e, ok := l.m[string(name)]
 	l.mu.Unlock()
 	if !ok || e.since.IsZero() || e.key != k.m.sum {
 		return Answer{}, false

@@ -179,7 +179,7 @@ func TestLastGoodSince(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := up.Confirmed(name, k1); ok {
+	if _, ok := up.Confirmed(k1); ok {
 		t.Errorf("a version 1 answer confirms a key: it names none")
 	}
 	if got := up.Published(name, []string{"v=DKIM1; p=A"}, time.Hour, t0, k1); !got.Equal(MigratedSince) {
@@ -198,10 +198,10 @@ func TestLastGoodSince(t *testing.T) {
 	if err := again.Load(path); err != nil {
 		t.Fatal(err)
 	}
-	if a, ok := again.Confirmed(name, k1); !ok || !a.Since.Equal(MigratedSince) {
+	if a, ok := again.Confirmed(k1); !ok || !a.Since.Equal(MigratedSince) {
 		t.Errorf("Confirmed(k1) = %v, %v", a, ok)
 	}
-	if _, ok := again.Confirmed(name, k2); ok {
+	if _, ok := again.Confirmed(k2); ok {
 		t.Errorf("another key file is confirmed by f1's answer")
 	}
 	// An unknown version is an error.

@@ -3,6 +3,7 @@ package main
 import (
 	"net/http"
 	"sync"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -42,6 +43,8 @@ type metrics struct {
 	keyActive  *prometheus.GaugeVec
 	loadedAt   prometheus.Gauge
 	reverifies prometheus.Counter
+	// done counts messages, for the idle memory return (see idleMemory).
+	done atomic.Int64
 
 	// keyLimit is maxKeySeries; tests lower it.
 	keyLimit int
@@ -136,6 +139,7 @@ func label(v string) string {
 
 // MessageDone implements milter.Observer.
 func (m *metrics) MessageDone(d *policy.Decision, failed bool) {
+	m.done.Add(1)
 	dir := "in"
 	if d.Outbound {
 		dir = "out"

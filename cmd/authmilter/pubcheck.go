@@ -79,7 +79,7 @@ func (c *pubChecker) CheckPublication(ctx context.Context, all []*keys.Key) map[
 	if c.incremental {
 		ks = nil
 		for _, k := range all {
-			if a, ok := c.last.Confirmed(keys.RecordName(k.Domain, k.Selector), k); ok {
+			if a, ok := c.last.Confirmed(k); ok {
 				out[k] = policy.PublicationCheck{Publication: keys.Publication{State: keys.Published}, Since: a.Since, Hold: a.Hold}
 				continue
 			}
@@ -139,7 +139,7 @@ func (c *pubChecker) decide(k *keys.Key, r dnscheck.Result, now time.Time) polic
 	case keys.TempError:
 		// The answer must be this key file's: confirmed for it, or (saved
 		// by an older version, naming no key file) holding its key.
-		a, ok := c.last.Confirmed(name, k)
+		a, ok := c.last.Confirmed(k)
 		if !ok {
 			if a, ok = c.last.Answer(name); !ok || a.Since.IsZero() || a.Key != "" {
 				return pc

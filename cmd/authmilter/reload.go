@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"reflect"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -404,6 +405,7 @@ func (d *daemon) persist(pol *policy.Policy) {
 		if err := d.lastGood.Save(path); err != nil {
 			msg = err.Error()
 		}
+		debug.FreeOSMemory() // the save's garbage, tens of MB for a provider
 		d.saveMu.Lock()
 		defer d.saveMu.Unlock()
 		if msg != d.saveErr {

@@ -22,13 +22,19 @@ import (
 // reverifyTick is how often the reverifier looks for due keys.
 const reverifyTick = time.Second
 
+// requeueDelay is how long after a new snapshot the reverifier queues its
+// keys.
+const requeueDelay = 5 * time.Second
+
 // reverifier is the state of the reverification loop.
 type reverifier struct {
 	d      *daemon
 	queue  dueQueue             // soonest first
 	tried  map[string]time.Time // last reverification per record name
 	gen    int64                // snapshot generation the queue was built from
-	tokens float64              // checks allowed now (the dns_qps bucket)
+	seen   int64                // newest generation seen, since seenAt
+	seenAt time.Time
+	tokens float64 // checks allowed now (the dns_qps bucket)
 }
 
 // dueQueue is a heap of keys by due time.
@@ -74,10 +80,18 @@ func (r *reverifier) tick(ctx context.Context, now time.Time) {
 	if !cfg.Keys.RequirePublished {
 		return
 	}
+	// A new snapshot's keys are queued a little after it came: building
+	// the queue of 100,000 keys must not compete with the first messages
+	// signed with a key the reload just activated.
 	if gen := r.d.gen.Load(); gen != r.gen {
-		r.queue = dueKeys(pol, &r.d.lastGood, r.tried)
-		heap.Init(&r.queue)
-		r.gen = gen
+		if r.seen != gen {
+			r.seen, r.seenAt = gen, now
+		}
+		if r.queue == nil || now.Sub(r.seenAt) >= requeueDelay {
+			r.queue = dueKeys(pol, &r.d.lastGood, r.tried)
+			heap.Init(&r.queue)
+			r.gen = gen
+		}
 	}
 	rate := checksPerSecond(cfg) * reverifyTick.Seconds()
 	r.tokens = min(r.tokens+rate, max(rate, 1))
@@ -137,7 +151,7 @@ func dueKeys(pol *policy.Policy, last *keys.LastGood, tried map[string]time.Time
 		}
 		name := keys.RecordName(k.Domain, k.Selector)
 		var base time.Time
-		if a, ok := last.Confirmed(name, k); ok {
+		if a, ok := last.Confirmed(k); ok {
 			base = a.Seen
 		}
 		if t, ok := tried[name]; ok {

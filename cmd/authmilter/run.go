@@ -132,6 +132,7 @@ func cmdRun(args []string) error {
 	defer cancel()
 	go d.reloader(ctx, first, firstGen)
 	go d.reverifyLoop(ctx)
+	go d.idleMemory(ctx)
 
 	for {
 		select {
