@@ -360,7 +360,10 @@ func (d *daemon) reload(rereadConfig bool) {
 		}
 		cfg = c
 	}
-	if !d.adopt(old, d.compile(cfg, d.dns, nil, false)) {
+	restore := capForReload()
+	c := d.compile(cfg, d.dns, nil, false)
+	restore()
+	if !d.adopt(old, c) {
 		return
 	}
 	if rereadConfig {
