@@ -12,8 +12,9 @@ import (
 
 // StateFile is the name of the rotation state file in each domain folder,
 // <dir>/<domain>/.state.json. It starts with a dot and does not end in .pem,
-// so the key table ignores it. Only `authmilter rotate` and keygen write it;
-// the daemon never reads it.
+// so the key table does not take it for a key. Only `authmilter rotate` and
+// keygen write it; the key table reads it for the keys' creation times and
+// the retired keys (see DomainState.Apply, Table.Retired).
 const StateFile = ".state.json"
 
 // stateVersion is the format version written to StateFile.
