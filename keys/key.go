@@ -72,7 +72,8 @@ type Key struct {
 	m *material
 }
 
-// Public returns the public key.
+// Public returns the public key (nil for a key taken from the table index
+// whose file can no longer be read as it was: see LoadIndex).
 func (k *Key) Public() crypto.PublicKey { return k.m.public() }
 
 // PrivateKey returns the key to sign with. Keys of the key table are

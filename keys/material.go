@@ -54,6 +54,44 @@ type material struct {
 	// by the tools, which parse them anyway); it is not cached.
 	signer crypto.Signer
 	cache  *SignerCache
+
+	// lazy is set for a key taken from the table index at start (see
+	// LoadIndex): data, nLen, pLen and e are read from its file when the
+	// key is first used, and the file must still have sum.
+	lazy *lazyFill
+}
+
+// lazyFill reads an indexed key's file once.
+type lazyFill struct {
+	path string
+	once sync.Once
+	err  error
+}
+
+// fill reads the key of an indexed material (see lazy); it does nothing
+// for the others.
+func (m *material) fill() error {
+	if m.lazy == nil {
+		return nil
+	}
+	m.lazy.once.Do(func() {
+		data, _, err := readKeyFile(m.lazy.path)
+		if err != nil {
+			m.lazy.err = err
+			return
+		}
+		if sha256.Sum256(data) != m.sum {
+			m.lazy.err = errors.New("the key file changed since the daemon started; the next reload reads it")
+			return
+		}
+		f, _, _, err := parseMaterial(data)
+		if err != nil {
+			m.lazy.err = err
+			return
+		}
+		m.data, m.nLen, m.pLen, m.e = f.data, f.nLen, f.pLen, f.e
+	})
+	return m.lazy.err
 }
 
 // n, p, q and seed return the parts of data.
@@ -227,6 +265,9 @@ func decodePEM(data []byte) *pem.Block {
 
 // public returns the public key.
 func (m *material) public() crypto.PublicKey {
+	if m.fill() != nil {
+		return nil // compares equal to no record's key
+	}
 	switch {
 	case m.signer != nil:
 		return m.signer.Public()
@@ -241,6 +282,9 @@ func (m *material) public() crypto.PublicKey {
 // build makes the signer from the compact form, checked as
 // ParsePrivateKey checks a key read from a file.
 func (m *material) build() (crypto.Signer, error) {
+	if err := m.fill(); err != nil {
+		return nil, err
+	}
 	if m.e == 0 {
 		return ed25519.NewKeyFromSeed(m.seed()), nil
 	}

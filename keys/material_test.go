@@ -318,3 +318,79 @@ func TestLoadIncremental(t *testing.T) {
 		t.Errorf("broken key: error %v", err)
 	}
 }
+
+// TestIndex: a table loaded through its index reads no unchanged key file
+// (Load returns the index's table itself), its keys sign as the files do,
+// a file changed since is read again, a key file removed after the start
+// fails at that key's first use only, and a damaged index is an error.
+func TestIndex(t *testing.T) {
+	dir := t.TempDir()
+	installKey(t, dir, "a.example", "s1", "rsa2048-pkcs1.pem", 0o600)
+	installKey(t, dir, "b.example", "s1", "ed25519-pkcs8.pem", 0o600)
+	pc := installKey(t, dir, "c.example", "s1", "rsa1024-pkcs1.pem", 0o600)
+	os.WriteFile(filepath.Join(dir, "c.example", "README"), []byte("x"), 0o600)
+	full, err := LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := full.SaveIndex(IndexPath(dir)); err != nil {
+		t.Fatal(err)
+	}
+	if idx, err := LoadIndex(IndexPath(dir), "/elsewhere", 0); err == nil || idx != nil {
+		t.Errorf("index of another folder: %v", err)
+	}
+	idx, err := LoadIndex(IndexPath(dir), dir, 0)
+	if err != nil || idx == nil {
+		t.Fatalf("LoadIndex: %v", err)
+	}
+	tab, err := Load(dir, LoadOptions{Prev: idx})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tab != idx || len(tab.All()) != 3 || len(tab.Ignored()) != 1 || strings.Join(tab.Domains(), ",") != "a.example,b.example,c.example" {
+		t.Fatalf("unchanged table through the index: same %v, %d keys, ignored %q, domains %q", tab == idx, len(tab.All()), tab.Ignored(), tab.Domains())
+	}
+	for i, k := range tab.All() {
+		want := full.All()[i]
+		if k.Fingerprint() != want.Fingerprint() || k.Algorithm != want.Algorithm || k.Bits != want.Bits || !k.Created.Equal(want.Created) {
+			t.Errorf("%s from the index differs from the file", k.ID())
+		}
+		s, err := k.PrivateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws, _ := want.PrivateKey()
+		if !bytes.Equal(signWith(t, s), signWith(t, ws)) || k.PublicKeyData() != want.PublicKeyData() {
+			t.Errorf("%s from the index signs differently", k.ID())
+		}
+	}
+
+	// Changed since the index: read again.
+	installKey(t, dir, "a.example", "s1", "rsa2048-pkcs8.pem", 0o600)
+	idx, _ = LoadIndex(IndexPath(dir), dir, 0)
+	tab, err = Load(dir, LoadOptions{Prev: idx})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tab == idx || tab.Keys("a.example")[0].Fingerprint() == full.Keys("a.example")[0].Fingerprint() {
+		t.Errorf("a key file changed since the index was not read again")
+	}
+	// Removed after the start, before its first use: that key fails alone.
+	c := tab.Keys("c.example")[0]
+	if err := os.Remove(pc); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PrivateKey(); err == nil || !strings.Contains(err.Error(), "c.example/s1") {
+		t.Errorf("indexed key whose file is gone: error %v", err)
+	}
+	if c.Public() != nil {
+		t.Errorf("indexed key whose file is gone has a public key")
+	}
+	// Damaged: an error, and the caller reads every file.
+	if err := os.WriteFile(IndexPath(dir), []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if idx, err := LoadIndex(IndexPath(dir), dir, 0); err == nil || idx != nil {
+		t.Errorf("damaged index: %v", err)
+	}
+}

@@ -380,14 +380,15 @@ func (d *daemon) refused(err error) {
 }
 
 // persist saves the last good key record answers in keys.dir, for a start
-// while DNS is down (see keys.LastGood). With 100,000 keys the file is
+// while DNS is down (see keys.LastGood), and the index of the key table,
+// for a fast start (see keys.IndexFile). With 100,000 keys the file is
 // about 40 MB and takes a second to write: it is written in the
 // background, one write at a time, and only when something changed.
 // Failing to save is logged, once.
 func (d *daemon) persist(pol *policy.Policy) {
 	cfg := pol.Config()
-	if !cfg.Keys.RequirePublished || pol.Table().Missing() {
-		return
+	if pol.Table().Missing() {
+		return // (without require_published the ledger is empty: Save writes nothing)
 	}
 	all := pol.Table().All()
 	if d.lastGood.Len() > len(all) {
@@ -406,6 +407,9 @@ func (d *daemon) persist(pol *policy.Policy) {
 		defer d.saving.Store(false)
 		msg := ""
 		if err := d.lastGood.Save(path); err != nil {
+			msg = err.Error()
+		}
+		if err := d.saveIndex(pol.Table()); err != nil && msg == "" {
 			msg = err.Error()
 		}
 		debug.FreeOSMemory() // the save's garbage, tens of MB for a provider
@@ -427,7 +431,7 @@ func (d *daemon) persist(pol *policy.Policy) {
 // key it had checked and looks none of them up again.
 func (d *daemon) saveAtExit() {
 	cur := d.current.Load()
-	if cur == nil || !cur.Config().Keys.RequirePublished || cur.Table().Missing() {
+	if cur == nil || cur.Table().Missing() {
 		return
 	}
 	for deadline := time.Now().Add(10 * time.Second); !d.saving.CompareAndSwap(false, true); {
@@ -440,6 +444,22 @@ func (d *daemon) saveAtExit() {
 	if err := d.lastGood.Save(keys.PublicationPath(cur.Config().Keys.Dir)); err != nil {
 		d.log.Warn("cannot save the key publication state", "error", err)
 	}
+	if err := d.saveIndex(cur.Table()); err != nil {
+		d.log.Warn("cannot save the key table index", "error", err)
+	}
+}
+
+// saveIndex writes the index of t (keys.IndexFile) unless it was the last
+// one written. Callers hold the saving flag.
+func (d *daemon) saveIndex(t *keys.Table) error {
+	if t == d.indexed {
+		return nil
+	}
+	if err := t.SaveIndex(keys.IndexPath(t.Dir())); err != nil {
+		return err
+	}
+	d.indexed = t
+	return nil
 }
 
 // restartSettings are the settings a reload cannot apply: the milter

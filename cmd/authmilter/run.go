@@ -61,6 +61,9 @@ type daemon struct {
 	saving  atomic.Bool
 	saveMu  sync.Mutex
 	saveErr string
+	// indexed is the table whose index was written last (guarded by the
+	// saving flag).
+	indexed *keys.Table
 }
 
 func cmdRun(args []string) error {
@@ -187,7 +190,16 @@ func (d *daemon) start(cfg *policy.Config, sigs <-chan os.Signal) (<-chan compil
 				}
 			}
 		}()
-		t, err := d.loadTable(cfg)
+		// The index of the table last loaded makes this start a reload:
+		// unchanged key files are not read (see keys.IndexFile).
+		idx, err := keys.LoadIndex(keys.IndexPath(cfg.Keys.Dir), cfg.Keys.Dir, cfg.Keys.KeyCache)
+		switch {
+		case err != nil:
+			d.log.Warn("key table index not used; reading every key file", "error", err)
+		case idx != nil:
+			d.log.Info("key table index used; reading only the key files that changed", "keys", len(idx.All()))
+		}
+		t, err := keys.Load(cfg.Keys.Dir, keys.LoadOptions{Prev: idx, CacheSize: cfg.Keys.KeyCache})
 		<-saved
 		tc <- loaded{t, err}
 	}()

@@ -369,6 +369,7 @@ func TestStartWithDNSDown(t *testing.T) {
 	d = startDaemon(t, cfgPath, sock, metrics)
 	t.Logf("listening %s after start with DNS not answering", time.Since(began).Round(time.Millisecond))
 	d.waitLog(t, "key activated d=example.com s=2026-10", 0, 10*time.Second)
+	d.waitLog(t, "key table index used", 0, time.Second)
 	signedWith(t, sock, 2, oldRSA)
 	if strings.Contains(d.logs.String(), "last known publication state") {
 		t.Errorf("a key confirmed by the saved state waited for DNS:\n%s", d.logs.String())
