@@ -29,11 +29,13 @@ const IndexFile = ".authmilter-index"
 // indexVersion is the format version of IndexFile.
 const indexVersion = 1
 
-// tableIndex is the content of IndexFile (gob).
-type tableIndex struct {
+// indexHeader starts IndexFile (gob); Domains indexDomain values follow,
+// each its own gob value, so that neither writing nor reading holds the
+// whole index in memory.
+type indexHeader struct {
 	Version int
 	Dir     string
-	Domains []indexDomain
+	Domains int
 }
 
 // indexDomain is one domain folder of the index.
@@ -76,16 +78,23 @@ func (t *Table) SaveIndex(path string) error {
 	if t.missing {
 		return nil
 	}
-	idx := tableIndex{Version: indexVersion, Dir: t.dir, Domains: make([]indexDomain, 0, len(t.folders))}
-	for name, f := range t.folders {
-		d := indexDomain{Name: name, Folder: f.id.array(), State: f.state.array(), Ignored: f.ignored, Retired: t.retired[name]}
-		for _, k := range t.domains[name] {
-			d.Keys = append(d.Keys, indexKey{Selector: k.Selector, Path: k.Path, File: k.m.file.array(), Sum: k.m.sum[:],
-				Algorithm: k.Algorithm, Bits: k.Bits, ModTime: k.ModTime, Created: k.Created, Testing: k.Testing})
+	err := writeReplaceWith(path, 0o600, func(w io.Writer) error {
+		enc := gob.NewEncoder(w)
+		if err := enc.Encode(indexHeader{Version: indexVersion, Dir: t.dir, Domains: len(t.folders)}); err != nil {
+			return err
 		}
-		idx.Domains = append(idx.Domains, d)
-	}
-	err := writeReplaceWith(path, 0o600, func(w io.Writer) error { return gob.NewEncoder(w).Encode(&idx) })
+		for name, f := range t.folders {
+			d := indexDomain{Name: name, Folder: f.id.array(), State: f.state.array(), Ignored: f.ignored, Retired: t.retired[name]}
+			for _, k := range t.domains[name] {
+				d.Keys = append(d.Keys, indexKey{Selector: k.Selector, Path: k.Path, File: k.m.file.array(), Sum: k.m.sum[:],
+					Algorithm: k.Algorithm, Bits: k.Bits, ModTime: k.ModTime, Created: k.Created, Testing: k.Testing})
+			}
+			if err := enc.Encode(&d); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return fmt.Errorf("keys: save the key table index: %w", err)
 	}
@@ -107,16 +116,22 @@ func LoadIndex(path, dir string, cacheSize int) (*Table, error) {
 		return nil, fmt.Errorf("keys: %w", err)
 	}
 	defer f.Close()
-	var idx tableIndex
-	if err := gob.NewDecoder(bufio.NewReaderSize(f, 1<<16)).Decode(&idx); err != nil {
+	dec := gob.NewDecoder(bufio.NewReaderSize(f, 1<<16))
+	var h indexHeader
+	if err := dec.Decode(&h); err != nil {
 		return nil, fmt.Errorf("keys: %s: %w (delete it; the next start reads every key file)", path, err)
 	}
-	if idx.Version != indexVersion || idx.Dir != dir {
-		return nil, fmt.Errorf("keys: %s: version %d of %s, not version %d of %s", path, idx.Version, idx.Dir, indexVersion, dir)
+	if h.Version != indexVersion || h.Dir != dir || h.Domains < 0 {
+		return nil, fmt.Errorf("keys: %s: version %d of %s, not version %d of %s", path, h.Version, h.Dir, indexVersion, dir)
 	}
-	t := &Table{dir: dir, domains: make(map[string][]*Key, len(idx.Domains)), retired: map[string][]RetiredKey{},
-		folders: make(map[string]folderInfo, len(idx.Domains)), cache: NewSignerCache(cacheSize)}
-	for _, d := range idx.Domains {
+	n := min(h.Domains, 1<<22) // a size hint only
+	t := &Table{dir: dir, domains: make(map[string][]*Key, n), retired: map[string][]RetiredKey{},
+		folders: make(map[string]folderInfo, n), cache: NewSignerCache(cacheSize)}
+	for range h.Domains {
+		var d indexDomain
+		if err := dec.Decode(&d); err != nil {
+			return nil, fmt.Errorf("keys: %s: %w (delete it; the next start reads every key file)", path, err)
+		}
 		t.folders[d.Name] = folderInfo{id: fileIDFrom(d.Folder), state: fileIDFrom(d.State), ignored: d.Ignored}
 		if len(d.Retired) > 0 {
 			t.retired[d.Name] = d.Retired

@@ -71,8 +71,10 @@ func (d *daemon) idleMemory(ctx context.Context) {
 // would leave it, and the RSS would rise by that much at every reload
 // (keys.recheck: every 10 minutes). The compile is short, so collecting
 // more during it costs little. An administrator's GOMEMLIMIT wins.
-func capForReload() (restore func()) {
-	if os.Getenv("GOMEMLIMIT") != "" {
+func capForReload(saving bool) (restore func()) {
+	// Not while the publication state and index are being written in the
+	// background: their garbage would make the collector run throughout.
+	if os.Getenv("GOMEMLIMIT") != "" || saving {
 		return func() {}
 	}
 	s := []rtmetrics.Sample{{Name: "/memory/classes/total:bytes"}, {Name: "/memory/classes/heap/released:bytes"}}

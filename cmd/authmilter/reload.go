@@ -360,7 +360,7 @@ func (d *daemon) reload(rereadConfig bool) {
 		}
 		cfg = c
 	}
-	restore := capForReload()
+	restore := capForReload(d.saving.Load())
 	c := d.compile(cfg, d.dns, nil, false)
 	restore()
 	if !d.adopt(old, c) {
