@@ -405,11 +405,19 @@ func (d *daemon) persist(pol *policy.Policy) {
 	path := keys.PublicationPath(cfg.Keys.Dir)
 	go func() {
 		defer d.saving.Store(false)
+		// A little later, and then what is current: a burst of reloads
+		// is saved once, and the save (seconds of CPU for a provider)
+		// does not compete with the reload that asked for it. At exit
+		// saveAtExit stops the wait.
+		select {
+		case <-time.After(saveDelay):
+		case <-d.exiting:
+		}
 		msg := ""
 		if err := d.lastGood.Save(path); err != nil {
 			msg = err.Error()
 		}
-		if err := d.saveIndex(pol.Table()); err != nil && msg == "" {
+		if err := d.saveIndex(d.current.Load().Table()); err != nil && msg == "" {
 			msg = err.Error()
 		}
 		debug.FreeOSMemory() // the save's garbage, tens of MB for a provider
@@ -426,10 +434,15 @@ func (d *daemon) persist(pol *policy.Policy) {
 	}()
 }
 
+// saveDelay is how long after a reload its publication state and index are
+// written.
+const saveDelay = 10 * time.Second
+
 // saveAtExit writes the publication state before the daemon exits, after
 // waiting (at most 10 s) for a background save: a restart then finds every
 // key it had checked and looks none of them up again.
 func (d *daemon) saveAtExit() {
+	close(d.exiting)
 	cur := d.current.Load()
 	if cur == nil || cur.Table().Missing() {
 		return

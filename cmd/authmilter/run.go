@@ -64,6 +64,8 @@ type daemon struct {
 	// indexed is the table whose index was written last (guarded by the
 	// saving flag).
 	indexed *keys.Table
+	// exiting is closed when the daemon stops (see saveAtExit).
+	exiting chan struct{}
 }
 
 func cmdRun(args []string) error {
@@ -84,7 +86,7 @@ func cmdRun(args []string) error {
 	}
 	logs := newLogSwitch(os.Stderr, cfg)
 	d := &daemon{configPath: *cfgPath, logs: logs, log: logs.logger(), metrics: newMetrics(), started: cfg,
-		wake: make(chan struct{}, 1), warned: map[string]string{}}
+		wake: make(chan struct{}, 1), warned: map[string]string{}, exiting: make(chan struct{})}
 	dnsErrorHook = d.metrics.dnsError
 	d.lastGood.Stale = func(name string, err error) {
 		if !keys.IsNotLookedUp(err) {
