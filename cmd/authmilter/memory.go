@@ -25,6 +25,11 @@ const memoryHeadroom = 128 << 20
 // GOMEMLIMIT wins.
 func tuneMemory() {
 	debug.FreeOSMemory()
+	// Once more a moment later: the goroutines of the build that made the
+	// garbage (DNS checks, the old snapshot's last transactions) may hold
+	// some of it for a little while after the install.
+	time.Sleep(tuneAgain)
+	debug.FreeOSMemory()
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return
 	}
@@ -35,6 +40,9 @@ func tuneMemory() {
 	}
 	debug.SetMemoryLimit(int64(live[0].Value.Uint64()) + memoryHeadroom)
 }
+
+// tuneAgain is when tuneMemory returns the garbage a second time.
+const tuneAgain = 2 * time.Second
 
 // idleEvery is how often idleMemory looks whether the daemon is idle.
 const idleEvery = 30 * time.Second
