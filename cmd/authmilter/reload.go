@@ -405,7 +405,7 @@ func (d *daemon) persist(pol *policy.Policy) {
 	path := keys.PublicationPath(cfg.Keys.Dir)
 	go func() {
 		defer d.saving.Store(false)
-		// A little later, and then what is current: a burst of reloads
+		// A moment later, and then what is current: a burst of reloads
 		// is saved once, and the save (seconds of CPU for a provider)
 		// does not compete with the reload that asked for it. At exit
 		// saveAtExit stops the wait.
@@ -435,8 +435,10 @@ func (d *daemon) persist(pol *policy.Policy) {
 }
 
 // saveDelay is how long after a reload its publication state and index are
-// written.
-const saveDelay = 10 * time.Second
+// written: long enough not to compete with the reload's last steps, short
+// enough that `authmilter keys` and `sign`, which read the publication
+// state, soon see what the daemon saw.
+const saveDelay = time.Second
 
 // saveAtExit writes the publication state before the daemon exits, after
 // waiting (at most 10 s) for a background save: a restart then finds every

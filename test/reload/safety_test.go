@@ -346,7 +346,7 @@ func TestStartWithDNSDown(t *testing.T) {
 	}
 
 	// 1. DNS answers: the key's publication is saved, at the latest when
-	// the daemon stops (a background save waits saveDelay).
+	// the daemon stops (which ends a background save's wait).
 	d := e.start(t)
 	signedWith(t, sock, 1, oldRSA)
 	stop(d)
