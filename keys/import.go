@@ -8,7 +8,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,9 +17,9 @@ import (
 
 // readRegular reads at most max bytes of a regular file: the type is
 // checked before opening (a FIFO is never opened, so a read can never
-// block), the file is opened non-blocking and checked again on the
-// descriptor (it may have been swapped in between), and a larger file is
-// refused rather than cut.
+// block), then readRegularFile opens it non-blocking, checks it again on
+// the descriptor (it may have been swapped in between) and refuses a
+// larger file rather than cut it.
 func readRegular(path string, max int64) ([]byte, os.FileInfo, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
@@ -29,25 +28,7 @@ func readRegular(path string, max int64) ([]byte, os.FileInfo, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, nil, fmt.Errorf("%s: %w (%s)", path, ErrNotRegular, fileType(fi.Mode()))
 	}
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	defer f.Close()
-	if fi, err = f.Stat(); err != nil {
-		return nil, nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, nil, fmt.Errorf("%s: %w (%s)", path, ErrNotRegular, fileType(fi.Mode()))
-	}
-	data, err := io.ReadAll(io.LimitReader(f, max+1))
-	if err != nil {
-		return nil, nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if int64(len(data)) > max {
-		return nil, nil, fmt.Errorf("%s: larger than %d bytes", path, max)
-	}
-	return data, fi, nil
+	return readRegularFile(path, max)
 }
 
 // SourceKey is a private key read from outside the key table, to be
