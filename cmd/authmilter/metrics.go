@@ -181,6 +181,10 @@ func (m *metrics) dnsError(kind string) {
 
 func (m *metrics) reloadFailed() { m.reloads.WithLabelValues("error").Inc() }
 
+// reloadKept counts a reload that kept the running snapshot (nothing
+// changed): a successful reload, with nothing else to update.
+func (m *metrics) reloadKept() { m.reloads.WithLabelValues("ok").Inc() }
+
 // reverified counts n keys looked up by the reverifier.
 func (m *metrics) reverified(n int) { m.reverifies.Add(float64(n)) }
 

@@ -336,7 +336,7 @@ func (d *daemon) adopt(old *policy.Policy, c compiled) bool {
 	}
 	d.dns = c.dns
 	if c.pol == old {
-		d.metrics.reloads.WithLabelValues("ok").Inc() // nothing changed: the snapshot stays
+		d.metrics.reloadKept() // nothing changed: the snapshot stays
 		return true
 	}
 	d.install(old, c.pol)
