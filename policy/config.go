@@ -48,6 +48,7 @@ type Config struct {
 	Metrics  MetricsConfig  `toml:"metrics"`
 	Log      LogConfig      `toml:"log"`
 	KeyDNS   KeyDNSConfig   `toml:"keydns"`
+	Reports  ReportsConfig  `toml:"reports"`
 }
 
 // KeyDNSConfig is [keydns]: the built-in authoritative DNS server that
@@ -447,6 +448,7 @@ func DefaultConfig() *Config {
 			WriteTimeout:     Duration{30 * time.Second},
 		},
 		Metrics: MetricsConfig{Listen: "127.0.0.1:9891"},
+		Reports: DefaultReportsConfig(),
 		Log:     LogConfig{Level: "info", Format: "text"},
 	}
 }
@@ -602,6 +604,7 @@ func (c *Config) Validate() error {
 		bad("keys.recheck", "must be at least 1s")
 	}
 	errs = append(errs, c.KeyDNS.validate()...)
+	errs = append(errs, c.Reports.validate()...)
 	if c.Keys.Reverify.Duration < 10*time.Second {
 		bad("keys.reverify", "must be at least 10s")
 	}

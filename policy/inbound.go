@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"time"
 
 	"blitiri.com.ar/go/spf"
 	"github.com/emersion/go-msgauth/authres"
@@ -253,6 +254,13 @@ func (m *Message) finishInbound(d *Decision) {
 			d.Log = append(d.Log, slog.String("enforced", dres.Disposition))
 		}
 	}
+	applied := dmarc.PolicyNone
+	if d.Action == Reject {
+		applied = dmarc.PolicyReject
+	} else if d.Action == Quarantine {
+		applied = dmarc.PolicyQuarantine
+	}
+	d.Evaluation = m.newEvaluation(dres, sigs, spfRes, applied, time.Now())
 }
 
 // evaluateDMARC runs DMARC for the single From domain. A message without
@@ -262,10 +270,7 @@ func (m *Message) evaluateDMARC(sigs []dmarc.DKIMResult, spfRes spfOutcome) (arE
 	if err != nil {
 		return arEntry{result: &authres.DMARCResult{Value: authres.ResultPermError}, comment: err.Error()}, nil
 	}
-	mode := dmarc.TreeWalk
-	if m.p.cfg.DMARC.Mode == "psl" {
-		mode = dmarc.PSL
-	}
+	mode := m.p.dmarcMode()
 	spfResult := spfRes.result
 	res := dmarc.Evaluate(m.in.ctx, m.p.resolver, dmarc.Input{
 		FromDomain: from, SPFResult: spfResult, SPFDomain: spfRes.domain, DKIM: sigs,

@@ -74,6 +74,10 @@ type Decision struct {
 	DMARC string
 	// Log is the per-message decision line's attributes.
 	Log []slog.Attr
+	// Evaluation is the DMARC evaluation of an inbound message whose From
+	// domain has a DMARC Policy Record, for aggregate reports; nil
+	// otherwise.
+	Evaluation *Evaluation
 }
 
 // Message processes one transaction's content: Begin it with the envelope

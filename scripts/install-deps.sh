@@ -7,12 +7,13 @@
 #    a real authoritative server; the DNS world of internal/dnstopo and
 #    test/esp: Knot DNS servers and an unbound recursive resolver), and
 #    systemd's tools and passwd (useradd) for the tests of contrib/
-#    (test/contrib).
+#    (test/contrib), PostgreSQL (the reports store a fleet shares) and
+#    xmllint (DMARC reports are validated against the RFC 9990 schema).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-extra=(knot knot-dnsutils unbound procps iproute2 systemd passwd)
+extra=(knot knot-dnsutils unbound procps iproute2 systemd passwd postgresql libxml2-utils)
 
 have_all() {
   for p in postfix dovecot-core opendkim opendkim-tools miltertest python3-dkim python3-dnspython \

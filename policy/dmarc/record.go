@@ -53,6 +53,10 @@ type Record struct {
 	// RUA and RUF are the valid reporting URIs, in order, without the
 	// obsolete "!size" suffix.
 	RUA, RUF []string
+	// RUALimits holds, for each RUA URI, the report size limit in bytes
+	// its "!size" suffix asked for (RFC 7489 §6.2), or 0 for none. RFC
+	// 9989 made the suffix obsolete, but senders still honour it.
+	RUALimits []int64
 	// FO holds the failure reporting options (default ["0"]).
 	FO []string
 	// PCT is the legacy RFC 7489 pct tag (0 to 100), or -1 when absent or
@@ -197,9 +201,9 @@ func parseRecord(txt string) (*Record, error) {
 				rec.ASPF = lv
 			}
 		case "rua", "ruf":
-			uris := parseURIList(value, name, warn)
+			uris, limits := parseURIList(value, name, warn)
 			if name == "rua" {
-				rec.RUA = uris
+				rec.RUA, rec.RUALimits = uris, limits
 			} else {
 				rec.RUF = uris
 			}
@@ -260,13 +264,16 @@ func badValueByte(v string) int {
 }
 
 // parseURIList parses dmarc-urilist (RFC 9989 §4.8), keeping the valid URIs
-// and dropping the obsolete "!size" suffix (obs-dmarc-uri, which reporters
-// ignore).
-func parseURIList(value, tag string, warn func(string, ...any)) []string {
+// and splitting off the obsolete "!size" suffix (obs-dmarc-uri) as a limit
+// in bytes (0: none).
+func parseURIList(value, tag string, warn func(string, ...any)) ([]string, []int64) {
 	var uris []string
+	var limits []int64
 	for _, u := range strings.Split(value, ",") {
 		u = trimWSP(u)
+		var limit int64
 		if i := strings.LastIndexByte(u, '!'); i >= 0 && isSize(u[i+1:]) {
+			limit = sizeBytes(u[i+1:])
 			u = u[:i]
 		}
 		pu, err := url.Parse(u)
@@ -275,8 +282,38 @@ func parseURIList(value, tag string, warn func(string, ...any)) []string {
 			continue
 		}
 		uris = append(uris, u)
+		limits = append(limits, limit)
 	}
-	return uris
+	return uris, limits
+}
+
+// sizeBytes converts an isSize string to bytes (k, m, g, t are powers of
+// two, RFC 7489 §6.2), saturating instead of overflowing.
+func sizeBytes(s string) int64 {
+	s = strings.ToLower(s)
+	mult := int64(1)
+	switch s[len(s)-1] {
+	case 'k':
+		mult = 1 << 10
+	case 'm':
+		mult = 1 << 20
+	case 'g':
+		mult = 1 << 30
+	case 't':
+		mult = 1 << 40
+	}
+	s = strings.TrimRight(s, "kmgt")
+	var n int64
+	for i := 0; i < len(s); i++ {
+		n = n*10 + int64(s[i]-'0')
+		if n > 1<<50 {
+			return 1 << 62
+		}
+	}
+	if n > (1<<62)/mult {
+		return 1 << 62
+	}
+	return n * mult
 }
 
 // isSize matches obs-dmarc-report-size without the "!": 1*DIGIT [k/m/g/t].

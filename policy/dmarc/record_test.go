@@ -29,6 +29,7 @@ func TestParseRecord(t *testing.T) {
 			def(func(r *Record) {
 				r.P, r.SP, r.NP, r.PSD, r.T, r.ADKIM, r.ASPF = "reject", "quarantine", "none", "n", "y", "s", "s"
 				r.RUA = []string{"mailto:a@example.com", "mailto:b@example.net"}
+				r.RUALimits = []int64{0, 10 << 20}
 				r.RUF = []string{"mailto:f@example.com"}
 				r.FO = []string{"1", "d", "s"}
 			}), 0, nil},
@@ -36,8 +37,13 @@ func TestParseRecord(t *testing.T) {
 			r.P, r.SP, r.ADKIM = "reject", "none", "s"
 		}), 0, nil},
 		{"tags in any order", "v=DMARC1; rua=mailto:a@example.com; p=reject", def(func(r *Record) {
-			r.P, r.RUA = "reject", []string{"mailto:a@example.com"}
+			r.P, r.RUA, r.RUALimits = "reject", []string{"mailto:a@example.com"}, []int64{0}
 		}), 0, nil},
+		{"rua size limits", "v=DMARC1; p=none; rua=mailto:a@example.com!50K,mailto:b@example.com!2g,mailto:c@example.com!99999999999999999999t",
+			def(func(r *Record) {
+				r.RUA = []string{"mailto:a@example.com", "mailto:b@example.com", "mailto:c@example.com"}
+				r.RUALimits = []int64{50 << 10, 2 << 30, 1 << 62}
+			}), 0, nil},
 		{"unknown tags ignored", "v=DMARC1; p=reject; foo=bar; x=1", def(func(r *Record) { r.P = "reject" }), 0, nil},
 		{"historic rf ri ignored", "v=DMARC1; p=none; rf=afrf; ri=86400", def(nil), 0, nil},
 		{"pct legacy", "v=DMARC1; p=reject; pct=0", def(func(r *Record) { r.P, r.PCT = "reject", 0 }), 0, nil},
@@ -50,11 +56,11 @@ func TestParseRecord(t *testing.T) {
 		{"tag without equals", "v=DMARC1; p=reject; garbage", def(func(r *Record) { r.P = "reject" }), 1, nil},
 		{"empty value", "v=DMARC1; p=reject; sp=", def(func(r *Record) { r.P = "reject" }), 1, nil},
 		{"invalid URI dropped", "v=DMARC1; p=none; rua=not a uri,mailto:ok@example.com", def(func(r *Record) {
-			r.RUA = []string{"mailto:ok@example.com"}
+			r.RUA, r.RUALimits = []string{"mailto:ok@example.com"}, []int64{0}
 		}), 1, nil},
 		{"missing p is none", "v=DMARC1; sp=reject", def(func(r *Record) { r.SP = "reject" }), 0, nil},
 		{"invalid p with rua is p=none", "v=DMARC1; p=block; sp=reject; rua=mailto:a@example.com", def(func(r *Record) {
-			r.RUA = []string{"mailto:a@example.com"}
+			r.RUA, r.RUALimits = []string{"mailto:a@example.com"}, []int64{0}
 		}), 1, nil},
 		{"invalid p without rua", "v=DMARC1; p=block", nil, 0, ErrInvalidPolicy},
 		{"invalid sp without rua", "v=DMARC1; p=reject; sp=rejected", nil, 0, ErrInvalidPolicy},
