@@ -43,7 +43,7 @@ func TestEvaluationRecord(t *testing.T) {
 			}},
 		{name: "fail, enforced in test mode", dmarc: `v=DMARC1; p=reject; t=y; rua=mailto:d@example.com`, tamper: true,
 			extra: "[dmarc]\nenforce = true\n",
-			env: Envelope{ClientIP: netip.MustParseAddr("203.0.113.9"), Helo: "evil.example.net", MailFrom: "x@evil.example.net", QueueID: "Q3"},
+			env:   Envelope{ClientIP: netip.MustParseAddr("203.0.113.9"), Helo: "evil.example.net", MailFrom: "x@evil.example.net", QueueID: "Q3"},
 			want: func(e *Evaluation) {
 				e.SourceIP = netip.MustParseAddr("203.0.113.9")
 				e.Helo, e.EnvelopeFrom, e.EnvelopeTo, e.QueueID = "evil.example.net", "evil.example.net", "", "Q3"
@@ -96,8 +96,8 @@ func TestEvaluationRecord(t *testing.T) {
 				Time: got.Time, QueueID: "Q1", PolicyDomain: "example.com", HeaderFrom: "example.com",
 				SourceIP: netip.MustParseAddr("192.0.2.25"), EnvelopeFrom: "example.com", EnvelopeTo: "example.org",
 				Helo: "mail.example.com", SPF: SPFEvaluation{Domain: "example.com", Scope: "mfrom", Result: "pass"},
-				DKIM:      []DKIMEvaluation{{Domain: "example.com", Selector: "sel", Result: "pass"}},
-				Published: PublishedPolicy{P: "reject", PSD: "u", Testing: "n", ADKIM: "r", ASPF: "r", FO: "0", RUA: []string{"mailto:d@example.com", "mailto:x@rep.example.net"}, RUALimits: []int64{10 << 20, 0}},
+				DKIM:            []DKIMEvaluation{{Domain: "example.com", Selector: "sel", Result: "pass"}},
+				Published:       PublishedPolicy{P: "reject", PSD: "u", Testing: "n", ADKIM: "r", ASPF: "r", FO: "0", RUA: []string{"mailto:d@example.com", "mailto:x@rep.example.net"}, RUALimits: []int64{10 << 20, 0}},
 				DiscoveryMethod: "treewalk", Result: "pass", DKIMAligned: "pass", SPFAligned: "pass", Disposition: "none",
 			}
 			tt.want(want)
