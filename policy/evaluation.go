@@ -53,6 +53,11 @@ type Evaluation struct {
 	// Overrides explain a Disposition that differs from the policy that
 	// the record asks for (policy_evaluated/reason).
 	Overrides []Override
+	// IsReport is true when the message is itself a DMARC report (its
+	// Subject starts "Report Domain:" as RFC 9990 §4.4 names report mail,
+	// or it is a multipart/report): reports about reports are never made,
+	// so recorders skip it.
+	IsReport bool
 }
 
 // SPFEvaluation is the SPF result that DMARC used.
@@ -134,6 +139,7 @@ func (m *Message) newEvaluation(res *dmarc.Result, sigs []DKIMResult, spfRes spf
 			RUA: rec.RUA, RUALimits: rec.RUALimits,
 		},
 	}
+	e.IsReport = isReportMail(m.header)
 	if _, d, ok := spfSender(m.env.MailFrom); ok && m.env.MailFrom != "" {
 		e.EnvelopeFrom = d
 	}
@@ -178,4 +184,22 @@ func yesNo(ok bool) string {
 		return "y"
 	}
 	return "n"
+}
+
+// isReportMail tells whether a message looks like DMARC report mail: an
+// aggregate report's Subject ("Report Domain: ... Submitter: ...", RFC
+// 9990 §4.4) or a failure report's multipart/report Content-Type.
+func isReportMail(header []HeaderField) bool {
+	for _, v := range fieldValues(header, "Subject") {
+		const prefix = "Report Domain:"
+		if v = strings.TrimSpace(v); len(v) >= len(prefix) && strings.EqualFold(v[:len(prefix)], prefix) {
+			return true
+		}
+	}
+	for _, v := range fieldValues(header, "Content-Type") {
+		if strings.HasPrefix(strings.ToLower(strings.TrimSpace(v)), "multipart/report") {
+			return true
+		}
+	}
+	return false
 }

@@ -107,3 +107,23 @@ func TestEvaluationRecord(t *testing.T) {
 		})
 	}
 }
+
+func TestIsReportMail(t *testing.T) {
+	tests := []struct {
+		fields []HeaderField
+		want   bool
+	}{
+		{[]HeaderField{{Name: "Subject", Value: " Report Domain: example.com Submitter: google.com Report-ID: 1"}}, true},
+		{[]HeaderField{{Name: "subject", Value: "report domain:x"}}, true},
+		{[]HeaderField{{Name: "Content-Type", Value: " Multipart/Report; report-type=feedback-report"}}, true},
+		{[]HeaderField{{Name: "Subject", Value: "Re: Report Domain: example.com"}}, false},
+		{[]HeaderField{{Name: "Subject", Value: "Report"}}, false},
+		{[]HeaderField{{Name: "Content-Type", Value: "text/plain"}}, false},
+		{nil, false},
+	}
+	for _, tt := range tests {
+		if got := isReportMail(tt.fields); got != tt.want {
+			t.Errorf("isReportMail(%+v) = %v, want %v", tt.fields, got, tt.want)
+		}
+	}
+}
