@@ -86,7 +86,7 @@ func (t *Table) SaveIndex(path string) error {
 		for name, f := range t.folders {
 			d := indexDomain{Name: name, Folder: f.id.array(), State: f.state.array(), Ignored: f.ignored, Retired: t.retired[name]}
 			for _, k := range t.domains[name] {
-				d.Keys = append(d.Keys, indexKey{Selector: k.Selector, Path: k.Path, File: k.m.file.array(), Sum: k.m.sum[:],
+				d.Keys = append(d.Keys, indexKey{Selector: k.Selector, Path: k.Path, File: k.file.array(), Sum: k.m.sum[:],
 					Algorithm: k.Algorithm, Bits: k.Bits, ModTime: k.ModTime, Created: k.Created, Testing: k.Testing})
 			}
 			if err := enc.Encode(&d); err != nil {
@@ -146,7 +146,7 @@ func LoadIndex(path, dir string, cacheSize int) (*Table, error) {
 			}
 			ks[i] = &Key{Domain: d.Name, Selector: k.Selector, Path: k.Path, Algorithm: k.Algorithm, Bits: k.Bits,
 				ModTime: k.ModTime, Created: k.Created, Testing: k.Testing,
-				m: &material{file: fileIDFrom(k.File), sum: [sha256.Size]byte(k.Sum), cache: t.cache, lazy: &lazyFill{path: k.Path}}}
+				file: fileIDFrom(k.File), m: &material{sum: [sha256.Size]byte(k.Sum), cache: t.cache, lazy: &lazyFill{path: k.Path}}}
 		}
 		t.domains[d.Name] = ks
 	}

@@ -68,6 +68,12 @@ type Key struct {
 	// t=y.
 	Testing bool
 
+	// file is the identity of the key file when it was read: a reload
+	// takes the key over while the file keeps it. It is the Key's, not the
+	// material's, because a touched file with the same content shares its
+	// material (and cached signer) with the previous table, which must not
+	// change.
+	file fileID
 	// m is the key itself, in compact form (see material).
 	m *material
 }
@@ -141,7 +147,7 @@ func LoadKey(path, domain, selector string) (*Key, error) {
 		return nil, fmt.Errorf("keys: %s/%s: %s: %w", domain, selector, path, err)
 	}
 	k := &Key{Domain: domain, Selector: selector, Path: path, ModTime: fi.ModTime(), Created: fi.ModTime(),
-		m: &material{file: fileIDOf(fi), sum: sha256.Sum256(data), signer: signer}}
+		file: fileIDOf(fi), m: &material{sum: sha256.Sum256(data), signer: signer}}
 	switch s := signer.(type) {
 	case *rsa.PrivateKey:
 		k.Algorithm, k.Bits = RSASHA256, s.N.BitLen()
@@ -170,9 +176,9 @@ func loadTableKey(path, domain, selector string, regular bool, cache *SignerCach
 	if err != nil {
 		return nil, fmt.Errorf("keys: %s/%s: %s: %w", domain, selector, path, err)
 	}
-	m.file, m.cache = fileIDOf(fi), cache
+	m.cache = cache
 	return &Key{Domain: domain, Selector: selector, Path: path, ModTime: fi.ModTime(), Created: fi.ModTime(),
-		Algorithm: alg, Bits: bits, m: m}, nil
+		Algorithm: alg, Bits: bits, file: fileIDOf(fi), m: m}, nil
 }
 
 // maxKeyFileSize bounds what is read from a key file: an RSA-4096 PEM key

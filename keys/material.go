@@ -33,7 +33,6 @@ import (
 // a key file that becomes unreadable while the daemon runs changes nothing
 // until the next reload, which then fails and keeps the old table.
 type material struct {
-	file fileID
 	sum  [sha256.Size]byte // of the file's content
 
 	// data is n‖p‖q of an RSA key (big-endian, without leading zeros;

@@ -394,3 +394,33 @@ func TestIndex(t *testing.T) {
 		t.Errorf("damaged index: %v", err)
 	}
 }
+
+// TestLoadLeavesPrevUnchanged: a Load that takes a touched key's material
+// over from Prev must not change Prev (tables are immutable): a reload
+// whose table the daemon did not adopt, followed by another from the same
+// Prev, still sees the touch.
+func TestLoadLeavesPrevUnchanged(t *testing.T) {
+	dir := t.TempDir()
+	p := installKey(t, dir, "a.example", "s1", "rsa2048-pkcs1.pem", 0o600)
+	t1, err := LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := t1.Keys("a.example")[0].ModTime
+	later := before.Add(time.Hour)
+	if err := os.Chtimes(p, later, later); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 { // the first table is not adopted
+		t2, err := Load(dir, LoadOptions{Prev: t1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if t2 == t1 || !t2.Keys("a.example")[0].ModTime.Equal(later) {
+			t.Fatalf("load %d from the same previous table: same table %v, mtime %v, want %v", i+1, t2 == t1, t2.Keys("a.example")[0].ModTime, later)
+		}
+		if !t1.Keys("a.example")[0].ModTime.Equal(before) {
+			t.Fatalf("the previous table changed")
+		}
+	}
+}

@@ -297,9 +297,7 @@ func loadDomain(ddir, domain string, prev *Table, dirfd int, cache *SignerCache)
 		if o := old[path]; o != nil && o.m.sum == k.m.sum {
 			// Same content (touched, chmod'ed, copied back): keep the
 			// material, so that its parsed signer stays cached.
-			file := k.m.file
 			k.m = o.m
-			k.m.file = file
 		}
 		r.keys = append(r.keys, k)
 	}
@@ -352,7 +350,7 @@ func reuseDomain(ddir, domain string, prev *Table, dirfd int) (domainLoad, bool)
 	}
 	ks := prev.domains[domain]
 	for _, k := range ks {
-		if id, _, err := stat(k.Path); err != nil || id != k.m.file {
+		if id, _, err := stat(k.Path); err != nil || id != k.file {
 			return domainLoad{}, false
 		}
 	}
