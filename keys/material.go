@@ -33,7 +33,7 @@ import (
 // a key file that becomes unreadable while the daemon runs changes nothing
 // until the next reload, which then fails and keeps the old table.
 type material struct {
-	sum  [sha256.Size]byte // of the file's content
+	sum [sha256.Size]byte // of the file's content
 
 	// data is n‖p‖q of an RSA key (big-endian, without leading zeros;
 	// n is nLen bytes, p pLen) or the seed of an Ed25519 key (e == 0).

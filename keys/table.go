@@ -59,6 +59,12 @@ type LoadOptions struct {
 	// CacheSize is the number of parsed private keys kept (DefaultKeyCache
 	// if 0); with Prev, Prev's cache is resized to it.
 	CacheSize int
+	// Watch, when set, is the Watcher of dir: when it vouches for Prev,
+	// only the domain folders it saw change are read, with no stat pass.
+	Watch *Watcher
+	// Verify makes the stat pass even when Watch vouches for Prev (the
+	// periodic recheck does, for changes inotify cannot see).
+	Verify bool
 }
 
 // LoadDir reads every key under dir (Load without a previous table).
@@ -98,6 +104,20 @@ func Load(dir string, opt LoadOptions) (*Table, error) {
 	if err := checkFolder(dir, fi); err != nil {
 		return nil, err
 	}
+	var wl watchLoad
+	if opt.Watch != nil {
+		wl = opt.Watch.begin(opt.Prev, fileIDOf(fi), opt.Verify)
+		if !wl.trusted {
+			opt.Watch.full.Add(1)
+		} else {
+			opt.Watch.patched.Add(1)
+			nt, err := patchTable(t, opt.Prev, &wl)
+			if err == nil {
+				wl.finish(nt)
+			}
+			return nt, err
+		}
+	}
 	_, entries, err := readFolder(dir) // unsorted: index sorts the domains
 	if err != nil {
 		return nil, fmt.Errorf("keys: read key table: %w", err)
@@ -127,7 +147,16 @@ func Load(dir string, opt LoadOptions) (*Table, error) {
 	results := make([]domainLoad, len(names))
 	loadParallel(len(names), func(i int) {
 		domain := strings.ToLower(names[i])
+		if wl.established {
+			// Watched before it is read: a change after the read is an
+			// event for the next Load (errors leave the watcher broken,
+			// and Load uses the stat pass).
+			wl.w.watchFolder(domain, names[i])
+		}
 		results[i] = loadDomain(filepath.Join(dir, names[i]), domain, opt.Prev, dirfd, t.cache)
+		if domain != names[i] {
+			results[i].folder.name = names[i]
+		}
 	})
 	for i, r := range results {
 		domain := strings.ToLower(names[i])
@@ -151,9 +180,15 @@ func Load(dir string, opt LoadOptions) (*Table, error) {
 		// Nothing changed: the same folders, each taken over whole. The
 		// previous table is returned itself, so that the daemon can keep
 		// its snapshot instead of building an identical one.
+		if wl.w != nil {
+			wl.finish(opt.Prev)
+		}
 		return opt.Prev, nil
 	}
 	t.index()
+	if wl.w != nil {
+		wl.finish(t)
+	}
 	return t, nil
 }
 
@@ -237,6 +272,7 @@ type folderInfo struct {
 	id      fileID
 	state   fileID // of the state file (zero: none)
 	ignored []string
+	name    string // on disk, when it has capitals (the table's names are lower case)
 }
 
 // loadDomain loads the keys of the folder ddir for domain, with their
