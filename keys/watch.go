@@ -52,10 +52,9 @@ type Watcher struct {
 	// seq counts the reads of the event queue that found events; an event
 	// is stamped with the seq of the read that found it.
 	seq uint64
-	// lastEvent is the stamp of the last event of each domain folder,
-	// topEvent that of the last event of dir's own entries.
+	// lastEvent is the stamp of the last event of each domain folder (an
+	// event of dir about the folder's own entry counts too).
 	lastEvent map[string]uint64
-	topEvent  uint64
 	// eventName is the name on disk of a folder with capitals that an
 	// event named.
 	eventName map[string]string
@@ -293,7 +292,6 @@ func (w *Watcher) event(wd int32, mask uint32, name string, stamp func() uint64)
 			return
 		}
 		s := stamp()
-		w.topEvent = s
 		domain := strings.ToLower(name)
 		w.lastEvent[domain] = s
 		if domain != name {
@@ -327,7 +325,6 @@ type watchLoad struct {
 	// established: every folder of the tables is watched, so a folder
 	// read now is watched first.
 	established bool
-	topDirty    bool // dir's entries changed: list it again
 	dirty       map[string]bool
 }
 
@@ -357,7 +354,6 @@ func (w *Watcher) begin(prev *Table, dirID fileID, verify bool) watchLoad {
 		return wl
 	}
 	wl.trusted = true
-	wl.topDirty = w.topEvent > w.baseSeq
 	wl.dirty = make(map[string]bool)
 	for d, s := range w.lastEvent {
 		if s > w.baseSeq {
