@@ -249,8 +249,7 @@ func gzipReport(doc []byte, xmlName string) ([]byte, error) {
 }
 
 // reportIDLen is the length of every report_id: 8 digits of the day and 16
-// hex digits. A fixed length lets the size split measure a report before
-// its ID is known.
+// hex digits.
 const reportIDLen = 24
 
 // reportIDFor derives a report_id from the report's content: the UTC day
@@ -269,8 +268,8 @@ func reportIDFor(day time.Time, domain string, placeholderDoc []byte) string {
 	return day.UTC().Format("20060102") + hex.EncodeToString(h.Sum(nil)[:8])
 }
 
-// placeholderReportID stands for the report_id while the ID is not known
-// yet: same length as a real one.
+// placeholderReportID stands for the report_id in the draft whose hash
+// gives the real one.
 var placeholderReportID = strings.Repeat("0", reportIDLen)
 
 // reportPart is one report ready to send: its ID, file name and gzip'd
@@ -322,21 +321,12 @@ func (rb *reportBuilder) build(rows []Row) (reportPart, error) {
 	return reportPart{ID: id, FileName: name, Gzip: gz, Rows: len(rows)}, nil
 }
 
-// messageSize is the size of the message that would carry the report of
-// rows to the longest recipient.
-func (rb *reportBuilder) messageSize(rows []Row) (int64, error) {
-	doc, err := BuildReport(rb.meta, placeholderReportID, rb.policy, rows, rb.begin, rb.end)
-	if err != nil {
-		return 0, err
-	}
-	name := FileName(rb.meta.submitter(), rb.domain, rb.begin, rb.end, placeholderReportID)
-	gz, err := gzipReport(doc, strings.TrimSuffix(name, ".gz"))
-	if err != nil {
-		return 0, err
-	}
+// messageSize is the size of the message that carries part to the
+// longest recipient.
+func (rb *reportBuilder) messageSize(part reportPart) (int64, error) {
 	msg, err := ReportMessage(ReportMail{
-		Meta: rb.meta, To: rb.longestTo, Domain: rb.domain, ReportID: placeholderReportID,
-		Begin: rb.begin, End: rb.end, FileName: name, Report: gz, Date: rb.begin,
+		Meta: rb.meta, To: rb.longestTo, Domain: rb.domain, ReportID: part.ID,
+		Begin: rb.begin, End: rb.end, FileName: part.FileName, Report: part.Gzip, Date: rb.begin,
 	})
 	if err != nil {
 		return 0, err
@@ -352,51 +342,52 @@ func (rb *reportBuilder) messageSize(rows []Row) (int64, error) {
 func (rb *reportBuilder) split(rows []Row, limit int64) ([]reportPart, error) {
 	var parts []reportPart
 	for start := 0; start < len(rows); {
-		rest := rows[start:]
-		n, err := rb.largestFit(rest, limit)
-		if err != nil {
-			return nil, err
-		}
-		part, err := rb.build(rest[:n])
+		part, err := rb.largestFit(rows[start:], limit)
 		if err != nil {
 			return nil, err
 		}
 		parts = append(parts, part)
-		start += n
+		start += part.Rows
 	}
 	return parts, nil
 }
 
-// largestFit returns the largest n such that the message for rows[:n]
-// fits limit.
-func (rb *reportBuilder) largestFit(rows []Row, limit int64) (int, error) {
-	fits := func(n int) (bool, int64, error) {
-		size, err := rb.messageSize(rows[:n])
-		return size <= limit, size, err
+// largestFit builds the report of the longest prefix of rows whose
+// message fits limit. Every candidate is built for real (its final ID
+// included, since the ID changes how well the report compresses), so the
+// size measured is the size sent.
+func (rb *reportBuilder) largestFit(rows []Row, limit int64) (reportPart, error) {
+	try := func(n int) (reportPart, int64, error) {
+		part, err := rb.build(rows[:n])
+		if err != nil {
+			return reportPart{}, 0, err
+		}
+		size, err := rb.messageSize(part)
+		return part, size, err
 	}
-	ok, _, err := fits(len(rows))
-	if err != nil || ok {
-		return len(rows), err
+	all, size, err := try(len(rows))
+	if err != nil || size <= limit {
+		return all, err
 	}
-	ok, size, err := fits(1)
+	best, size, err := try(1)
 	if err != nil {
-		return 0, err
+		return reportPart{}, err
 	}
-	if !ok {
-		return 0, &errRecordTooLarge{need: size, limit: limit}
+	if size > limit {
+		return reportPart{}, &errRecordTooLarge{need: size, limit: limit}
 	}
 	lo, hi := 1, len(rows) // rows[:lo] fits, rows[:hi] does not
 	for hi-lo > 1 {
 		mid := lo + (hi-lo)/2
-		ok, _, err := fits(mid)
+		part, size, err := try(mid)
 		if err != nil {
-			return 0, err
+			return reportPart{}, err
 		}
-		if ok {
-			lo = mid
+		if size <= limit {
+			lo, best = mid, part
 		} else {
 			hi = mid
 		}
 	}
-	return lo, nil
+	return best, nil
 }
