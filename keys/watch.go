@@ -498,3 +498,6 @@ func (w *Watcher) folderName(domain string, prev *Table) string {
 	}
 	return domain
 }
+
+// Dir is the folder watched.
+func (w *Watcher) Dir() string { return w.dir }

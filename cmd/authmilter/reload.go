@@ -161,7 +161,7 @@ func unchanged(cur *policy.Policy, cfg *policy.Config, table *keys.Table) bool {
 // parsed private keys) of the running snapshot's table over: a reload of
 // 100,000 unchanged keys reads no key file.
 func (d *daemon) loadTable(cfg *policy.Config) (*keys.Table, error) {
-	opt := keys.LoadOptions{CacheSize: cfg.Keys.KeyCache}
+	opt := keys.LoadOptions{CacheSize: cfg.Keys.KeyCache, Watch: d.keyWatcher(cfg.Keys.Dir), Verify: d.verifyNext.Swap(false)}
 	if cur := d.current.Load(); cur != nil {
 		opt.Prev = cur.Table()
 	}
@@ -295,8 +295,10 @@ func (d *daemon) reloader(ctx context.Context, first <-chan compiled, firstGen i
 		case <-d.wake:
 			d.reload(d.takePending())
 		case <-recheck.C:
-			// Same config, fresh look at the key folder and DNS: keys
-			// become active once their record appears, with no signal.
+			// Same config, fresh look at the key folder (every file: see
+			// watchKeys) and DNS: keys become active once their record
+			// appears, with no signal.
+			d.verifyNext.Store(true)
 			d.reload(false)
 		case <-retry:
 			retry = nil

@@ -66,6 +66,15 @@ type daemon struct {
 	indexed *keys.Table
 	// exiting is closed when the daemon stops (see saveAtExit).
 	exiting chan struct{}
+
+	// watch follows the key table's changes (see watchKeys); verifyNext
+	// makes the next reload look at every key file anyway (the periodic
+	// recheck, for what the watcher cannot see).
+	watch       atomic.Pointer[keys.Watcher]
+	verifyNext  atomic.Bool
+	watchMu     sync.Mutex
+	watching    bool   // an Establish runs (guarded by watchMu)
+	watchFailed string // the folder that could not be watched (guarded by watchMu)
 }
 
 func cmdRun(args []string) error {
@@ -257,6 +266,7 @@ func (d *daemon) install(old, pol *policy.Policy) {
 	d.gen.Add(1)
 	d.metrics.reloaded(pol)
 	d.keyDNS.update(pol)
+	d.watchKeys(pol.Table())
 	go tuneMemory()
 	// Per-key lines are capped per install: a provider's first start
 	// activates 100,000 keys, and a DNS outage could make as many unusable.
