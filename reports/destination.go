@@ -75,7 +75,7 @@ func quoteURI(uri string) string {
 func asciiHost(h string) (string, error) {
 	h = strings.TrimSuffix(h, ".")
 	a, err := idna.Lookup.ToASCII(h)
-	if err != nil || a == "" || len(a) > 253 || !strings.Contains(a, ".") {
+	if err != nil || !dnsNameFits(a) || !strings.Contains(a, ".") {
 		return "", fmt.Errorf("invalid host %q", genClip(h, 64))
 	}
 	return strings.ToLower(a), nil
