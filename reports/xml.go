@@ -17,10 +17,6 @@ import (
 // Section names below are RFC 9990's; its section numbers are not cited
 // because the published numbering could not be checked here.
 
-// reportNamespace is the XML namespace of RFC 9990 reports (IANA
-// registration "urn:ietf:params:xml:ns:dmarc-2.0").
-const reportNamespace = "urn:ietf:params:xml:ns:dmarc-2.0"
-
 // generatorName is report_metadata/generator.
 const generatorName = "authmilter"
 
@@ -56,7 +52,8 @@ func (m Meta) submitter() string {
 	return domain
 }
 
-// The report document, RFC 9990 "Description of the content XML file".
+// The report document, RFC 9990 "Description of the content XML file", in
+// the namespace that IANA registered for it.
 // The element order follows the tables: first level elements, record,
 // policy_evaluated and auth_results MUST be in the order listed.
 type genFeedback struct {
