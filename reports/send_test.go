@@ -534,3 +534,57 @@ func gunzipForTest(t *testing.T, data []byte) []byte {
 	}
 	return doc
 }
+
+// TestSendWithSQLiteStore: the Generator against the real embedded store:
+// rows added as the recorder adds them are reported once, the outcome is
+// recorded, and a second run (another host) finds it done.
+func TestSendWithSQLiteStore(t *testing.T) {
+	ctx := context.Background()
+	store, err := Open(ctx, filepath.Join(t.TempDir(), "reports.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	p := policyFor("example.com", "mailto:dmarc@example.com")
+	var entries []Entry
+	for _, r := range rowsFor("example.com") {
+		entries = append(entries, Entry{Row: r, Policy: p, Seen: genTestDay.Add(time.Hour)})
+	}
+	if err := store.Add(ctx, entries); err != nil {
+		t.Fatal(err)
+	}
+	f := newSendFixture(t, nil)
+	f.gen.Store = store
+	sent, err := f.gen.Send(ctx, sendOptions())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sent) != 1 || sent[0].Status != StatusSent {
+		t.Fatalf("got %+v", sent)
+	}
+	msgs := f.sink.Messages()
+	if len(msgs) != 1 {
+		t.Fatalf("%d messages, want 1", len(msgs))
+	}
+	_, _, doc := sendOpenMessage(t, bytes.ReplaceAll(msgs[0].Data, []byte("\n"), []byte("\r\n")))
+	genValidate(t, doc)
+	if n := len(genParse(t, doc).Records); n != len(entries) {
+		t.Errorf("%d records, want %d", n, len(entries))
+	}
+	recorded, err := store.SentSince(ctx, genTestDay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recorded) != 1 || recorded[0].Status != StatusSent || recorded[0].ReportID != sent[0].ReportID {
+		t.Errorf("recorded %+v", recorded)
+	}
+	opts := sendOptions()
+	opts.Owner = "mx2.test"
+	again, err := f.gen.Send(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(again) != 1 || again[0].Status != StatusNotClaimed || len(f.sink.Messages()) != 1 {
+		t.Errorf("second host: %+v, %d messages", again, len(f.sink.Messages()))
+	}
+}
