@@ -109,6 +109,21 @@ func openSQLite(ctx context.Context, path string) (Store, error) {
 		return nil, fmt.Errorf("reports: open sqlite %s: %w", abs, err)
 	}
 	f.Close()
+	db, err := sql.Open("sqlite", sqliteDSN(abs))
+	if err != nil {
+		return nil, fmt.Errorf("reports: open sqlite %s: %w", abs, err)
+	}
+	// One connection per process: SQLite has one writer at a time anyway,
+	// and Go's pool queues this process's statements fairly where SQLite's
+	// busy handler would poll.
+	db.SetMaxOpenConns(1)
+	return newSQLStore(ctx, db, dialect{}, "sqlite "+abs)
+}
+
+// sqliteDSN is the driver's name for the file at path abs: a file: URI,
+// so that any character may be in the path, with the settings of every
+// connection.
+func sqliteDSN(abs string) string {
 	q := url.Values{}
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", sqliteBusyTimeout.Milliseconds()))
 	q.Add("_pragma", "journal_mode(WAL)")
@@ -118,16 +133,7 @@ func openSQLite(ctx context.Context, path string) (Store, error) {
 	// wait for each other through the busy timeout instead of failing
 	// when a read lock cannot be upgraded.
 	q.Set("_txlock", "immediate")
-	dsn := (&url.URL{Scheme: "file", Path: abs, RawQuery: q.Encode()}).String()
-	db, err := sql.Open("sqlite", dsn)
-	if err != nil {
-		return nil, fmt.Errorf("reports: open sqlite %s: %w", abs, err)
-	}
-	// One connection per process: SQLite has one writer at a time anyway,
-	// and Go's pool queues this process's statements fairly where SQLite's
-	// busy handler would poll.
-	db.SetMaxOpenConns(1)
-	return newSQLStore(ctx, db, dialect{}, "sqlite "+abs)
+	return (&url.URL{Scheme: "file", Path: abs, RawQuery: q.Encode()}).String()
 }
 
 func openPostgres(ctx context.Context, dsn string) (Store, error) {
