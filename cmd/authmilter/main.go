@@ -34,6 +34,11 @@ Commands:
   import-opendkim -keytable FILE -signingtable FILE [-config FILE] [-dry-run] [-force]
                                           copy the keys of an OpenDKIM KeyTable into the key table
                                           and print its SigningTable as [[signing.rule]] entries
+  reports  send|list|import|summary [-config FILE] ...
+                                          DMARC aggregate reports (RFC 9990): send a day's
+                                          reports, list what was recorded and sent, import and
+                                          sum up reports received as a domain owner; see
+                                          authmilter reports help
   version                                 print the version
 
 Every command reads the same TOML config; see README.md for its keys.
@@ -66,6 +71,8 @@ func main() {
 		err = cmdRotate(args)
 	case "import-opendkim":
 		err = cmdImportOpenDKIM(args)
+	case "reports":
+		err = cmdReports(args)
 	case "version", "-version", "--version":
 		fmt.Println("authmilter", version)
 	case "help", "-h", "-help", "--help":

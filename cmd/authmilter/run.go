@@ -66,6 +66,9 @@ type daemon struct {
 	indexed *keys.Table
 	// exiting is closed when the daemon stops (see saveAtExit).
 	exiting chan struct{}
+	// reports records DMARC results and sends the daily reports
+	// (reports_daemon.go); set once at start.
+	reports *reportsService
 
 	// watch follows the key table's changes (see watchKeys); verifyNext
 	// makes the next reload look at every key file anyway (the periodic
@@ -104,8 +107,10 @@ func cmdRun(args []string) error {
 	}
 	d.log.Info("starting", "version", version, "config", name, "keys", cfg.Keys.Dir)
 
+	d.reports = startReports(cfg, d.log, d.metrics.reg)
+	defer d.reports.stop() // after the milter's shutdown: its messages are queued
 	// Listen at once; the first DNS checks run meanwhile.
-	srv := &milter.Server{Policy: d.current.Load, Logger: d.log, Observer: d.metrics}
+	srv := &milter.Server{Policy: d.current.Load, Logger: d.log, Observer: d.reports.observer(d.metrics)}
 	perm, _ := cfg.SocketPerm()
 	if err := srv.Listen(cfg.Listen, perm, cfg.SocketGroup); err != nil {
 		return err
@@ -266,7 +271,9 @@ func (d *daemon) install(old, pol *policy.Policy) {
 	d.gen.Add(1)
 	d.metrics.reloaded(pol)
 	d.keyDNS.update(pol)
+	d.reports.configChanged(pol.Config())
 	d.watchKeys(pol.Table())
+	fmt.Fprintf(os.Stderr, "PROBE install: metrics+keydns %v\n", time.Since(probeT0))
 	go tuneMemory()
 	// Per-key lines are capped per install: a provider's first start
 	// activates 100,000 keys, and a DNS outage could make as many unusable.
@@ -281,6 +288,7 @@ func (d *daemon) install(old, pol *policy.Policy) {
 		deactivated.msg(msg)
 	}
 	deactivated.done()
+	fmt.Fprintf(os.Stderr, "PROBE install: changes %v\n", time.Since(probeT0))
 	// Files in the key folders that are not keys: at start, and when the
 	// list changes (an OpenDKIM mail.private left where a key was meant).
 	var was []string
