@@ -273,7 +273,6 @@ func (d *daemon) install(old, pol *policy.Policy) {
 	d.keyDNS.update(pol)
 	d.reports.configChanged(pol.Config())
 	d.watchKeys(pol.Table())
-	fmt.Fprintf(os.Stderr, "PROBE install: metrics+keydns %v\n", time.Since(probeT0))
 	go tuneMemory()
 	// Per-key lines are capped per install: a provider's first start
 	// activates 100,000 keys, and a DNS outage could make as many unusable.
@@ -288,7 +287,6 @@ func (d *daemon) install(old, pol *policy.Policy) {
 		deactivated.msg(msg)
 	}
 	deactivated.done()
-	fmt.Fprintf(os.Stderr, "PROBE install: changes %v\n", time.Since(probeT0))
 	// Files in the key folders that are not keys: at start, and when the
 	// list changes (an OpenDKIM mail.private left where a key was meant).
 	var was []string
