@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"weak"
 )
 
 // RetiredDir is the folder inside a domain folder where rotation moves keys
@@ -33,6 +34,24 @@ type Table struct {
 	names   []string // domains with keys, sorted
 	all     []*Key   // by domain then selector
 	cache   *SignerCache
+	// base is the table this one was patched from (a watched reload), and
+	// changed the domains read again that differ from it. Weak: a chain
+	// of reloads must not keep every old table alive.
+	base    weak.Pointer[Table]
+	changed []string
+}
+
+// ChangedSince returns the domains whose keys, retired keys or folder may
+// differ between prev and t, sorted, when t was made from prev by a
+// watched reload or is prev; ok is false otherwise (compare everything).
+func (t *Table) ChangedSince(prev *Table) (domains []string, ok bool) {
+	if t == prev {
+		return nil, true
+	}
+	if prev != nil && t.base.Value() == prev {
+		return t.changed, true
+	}
+	return nil, false
 }
 
 // RetiredKey is a key that a domain's state file says was retired (moved

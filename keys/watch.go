@@ -12,6 +12,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"unsafe"
+	"weak"
 
 	"golang.org/x/sys/unix"
 )
@@ -422,22 +423,21 @@ func patchTable(t, prev *Table, wl *watchLoad) (*Table, error) {
 		results[i].folder.name = name
 	})
 	var errs []error
-	changed := false
 	for i, r := range results {
 		if r.err != nil {
 			errs = append(errs, r.err)
 		}
-		_, had := prev.folders[dirty[i]]
-		if !r.reused || had != present[i] {
-			changed = true
+		if _, had := prev.folders[dirty[i]]; !r.reused || had != present[i] {
+			t.changed = append(t.changed, dirty[i])
 		}
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	if !changed {
+	if len(t.changed) == 0 {
 		return prev, nil
 	}
+	t.base = weak.Make(prev)
 	t.domains, t.retired, t.folders = maps.Clone(prev.domains), maps.Clone(prev.retired), maps.Clone(prev.folders)
 	sameNames := true
 	for i, domain := range dirty {

@@ -13,6 +13,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"weak"
 
 	"blitiri.com.ar/go/spf"
 
@@ -51,6 +52,11 @@ type Policy struct {
 	resolver    Resolver
 	// CompiledAt is when the snapshot was built.
 	CompiledAt time.Time
+	// base is the snapshot CompileFrom started from, and redone the
+	// domains it compiled again (see changedDomains). Weak: a chain of
+	// reloads must not keep every old snapshot alive.
+	base   weak.Pointer[Policy]
+	redone []string
 }
 
 // Resolver is the DNS interface the policy needs for DKIM keys, SPF and
@@ -84,6 +90,60 @@ func CompileTable(ctx context.Context, cfg *Config, table *keys.Table, r Resolve
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	p := newPolicy(cfg, table, r)
+	p.checkPublication(ctx, table.All())
+	pins := map[string][]string{}
+	for d, s := range cfg.Keys.Pin {
+		pins[strings.ToLower(d)] = s
+	}
+	named := map[string]bool{}        // "domain/selector" named by a rule
+	ruleSelector := map[string]bool{} // selectors some rule names
+	for _, r := range cfg.Signing.Rules {
+		if r.Selector == "" {
+			continue
+		}
+		ruleSelector[strings.ToLower(r.Selector)] = true
+		d := strings.ToLower(strings.TrimSuffix(r.Domain, "."))
+		if d == "" {
+			d = strings.ToLower(strings.TrimSuffix(r.From, "."))
+		}
+		named[d+"/"+strings.ToLower(r.Selector)] = true
+	}
+	for _, d := range table.Domains() {
+		if len(named) == 0 && len(ruleSelector) == 0 {
+			// The common case, without a string per key.
+			if act := keys.Active(table.Keys(d), pins[d], p.usable); len(act) > 0 {
+				p.active[d] = act
+				p.activeCount += len(act)
+			}
+			continue
+		}
+		var candidates []*keys.Key
+		for _, k := range table.Keys(d) {
+			if ruleSelector[k.Selector] {
+				// Also under a subdomain's own folder, where a rule
+				// without domain may sign (see ruleDomain).
+				p.namedKeys[k.ID()] = k
+			}
+			if named[k.ID()] {
+				p.ruleNamed[k] = true
+				continue
+			}
+			candidates = append(candidates, k)
+		}
+		if act := keys.Active(candidates, pins[d], p.usable); len(act) > 0 {
+			p.active[d] = act
+			p.activeCount += len(act)
+		}
+	}
+	for _, pub := range p.publication {
+		p.states[pub.State]++
+	}
+	return p, nil
+}
+
+// newPolicy is a snapshot of cfg and table without keys checked or chosen.
+func newPolicy(cfg *Config, table *keys.Table, r Resolver) *Policy {
 	p := &Policy{
 		cfg:         cfg,
 		daemonNames: map[string]bool{},
@@ -112,47 +172,7 @@ func CompileTable(ctx context.Context, cfg *Config, table *keys.Table, r Resolve
 		p.oversign[strings.ToLower(h)] = true
 	}
 	p.table = table
-	p.checkPublication(ctx)
-	pins := map[string][]string{}
-	for d, s := range cfg.Keys.Pin {
-		pins[strings.ToLower(d)] = s
-	}
-	named := map[string]bool{}        // "domain/selector" named by a rule
-	ruleSelector := map[string]bool{} // selectors some rule names
-	for _, r := range cfg.Signing.Rules {
-		if r.Selector == "" {
-			continue
-		}
-		ruleSelector[strings.ToLower(r.Selector)] = true
-		d := strings.ToLower(strings.TrimSuffix(r.Domain, "."))
-		if d == "" {
-			d = strings.ToLower(strings.TrimSuffix(r.From, "."))
-		}
-		named[d+"/"+strings.ToLower(r.Selector)] = true
-	}
-	for _, d := range table.Domains() {
-		var candidates []*keys.Key
-		for _, k := range table.Keys(d) {
-			if ruleSelector[k.Selector] {
-				// Also under a subdomain's own folder, where a rule
-				// without domain may sign (see ruleDomain).
-				p.namedKeys[k.ID()] = k
-			}
-			if named[k.ID()] {
-				p.ruleNamed[k] = true
-				continue
-			}
-			candidates = append(candidates, k)
-		}
-		if act := keys.Active(candidates, pins[d], p.usable); len(act) > 0 {
-			p.active[d] = act
-			p.activeCount += len(act)
-		}
-	}
-	for _, pub := range p.publication {
-		p.states[pub.State]++
-	}
-	return p, nil
+	return p
 }
 
 // usable reports whether the snapshot may sign with k: its record is
@@ -162,22 +182,23 @@ func (p *Policy) usable(k *keys.Key) bool {
 	return st == keys.Published || st == keys.Unchecked
 }
 
-// checkPublication looks up every key's record: through the resolver's
+// checkPublication looks up the records of ks: through the resolver's
 // PublicationChecker when it has one (the daemon's: every nameserver, and
 // the activation wait), else by one TXT lookup per key.
-func (p *Policy) checkPublication(ctx context.Context) {
-	all := p.table.All()
+func (p *Policy) checkPublication(ctx context.Context, ks []*keys.Key) {
 	if !p.cfg.Keys.RequirePublished || p.resolver == nil {
-		for _, k := range all {
+		for _, k := range ks {
 			p.publication[k] = keys.Publication{State: keys.Unchecked}
 		}
 		return
 	}
 	if pc, ok := p.resolver.(PublicationChecker); ok {
-		p.applyChecks(pc.CheckPublication(ctx, all))
+		p.applyChecks(pc.CheckPublication(ctx, ks), ks)
 		return
 	}
-	p.publication = keys.CheckAllPublished(ctx, p.resolver.LookupTXT, all)
+	for k, pub := range keys.CheckAllPublished(ctx, p.resolver.LookupTXT, ks) {
+		p.publication[k] = pub
+	}
 }
 
 // ReasonDNSTempError is the Decision.UnsignedReason for outbound mail from a
@@ -232,7 +253,7 @@ func KeyDeactivations(old, cur *Policy) []string {
 		return nil
 	}
 	var out []string
-	for d, olds := range old.active {
+	for d, olds := range activeOf(old, cur, old) {
 		now := cur.active[d]
 		if slices.Equal(olds, now) {
 			continue
@@ -247,12 +268,29 @@ func KeyDeactivations(old, cur *Policy) []string {
 	return out
 }
 
+// activeOf returns the active keys of from (old or cur) in the domains
+// where old and cur may differ: all of them, unless cur was compiled from
+// old by CompileFrom.
+func activeOf(old, cur, from *Policy) map[string][]*keys.Key {
+	ds, ok := changedDomains(old, cur)
+	if !ok {
+		return from.active
+	}
+	out := make(map[string][]*keys.Key, len(ds))
+	for _, d := range ds {
+		if ks, ok := from.active[d]; ok {
+			out[d] = ks
+		}
+	}
+	return out
+}
+
 // KeyChanges lists, for logging after a reload, the keys that became active
 // and the ones they replaced, e.g. "key activated d=example.com s=2026-12
 // a=rsa-sha256 (replaces 2026-11)".
 func KeyChanges(old, cur *Policy) []string {
 	var out []string
-	for d, now := range cur.active {
+	for d, now := range activeOf(old, cur, cur) {
 		var prev []*keys.Key
 		if old != nil {
 			prev = old.active[d]

@@ -45,11 +45,11 @@ func ActivationTime(cfg *Config, since time.Time, hold time.Duration) time.Time 
 // applyChecks turns a PublicationChecker's results into the snapshot's
 // publication states: a published key that has not waited long enough is
 // Waiting.
-func (p *Policy) applyChecks(checks map[*keys.Key]PublicationCheck) {
+func (p *Policy) applyChecks(checks map[*keys.Key]PublicationCheck, ks []*keys.Key) {
 	// Now, not CompiledAt: the checks ran after it, and a key first seen
 	// a moment ago with nothing to wait for is usable at once.
 	now := time.Now()
-	for _, k := range p.table.All() {
+	for _, k := range ks {
 		c, ok := checks[k]
 		if !ok {
 			p.publication[k] = keys.Publication{State: keys.TempError, Detail: "not checked"}

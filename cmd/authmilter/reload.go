@@ -118,11 +118,15 @@ func (d *daemon) compile(cfg *policy.Config, prev dnsState, table *keys.Table, o
 				return
 			}
 		}
-		if cur := d.current.Load(); !offline && !d.recompile.Load() && unchanged(cur, cfg, table) {
+		forced := d.recompile.Swap(false)
+		cur := d.current.Load()
+		if !offline && !forced && unchanged(cur, cfg, table) {
 			done <- compiled{pol: cur, dns: st}
 			return
 		}
-		d.recompile.Store(false)
+		if offline || forced {
+			cur = nil // every key looked at (see policy.CompileFrom)
+		}
 		if err := checkKeyDNS(cfg, table); err != nil {
 			done <- compiled{err: err}
 			return
@@ -134,7 +138,7 @@ func (d *daemon) compile(cfg *policy.Config, prev dnsState, table *keys.Table, o
 		r := &checkResolver{Resolver: st.resolver, check: check}
 		ctx, cancel := context.WithTimeout(context.Background(), compileTimeout)
 		defer cancel()
-		pol, err := policy.CompileTable(ctx, cfg, table, r)
+		pol, err := policy.CompileFrom(ctx, cfg, table, r, cur)
 		done <- compiled{pol: pol, dns: st, err: err}
 	}()
 	return waitCompiled(done)
