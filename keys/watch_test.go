@@ -185,6 +185,14 @@ func TestWatcherMatchesFullLoad(t *testing.T) {
 		if g, w := tableSummary(got), tableSummary(want); g != w {
 			t.Fatalf("step %d %s: through the watcher\n%s\nfrom scratch\n%s", step, op.name, g, w)
 		}
+		if ds, ok := got.ChangedSince(cur); ok {
+			// Domains not listed are the previous table's, key for key.
+			for _, d := range append(got.Domains(), cur.Domains()...) {
+				if !slices.Contains(ds, d) && (!slices.Equal(got.Keys(d), cur.Keys(d)) || !slices.Equal(got.Retired(d), cur.Retired(d))) {
+					t.Fatalf("step %d %s: %s changed but is not in ChangedSince %q", step, op.name, d, ds)
+				}
+			}
+		}
 		if rng.IntN(4) != 0 { // sometimes the daemon does not adopt it
 			cur = got
 		}
