@@ -334,60 +334,158 @@ func (rb *reportBuilder) messageSize(part reportPart) (int64, error) {
 	return int64(len(msg)), nil
 }
 
+// splitSlack is kept free below the limit while searching with the
+// placeholder report_id: the real ID compresses a little differently
+// (tens of bytes at most).
+const splitSlack = 256
+
+// draftSize is the size of the message for rows[:n] with the placeholder
+// report_id: one build, where a finished part takes two.
+func (rb *reportBuilder) draftSize(rows []Row) (int64, error) {
+	doc, err := BuildReport(rb.meta, placeholderReportID, rb.policy, rows, rb.begin, rb.end)
+	if err != nil {
+		return 0, err
+	}
+	name := FileName(rb.meta.submitter(), rb.domain, rb.begin, rb.end, placeholderReportID)
+	gz, err := gzipReport(doc, strings.TrimSuffix(name, ".gz"))
+	if err != nil {
+		return 0, err
+	}
+	return rb.messageSize(reportPart{ID: placeholderReportID, FileName: name, Gzip: gz})
+}
+
 // split cuts rows into consecutive parts whose whole report message fits
-// limit bytes, each part as large as it can be (a binary search per part,
-// so O(parts × log rows) builds), and builds them. Each part is a
-// complete report with its own report_id and the same date_range. A row
-// that does not fit alone fails with *errRecordTooLarge.
+// limit bytes, each near the largest possible, and builds them. Each part
+// is a complete report with its own report_id and the same date_range. A
+// row that does not fit alone fails with *errRecordTooLarge.
+//
+// The search measures drafts (one build each): the size of all rows and
+// of one row give the average size of a row, from which each part's row
+// count is guessed; a gallop from the guess and a bisection then find the
+// count within 0.5% (packing the last few rows is not worth more builds).
+// So a split costs a few builds per part, each of about one part's rows.
 func (rb *reportBuilder) split(rows []Row, limit int64) ([]reportPart, error) {
+	n := len(rows)
+	sizeAll, err := rb.draftSize(rows)
+	if err != nil {
+		return nil, err
+	}
+	if sizeAll <= limit-splitSlack {
+		part, err := rb.finish(rows, limit)
+		if err != nil {
+			return nil, err
+		}
+		return []reportPart{part}, nil
+	}
+	sizeOne, err := rb.draftSize(rows[:1])
+	if err != nil {
+		return nil, err
+	}
+	if sizeOne > limit {
+		return nil, &errRecordTooLarge{need: sizeOne, limit: limit}
+	}
+	perRow := max(float64(sizeAll-sizeOne)/float64(max(n-1, 1)), 1)
+	guess := 1 + int(float64(limit-splitSlack-sizeOne)/perRow)
 	var parts []reportPart
-	for start := 0; start < len(rows); {
-		part, err := rb.largestFit(rows[start:], limit)
+	for start := 0; start < n; {
+		rest := rows[start:]
+		k, err := searchFit(len(rest), guess, func(k int) (bool, error) {
+			size, err := rb.draftSize(rest[:k])
+			return size <= limit-splitSlack, err
+		})
+		if err != nil {
+			return nil, err
+		}
+		part, err := rb.finish(rest[:max(k, 1)], limit)
 		if err != nil {
 			return nil, err
 		}
 		parts = append(parts, part)
 		start += part.Rows
+		guess = max(part.Rows, 1)
 	}
 	return parts, nil
 }
 
-// largestFit builds the report of the longest prefix of rows whose
-// message fits limit. Every candidate is built for real (its final ID
-// included, since the ID changes how well the report compresses), so the
-// size measured is the size sent.
-func (rb *reportBuilder) largestFit(rows []Row, limit int64) (reportPart, error) {
-	try := func(n int) (reportPart, int64, error) {
-		part, err := rb.build(rows[:n])
+// finish builds the part of rows for real and checks the size actually
+// sent, giving back rows in the unlikely case that the real report_id
+// made it too big.
+func (rb *reportBuilder) finish(rows []Row, limit int64) (reportPart, error) {
+	k := len(rows)
+	for {
+		part, err := rb.build(rows[:k])
 		if err != nil {
-			return reportPart{}, 0, err
+			return reportPart{}, err
 		}
 		size, err := rb.messageSize(part)
-		return part, size, err
-	}
-	all, size, err := try(len(rows))
-	if err != nil || size <= limit {
-		return all, err
-	}
-	best, size, err := try(1)
-	if err != nil {
-		return reportPart{}, err
-	}
-	if size > limit {
-		return reportPart{}, &errRecordTooLarge{need: size, limit: limit}
-	}
-	lo, hi := 1, len(rows) // rows[:lo] fits, rows[:hi] does not
-	for hi-lo > 1 {
-		mid := lo + (hi-lo)/2
-		part, size, err := try(mid)
 		if err != nil {
 			return reportPart{}, err
 		}
 		if size <= limit {
-			lo, best = mid, part
+			return part, nil
+		}
+		if k == 1 {
+			return reportPart{}, &errRecordTooLarge{need: size, limit: limit}
+		}
+		k = max(1, k-max(1, k/100))
+	}
+}
+
+// searchFit returns k in [1, n] such that fits(k) and, within 0.5%, not
+// fits(k+1) (n when fits(n)); 0 when not even fits(1). It starts from
+// guess, gallops (steps doubling from 1% of the guess) to a bracket, and
+// bisects it. fits must grow false as k grows, as report sizes do.
+func searchFit(n, guess int, fits func(int) (bool, error)) (int, error) {
+	guess = min(max(guess, 1), n)
+	ok, err := fits(guess)
+	if err != nil {
+		return 0, err
+	}
+	step := max(1, guess/100)
+	lo, hi := 0, n+1 // fits(lo) unless lo is 0; not fits(hi) unless hi is n+1
+	if ok {
+		lo = guess
+		for lo < n {
+			next := min(n, lo+step)
+			if ok, err = fits(next); err != nil {
+				return 0, err
+			}
+			if !ok {
+				hi = next
+				break
+			}
+			lo, step = next, step*2
+		}
+		if lo == n {
+			return n, nil
+		}
+	} else {
+		hi = guess
+		for hi > 1 {
+			next := max(1, hi-step)
+			if ok, err = fits(next); err != nil {
+				return 0, err
+			}
+			if ok {
+				lo = next
+				break
+			}
+			hi, step = next, step*2
+		}
+		if lo == 0 {
+			return 0, nil
+		}
+	}
+	for hi-lo > max(1, lo/200) {
+		mid := lo + (hi-lo)/2
+		if ok, err = fits(mid); err != nil {
+			return 0, err
+		}
+		if ok {
+			lo = mid
 		} else {
 			hi = mid
 		}
 	}
-	return best, nil
+	return lo, nil
 }

@@ -286,3 +286,30 @@ func TestReportIDStable(t *testing.T) {
 		t.Errorf("report_id %q is not YYYYMMDD and 16 hex digits", a.ID)
 	}
 }
+
+// TestSearchFit: whatever the guess, the count found fits and is within
+// 0.5% of the largest that does.
+func TestSearchFit(t *testing.T) {
+	for _, tt := range []struct{ n, largest, guess int }{
+		{1000, 400, 400}, {1000, 400, 1}, {1000, 400, 1000}, {1000, 400, 390}, {1000, 400, 410},
+		{1000, 1000, 3}, {1000, 1, 500}, {1000, 0, 500}, {1, 1, 1}, {100000, 31337, 20000},
+	} {
+		probes := 0
+		got, err := searchFit(tt.n, tt.guess, func(k int) (bool, error) {
+			probes++
+			if k < 1 || k > tt.n {
+				t.Fatalf("probed %d outside [1, %d]", k, tt.n)
+			}
+			return k <= tt.largest, nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got > tt.largest || float64(got) < float64(tt.largest)*0.995 {
+			t.Errorf("n=%d largest=%d guess=%d: got %d", tt.n, tt.largest, tt.guess, got)
+		}
+		if probes > 40 {
+			t.Errorf("n=%d largest=%d guess=%d: %d probes", tt.n, tt.largest, tt.guess, probes)
+		}
+	}
+}
