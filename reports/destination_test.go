@@ -60,7 +60,7 @@ func TestParseDestination(t *testing.T) {
 func sendTestDNS(t *testing.T) (*testdns.Server, *resolve.Resolver) {
 	t.Helper()
 	srv := testdns.Start(t)
-	r, err := resolve.New(resolve.Config{Servers: []string{srv.Addr()}, Timeout: 300 * time.Millisecond, CacheSize: -1})
+	r, err := resolve.New(resolve.Config{Servers: []string{srv.Addr()}, Timeout: 2 * time.Second, CacheSize: -1})
 	if err != nil {
 		t.Fatal(err)
 	}

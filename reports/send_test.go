@@ -109,7 +109,7 @@ type sendFixture struct {
 func newSendFixture(t *testing.T, reply func(conn int, verb string) string) *sendFixture {
 	t.Helper()
 	srv := testdns.Start(t)
-	res, err := resolve.New(resolve.Config{Servers: []string{srv.Addr()}, Timeout: 300 * time.Millisecond, CacheSize: -1})
+	res, err := resolve.New(resolve.Config{Servers: []string{srv.Addr()}, Timeout: 2 * time.Second, CacheSize: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
