@@ -310,7 +310,7 @@ func printSendOutcomes(w io.Writer, sent []reports.Sent) int {
 	failed := 0
 	for _, d := range order {
 		o := by[d]
-		if o.status == "failed" {
+		if o.status == reports.StatusFailed {
 			failed++
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", oneLine(o.domain), oneLine(o.status), dash(strings.Join(o.ids, ",")),
@@ -325,11 +325,11 @@ func printSendOutcomes(w io.Writer, sent []reports.Sent) int {
 func worseStatus(a, b string) string {
 	rank := func(s string) int {
 		switch s {
-		case "failed":
+		case reports.StatusFailed:
 			return 3
-		case "sent":
+		case reports.StatusSent:
 			return 2
-		case "skipped":
+		case reports.StatusSkipped:
 			return 1
 		}
 		return 0

@@ -39,6 +39,8 @@ type reportsService struct {
 	schedulerDone chan struct{}
 	sends         *prometheus.CounterVec
 	stopOnce      sync.Once
+	// closeTimeout is reportsCloseTimeout; tests shorten it.
+	closeTimeout time.Duration
 
 	mu     sync.Mutex
 	warned map[string]string // changed [reports] settings warned about, with the value
@@ -46,7 +48,7 @@ type reportsService struct {
 
 // sendStatuses are the report outcomes counted by
 // authmilter_reports_sent_total, exported at 0 from the start.
-var sendStatuses = []string{"sent", "skipped", "failed"}
+var sendStatuses = []string{reports.StatusSent, reports.StatusSkipped, reports.StatusFailed, reports.StatusNotClaimed}
 
 // startReports starts recording (unless reports.record is false) and the
 // daily sender (when reports.send_at is set), and registers their metrics
@@ -54,9 +56,17 @@ var sendStatuses = []string{"sent", "skipped", "failed"}
 // while it fails: a missing folder or a database that is down never stops
 // the daemon from signing and verifying.
 func startReports(cfg *policy.Config, log *slog.Logger, reg prometheus.Registerer) *reportsService {
-	s := &reportsService{log: log, started: cfg.Reports, warned: map[string]string{}}
+	s := &reportsService{log: log, started: cfg.Reports, warned: map[string]string{}, closeTimeout: reportsCloseTimeout}
+	if cfg.Reports.Record {
+		db := cfg.Reports.Database
+		s.rec = reports.NewRecorder(func(ctx context.Context) (reports.Store, error) {
+			return reports.Open(ctx, db)
+		}, reports.RecorderOptions{QueueSize: cfg.Reports.QueueSize, Logger: log.With("database", redactDatabase(db))})
+		log.Info("recording DMARC results for aggregate reports", "database", redactDatabase(db))
+	}
 	s.sends = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "authmilter_reports_sent_total", Help: "DMARC aggregate reports the daemon's daily run (reports.send_at) handled, by outcome (sent, skipped, failed).",
+		Name: "authmilter_reports_sent_total",
+		Help: "DMARC aggregate reports handled by the daemon's daily run (reports.send_at), by outcome: sent, skipped, failed, not-claimed (another host has it, or it was done).",
 	}, []string{"status"})
 	for _, st := range sendStatuses {
 		s.sends.WithLabelValues(st)
@@ -84,13 +94,6 @@ func startReports(cfg *policy.Config, log *slog.Logger, reg prometheus.Registere
 			Name: "authmilter_reports_queued", Help: "Inbound DMARC evaluations waiting to be written to the reports store.",
 		}, stat(func(st reports.RecorderStats) uint64 { return st.Queued })),
 	)
-	if cfg.Reports.Record {
-		db := cfg.Reports.Database
-		s.rec = reports.NewRecorder(func(ctx context.Context) (reports.Store, error) {
-			return reports.Open(ctx, db)
-		}, reports.RecorderOptions{QueueSize: cfg.Reports.QueueSize, Logger: log.With("database", redactDatabase(db))})
-		log.Info("recording DMARC results for aggregate reports", "database", redactDatabase(db))
-	}
 	if at, on, _ := cfg.Reports.SendAtTime(); on {
 		ctx, cancel := context.WithCancel(context.Background())
 		s.stopScheduler, s.schedulerDone = cancel, make(chan struct{})
@@ -198,7 +201,7 @@ func (s *reportsService) stop() {
 		if s.rec == nil {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), reportsCloseTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), s.closeTimeout)
 		defer cancel()
 		if err := s.rec.Close(ctx); err != nil {
 			s.log.Warn("DMARC results still queued at exit were not all recorded", "error", err)
@@ -261,14 +264,17 @@ func (s *reportsService) sendDaily(ctx context.Context, cfg *policy.Config, now 
 	for _, r := range sent {
 		counts[r.Status]++
 		s.sends.WithLabelValues(label(r.Status)).Inc()
-		if r.Status == "failed" {
+		if r.Status == reports.StatusFailed {
 			log.Warn("DMARC aggregate report not sent", "domain", r.Domain, "report_id", r.ReportID, "detail", r.Detail)
 		}
 	}
 	if err != nil {
-		log.Error("DMARC aggregate reports: the daily run stopped", "error", err, "sent", counts["sent"], "failed", counts["failed"])
+		log.Error("DMARC aggregate reports: the daily run stopped", "error", err,
+			"sent", counts[reports.StatusSent], "failed", counts[reports.StatusFailed])
 	} else {
-		log.Info("DMARC aggregate reports done", "domains", len(sent), "sent", counts["sent"], "skipped", counts["skipped"], "failed", counts["failed"])
+		log.Info("DMARC aggregate reports done", "domains", len(sent), "sent", counts[reports.StatusSent],
+			"skipped", counts[reports.StatusSkipped], "failed", counts[reports.StatusFailed],
+			"not_claimed", counts[reports.StatusNotClaimed])
 	}
 	before := reports.DayOf(now).Add(-cfg.Reports.Keep.Duration)
 	n, err := st.Prune(ctx, before)

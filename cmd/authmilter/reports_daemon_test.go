@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -259,4 +260,49 @@ func gatherValue(t *testing.T, reg *prometheus.Registry, series string) float64 
 	}
 	t.Fatalf("no series %s", series)
 	return 0
+}
+
+// TestStopIsBoundedWhenTheDatabaseHangs: a PostgreSQL address that accepts
+// connections and never answers; the stop still returns after the close
+// timeout, and says that evaluations were not recorded.
+func TestStopIsBoundedWhenTheDatabaseHangs(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held <- c // never answered
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		for len(held) > 0 {
+			(<-held).Close()
+		}
+	})
+	cfg := policy.DefaultConfig()
+	cfg.Reports.Database = "postgres://am@" + ln.Addr().String() + "/reports?sslmode=disable&connect_timeout=600"
+	var logs syncbuf.Buffer
+	s := startReports(cfg, slog.New(slog.NewTextHandler(&logs, nil)), prometheus.NewRegistry())
+	s.closeTimeout = 500 * time.Millisecond
+	obs := s.observer(&countingObserver{})
+	for range 5 {
+		obs.MessageDone(policyDecision(policy.Accept, "a.test"), false)
+	}
+	stopped := make(chan struct{})
+	go func() { s.stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(time.Minute): // the bound is 0.5 s; a minute is for a busy machine
+		t.Fatalf("stop did not return with the database hanging:\n%s", logs.String())
+	}
+	if !strings.Contains(logs.String(), "not all recorded") {
+		t.Errorf("the stop does not say what was lost:\n%s", logs.String())
+	}
 }

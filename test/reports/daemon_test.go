@@ -1,13 +1,19 @@
 package reports
 
 import (
+	"context"
 	"encoding/json"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/authmilter/authmilter/internal/daemontest"
+	"github.com/authmilter/authmilter/reports"
 )
 
 // TestDaemonStartsWithoutStateFolder: the store's folder does not exist
@@ -92,5 +98,117 @@ func TestReloadKeepsRecorder(t *testing.T) {
 	}
 	if _, err := os.Stat(other); err == nil {
 		t.Errorf("the reload opened the new database %s", other)
+	}
+}
+
+// TestDaemonSendsAtSendAt: with reports.send_at already past today, the
+// daemon sends yesterday's reports as it starts (a restart after the hour
+// never skips a day), prunes what is older than reports.keep, and a second
+// start sends nothing twice.
+func TestDaemonSendsAtSendAt(t *testing.T) {
+	dns := startDNS(t)
+	sk := startSink(t)
+	dir := t.TempDir()
+	db := filepath.Join(dir, "reports.db")
+	yesterday := reports.DayOf(time.Now()).AddDate(0, 0, -1)
+	old := reports.DayOf(time.Now()).AddDate(0, 0, -40)
+	seedRows(t, db, yesterday, passDomain, passIP, 6)
+	seedRows(t, db, old, passDomain, passIP, 1)
+
+	cfg, sock, metrics := writeConfig(t, dir, dns.Addr(), db, sk.addr, `send_at = "00:00"`, `keep = "30d"`)
+	d := startDaemon(t, "sendat", cfg, sock, metrics)
+	line := d.waitLog(t, "DMARC aggregate reports done", 0, 2*time.Minute)
+	if !strings.Contains(line, "sent=1") || !strings.Contains(line, "day="+yesterday.Format("2006-01-02")) {
+		t.Errorf("daily run: %s", line)
+	}
+	if line := d.waitLog(t, "DMARC report data pruned", 0, time.Minute); !strings.Contains(line, "rows=1") {
+		t.Errorf("prune: %s", line)
+	}
+	if v := d.metric(t, `authmilter_reports_sent_total{status="sent"}`); v != 1 {
+		t.Errorf(`authmilter_reports_sent_total{status="sent"} = %v, want 1`, v)
+	}
+	msgs := sk.messages()
+	if len(msgs) != 1 {
+		t.Fatalf("%d report messages, want 1", len(msgs))
+	}
+	_, f := readReportMail(t, msgs[0].data)
+	if f.Domain != passDomain || len(f.Records) != 1 || f.Records[0].Count != 6 {
+		t.Errorf("report: %+v", f)
+	}
+
+	// Restarted: the day is done; nothing is sent again.
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	<-d.done
+	d2 := startDaemon(t, "sendat2", cfg, sock, metrics)
+	if line := d2.waitLog(t, "DMARC aggregate reports done", 0, 2*time.Minute); !strings.Contains(line, "sent=0") {
+		t.Errorf("daily run after a restart: %s", line)
+	}
+	if n := len(sk.messages()); n != 1 {
+		t.Errorf("%d report messages after the restart, want still 1", n)
+	}
+}
+
+// TestStopIsBoundedWhenTheDatabaseHangs: a database that accepts
+// connections and never answers neither holds mail nor the stop: SIGTERM
+// ends the daemon after the bounded wait for the queue, which it logs.
+func TestStopIsBoundedWhenTheDatabaseHangs(t *testing.T) {
+	dns := startDNS(t)
+	sk := startSink(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan net.Conn, 64)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held <- c // never answered
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		for len(held) > 0 {
+			(<-held).Close()
+		}
+	})
+	dir := t.TempDir()
+	cfg, sock, metrics := writeConfig(t, dir, dns.Addr(), "postgres://am@"+ln.Addr().String()+"/reports?sslmode=disable", sk.addr)
+	d := startDaemon(t, "hang", cfg, sock, metrics)
+	d.sendInbound(t, repeat(inbound{passDomain, passIP}, 3)...) // each with its Authentication-Results
+
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(time.Minute): // the bound is 10 s; a minute is for a busy machine
+		t.Fatalf("the daemon did not stop with its database hanging")
+	}
+	if !strings.Contains(d.logs.String(), "not all recorded") {
+		t.Errorf("the stop does not say that evaluations were lost:\n%s", daemontest.Tail(d.logs.String(), 20))
+	}
+}
+
+// seedRows stores n messages from ip about domain on day, as a daemon
+// would have recorded them.
+func seedRows(t *testing.T, db string, day time.Time, domain, ip string, n int64) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := reports.Open(ctx, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	e := reports.Entry{
+		Row: reports.Row{Domain: domain, Day: day, SourceIP: netip.MustParseAddr(ip), Count: n, HeaderFrom: domain,
+			EnvelopeFrom: domain, EnvelopeTo: "receiver.test", Helo: "mail." + domain, Disposition: "none",
+			DKIMAligned: "fail", SPFAligned: "pass", SPF: []reports.SPFAuth{{Domain: domain, Scope: "mfrom", Result: "pass"}}},
+		Policy: reports.Policy{Domain: domain, DiscoveryMethod: "treewalk", P: "none", PSD: "u", Testing: "n", ADKIM: "r", ASPF: "r",
+			FO: "0", RUA: []string{"mailto:dmarc@" + domain}, RUALimits: []int64{0}},
+		Seen: day.Add(time.Hour),
+	}
+	if err := st.Add(ctx, []reports.Entry{e}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -67,8 +67,8 @@ type daemon struct {
 
 // writeConfig writes a daemon's config into dir: a unix socket, metrics on
 // a free port, DNS from dnsAddr, no keys (it only verifies), and [reports]
-// with database and the SMTP sink smtp.
-func writeConfig(t *testing.T, dir, dnsAddr, database, smtp string) (cfgPath, sock, metrics string) {
+// with database, the SMTP sink smtp and the extra lines given.
+func writeConfig(t *testing.T, dir, dnsAddr, database, smtp string, reportsExtra ...string) (cfgPath, sock, metrics string) {
 	t.Helper()
 	keys := filepath.Join(dir, "keys")
 	if err := os.MkdirAll(keys, 0o700); err != nil {
@@ -97,7 +97,8 @@ database = %q
 smtp = %q
 org_name = "Receiver Test"
 email = "dmarc-reports@receiver.test"
-`, sock, authservID, dnsAddr, keys, metrics, database, smtp)
+%s
+`, sock, authservID, dnsAddr, keys, metrics, database, smtp, strings.Join(reportsExtra, "\n"))
 	if err := os.WriteFile(cfgPath, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
