@@ -23,6 +23,13 @@
 //   - TestReloadKeepsRecorder: a SIGHUP that changes [reports] is logged as
 //     needing a restart, and recording goes on into the store the daemon
 //     started with.
+//   - TestDaemonSendsAtSendAt: with reports.send_at past today, the daemon
+//     sends yesterday's reports as it starts, prunes rows older than
+//     reports.keep, counts authmilter_reports_sent_total, and a restart
+//     sends nothing twice.
+//   - TestStopIsBoundedWhenTheDatabaseHangs: a database that accepts
+//     connections and never answers holds neither mail nor SIGTERM (the
+//     queue gets 10 s, then what is lost is logged).
 //
 // They need the Debian packages postgresql and libxml2-utils (xmllint). A
 // missing tool fails the test with the package to install; nothing is
