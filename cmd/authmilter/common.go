@@ -41,12 +41,14 @@ func loadConfig(path string) (*policy.Config, string, error) {
 	return cfg, path, err
 }
 
-// dnsErrorHook, when set (by the daemon, before it builds its resolvers),
-// is told about every failed DNS attempt, by kind, for metrics.
-var dnsErrorHook func(kind string)
-
 // newResolver builds the DNS resolver the config asks for.
 func newResolver(cfg *policy.Config) (*resolve.Resolver, error) {
+	return newMeteredResolver(cfg, nil)
+}
+
+// newMeteredResolver is newResolver telling onError (if set: the daemon's
+// metrics) about every failed DNS attempt, by kind.
+func newMeteredResolver(cfg *policy.Config, onError func(kind string)) (*resolve.Resolver, error) {
 	var servers []string
 	for _, s := range cfg.DNS.Servers {
 		n, err := policy.NormalizeDNSServer(s)
@@ -55,7 +57,7 @@ func newResolver(cfg *policy.Config) (*resolve.Resolver, error) {
 		}
 		servers = append(servers, n)
 	}
-	return resolve.New(resolve.Config{Servers: servers, Timeout: cfg.DNS.Timeout.Duration, OnError: dnsErrorHook})
+	return resolve.New(resolve.Config{Servers: servers, Timeout: cfg.DNS.Timeout.Duration, OnError: onError})
 }
 
 // newLogger builds the slog logger the config asks for.

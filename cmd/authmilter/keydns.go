@@ -40,6 +40,9 @@ type keyDNS struct {
 	mu     sync.Mutex // serializes update; guards warned
 	warned string     // the settings last warned about
 
+	builtMu sync.Mutex
+	built   builtZones // guarded by builtMu
+
 	buildErrors atomic.Uint64
 }
 
@@ -110,53 +113,54 @@ func serverSettings(cfg *policy.Config) string {
 // update will, and returns why they cannot be built (overlapping zones, a
 // zone without keys, two keys at one name): the compile calls it so that
 // such a config or key table is a reload error. Nil when [keydns] is off.
-// The zones built are kept for the update that follows.
-func checkKeyDNS(cfg *policy.Config, t *keys.Table) error {
-	_, err := buildKeyDNS(cfg, t)
+// The daemon's server (k, nil for the commands) keeps the zones built for
+// the update that follows, so that one reload builds them once.
+func (k *keyDNS) check(cfg *policy.Config, t *keys.Table) error {
+	if !cfg.KeyDNS.Enabled() {
+		return nil
+	}
+	if k != nil {
+		k.builtMu.Lock()
+		defer k.builtMu.Unlock()
+		if k.built.cfg == cfg && k.built.t == t {
+			return k.built.err
+		}
+	}
+	z, err := buildKeyDNSZones(cfg, t)
+	if k != nil {
+		k.built = builtZones{cfg: cfg, t: t, z: z, err: err}
+	}
 	return err
 }
 
-// built is the last zones checkKeyDNS or update built, for the config
-// and table they were built from: the compile and the update of one
-// reload build them once.
-var built struct {
-	sync.Mutex
+// buildKeyDNSZones builds the zones of cfg from t.
+func buildKeyDNSZones(cfg *policy.Config, t *keys.Table) (*dnsserver.Zones, error) {
+	dc, err := keyDNSConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return dnsserver.Build(dc, t, cfg.Keys.CNAMEZoneFor, time.Now())
+}
+
+// builtZones are the zones check built last, for the config and table
+// they were built from.
+type builtZones struct {
 	cfg *policy.Config
 	t   *keys.Table
 	z   *dnsserver.Zones
 	err error
 }
 
-// buildKeyDNS returns the zones of cfg and t, built now or a moment ago
-// for the same two.
-func buildKeyDNS(cfg *policy.Config, t *keys.Table) (*dnsserver.Zones, error) {
-	if !cfg.KeyDNS.Enabled() {
-		return nil, nil
-	}
-	built.Lock()
-	defer built.Unlock()
-	if built.cfg == cfg && built.t == t {
-		return built.z, built.err
-	}
-	dc, err := keyDNSConfig(cfg)
-	var z *dnsserver.Zones
-	if err == nil {
-		z, err = dnsserver.Build(dc, t, cfg.Keys.CNAMEZoneFor, time.Now())
-	}
-	built.cfg, built.t, built.z, built.err = cfg, t, z, err
-	return z, err
-}
-
-// takeBuilt returns the zones built for cfg and t if they are the last
-// built, and forgets them: a Zones value is given to the server once.
-func takeBuilt(cfg *policy.Config, t *keys.Table) (z *dnsserver.Zones, ok bool, err error) {
-	built.Lock()
-	defer built.Unlock()
-	if built.cfg != cfg || built.t != t {
+// takeBuilt returns the zones check built for cfg and t if they are the
+// last built, and forgets them: a Zones value is given to the server once.
+func (k *keyDNS) takeBuilt(cfg *policy.Config, t *keys.Table) (z *dnsserver.Zones, ok bool, err error) {
+	k.builtMu.Lock()
+	defer k.builtMu.Unlock()
+	if k.built.cfg != cfg || k.built.t != t {
 		return nil, false, nil
 	}
-	z, err = built.z, built.err
-	built.cfg, built.t, built.z, built.err = nil, nil, nil, nil
+	z, err = k.built.z, k.built.err
+	k.built = builtZones{}
 	return z, true, err
 }
 
@@ -185,12 +189,9 @@ func (k *keyDNS) updateFrom(cfg *policy.Config, t *keys.Table) {
 	} else {
 		k.warned = ""
 	}
-	z, ok, err := takeBuilt(cfg, t)
+	z, ok, err := k.takeBuilt(cfg, t)
 	if !ok {
-		var dc dnsserver.Config
-		if dc, err = keyDNSConfig(cfg); err == nil {
-			z, err = dnsserver.Build(dc, t, cfg.Keys.CNAMEZoneFor, time.Now())
-		}
+		z, err = buildKeyDNSZones(cfg, t)
 	}
 	if err != nil {
 		k.buildErrors.Add(1)
@@ -253,54 +254,78 @@ func (c *keyDNSCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(kdRecords, prometheus.GaugeValue, float64(records))
 }
 
-// keyDNSMatcher is the zone matcher of the last config asked about.
-var keyDNSMatcher struct {
-	sync.Mutex
-	zones string
-	m     *dnsserver.Matcher
+// keyDNSPlan answers, for one config, where the built-in key DNS server
+// publishes records and whether they are served: its zone matcher is made
+// once per config, not per key.
+type keyDNSPlan struct {
+	cfg *policy.Config
+	// matcher finds the served zone of a name; nil when [keydns] is off
+	// or its zones are invalid (the config check reports those).
+	matcher *dnsserver.Matcher
+	// lookupHost finds the nameservers' addresses: the daemon's resolver;
+	// nil in the commands, which make one from [dns] when first needed.
+	lookupHost func(context.Context, string) ([]net.IPAddr, error)
+	lookupOnce sync.Once
+	// port is the port the nameservers are asked on ("53"; tests change it).
+	port string
 }
 
-// keyDNSName returns the name at which the built-in server publishes k's
+// newKeyDNSPlan makes the plan of cfg; lookupHost may be nil (see
+// keyDNSPlan).
+func newKeyDNSPlan(cfg *policy.Config, lookupHost func(context.Context, string) ([]net.IPAddr, error)) *keyDNSPlan {
+	p := &keyDNSPlan{cfg: cfg, lookupHost: lookupHost, port: "53"}
+	if cfg.KeyDNS.Enabled() {
+		if m, err := dnsserver.NewMatcher(cfg.KeyDNS.Zones); err == nil {
+			p.matcher = m
+		}
+	}
+	return p
+}
+
+// name returns the name at which the built-in server publishes k's
 // record (keys.RecordName, or the CNAME target in CNAME mode) and whether
 // it does: [keydns] is on and a served zone holds the name. Such a key is
-// checked with keyDNSPublication, and keygen and rotate publish nothing
-// for it.
-func keyDNSName(cfg *policy.Config, k *keys.Key) (string, bool) {
-	name, apex := keyDNSPlace(cfg, k.Domain, k.Selector)
+// checked with publication, and keygen and rotate publish nothing for it.
+func (p *keyDNSPlan) name(k *keys.Key) (string, bool) {
+	name, apex := p.place(k.Domain, k.Selector)
 	return name, apex != ""
 }
 
-// keyDNSPlace returns the name of the record of domain/selector and the
-// served zone that holds it ("" when the built-in server does not publish
-// it).
-func keyDNSPlace(cfg *policy.Config, domain, selector string) (name, apex string) {
+// place returns the name of the record of domain/selector and the served
+// zone that holds it ("" when the built-in server does not publish it).
+func (p *keyDNSPlan) place(domain, selector string) (name, apex string) {
 	name = keys.RecordName(domain, selector)
-	if z := cfg.Keys.CNAMEZoneFor(domain); z != "" {
+	if z := p.cfg.Keys.CNAMEZoneFor(domain); z != "" {
 		name = keys.CNAMETarget(domain, selector, z)
 	}
-	if !cfg.KeyDNS.Enabled() {
-		return name, ""
-	}
-	apex, err := keyDNSZoneOf(cfg, name)
-	if err != nil {
-		return name, ""
-	}
-	return name, apex
+	return name, p.zoneOf(name)
 }
 
-// keyDNSServes reports whether the built-in key DNS server publishes the
+// zoneOf returns the served zone that holds name ("" for none).
+func (p *keyDNSPlan) zoneOf(name string) string {
+	if p.matcher == nil {
+		return ""
+	}
+	apex, err := p.matcher.ZoneOf(name)
+	if err != nil {
+		return ""
+	}
+	return apex
+}
+
+// serves reports whether the built-in key DNS server publishes the
 // record of domain/selector.
-func keyDNSServes(cfg *policy.Config, domain, selector string) bool {
-	_, apex := keyDNSPlace(cfg, domain, selector)
+func (p *keyDNSPlan) serves(domain, selector string) bool {
+	_, apex := p.place(domain, selector)
 	return apex != ""
 }
 
-// keyDNSNote is what keygen and rotate say about a new key of
-// domain/selector that the built-in key DNS server publishes ("" when it
-// does not): there is nothing to publish, the daemon serves the record
-// from its next reload.
-func keyDNSNote(cfg *policy.Config, domain, selector string) string {
-	name, apex := keyDNSPlace(cfg, domain, selector)
+// note is what keygen and rotate say about a new key of domain/selector
+// that the built-in key DNS server publishes ("" when it does not): there
+// is nothing to publish, the daemon serves the record from its next
+// reload.
+func (p *keyDNSPlan) note(domain, selector string) string {
+	name, apex := p.place(domain, selector)
 	if apex == "" {
 		return ""
 	}
@@ -308,60 +333,60 @@ func keyDNSNote(cfg *policy.Config, domain, selector string) string {
 		"from the daemon's next reload (SIGHUP, or within keys.recheck)", domain, strings.TrimSuffix(apex, "."), name)
 }
 
-// keyDNSCustomerRecords are the records the owner of domain must have in
-// their zone for receivers to find the record of selector that the
-// built-in server publishes: in CNAME mode the CNAME to it; for a zone
-// below the domain (a delegated selector zone) its NS records, our
-// [keydns] nameservers. None when the server does not publish it.
-func keyDNSCustomerRecords(cfg *policy.Config, domain, selector string) []publish.CustomerRecord {
-	_, apex := keyDNSPlace(cfg, domain, selector)
+// customerRecords are the records the owner of domain must have in their
+// zone for receivers to find the record of selector that the built-in
+// server publishes: in CNAME mode the CNAME to it; for a zone below the
+// domain (a delegated selector zone) its NS records, our [keydns]
+// nameservers. None when the server does not publish it.
+func (p *keyDNSPlan) customerRecords(domain, selector string) []publish.CustomerRecord {
+	_, apex := p.place(domain, selector)
 	if apex == "" {
 		return nil
 	}
-	if z := cfg.Keys.CNAMEZoneFor(domain); z != "" {
+	if z := p.cfg.Keys.CNAMEZoneFor(domain); z != "" {
 		return []publish.CustomerRecord{publish.CNAMERecord(domain, selector, z)}
 	}
 	var recs []publish.CustomerRecord
 	if d := dns.Fqdn(strings.ToLower(domain)); apex != d && dns.IsSubDomain(d, apex) {
-		for _, ns := range cfg.KeyDNS.Nameservers {
+		for _, ns := range p.cfg.KeyDNS.Nameservers {
 			recs = append(recs, publish.CustomerRecord{Name: apex, Type: "NS", Value: dns.Fqdn(strings.ToLower(ns))})
 		}
 	}
 	return recs
 }
 
-// keyDNSRetiredNote is what rotate says about the record of a retired
-// key that the built-in key DNS server publishes ("" when it does not).
-func keyDNSRetiredNote(cfg *policy.Config, domain, selector string) string {
-	name, apex := keyDNSPlace(cfg, domain, selector)
+// retiredNote is what rotate says about the record of a retired key that
+// the built-in key DNS server publishes ("" when it does not).
+func (p *keyDNSPlan) retiredNote(domain, selector string) string {
+	name, apex := p.place(domain, selector)
 	if apex == "" {
 		return ""
 	}
 	return fmt.Sprintf("%s: nothing to withdraw: the built-in key DNS server serves %s revoked (p= empty) for keydns.revoked_for (%s) "+
-		"from the daemon's next reload, then no record", domain, name, cfg.KeyDNS.RevokedFor.Duration)
+		"from the daemon's next reload, then no record", domain, name, p.cfg.KeyDNS.RevokedFor.Duration)
 }
 
-// keyDNSZoneOf returns the served zone that holds name ("" for none).
-func keyDNSZoneOf(cfg *policy.Config, name string) (string, error) {
-	keyDNSMatcher.Lock()
-	defer keyDNSMatcher.Unlock()
-	if zones := strings.Join(cfg.KeyDNS.Zones, "\x00"); keyDNSMatcher.m == nil || keyDNSMatcher.zones != zones {
-		m, err := dnsserver.NewMatcher(cfg.KeyDNS.Zones)
-		if err != nil {
-			return "", err
+// lookup returns the nameserver address lookup: the one given, or a
+// resolver of cfg's [dns] settings made on first use.
+func (p *keyDNSPlan) lookup() func(context.Context, string) ([]net.IPAddr, error) {
+	p.lookupOnce.Do(func() {
+		if p.lookupHost != nil {
+			return
 		}
-		keyDNSMatcher.zones, keyDNSMatcher.m = zones, m
-	}
-	return keyDNSMatcher.m.ZoneOf(name)
+		r, err := newResolver(p.cfg)
+		if err != nil {
+			p.lookupHost = func(context.Context, string) ([]net.IPAddr, error) { return nil, err }
+			return
+		}
+		p.lookupHost = r.LookupIPAddr
+	})
+	return p.lookupHost
 }
 
-// keyDNSPort is the port the nameservers are asked on; tests change it.
-var keyDNSPort = "53"
-
-// keyDNSPublication checks a key whose record the built-in server
-// publishes at name (keyDNSName): it is published when every listed
+// publication checks a key whose record the built-in server publishes at
+// name (see name): it is published when every listed
 // nameserver ([keydns] nameservers, their addresses looked up with
-// lookupHost, the daemon's resolver) answers authoritatively with the
+// lookup) answers authoritatively with the
 // key's record. No public lookup: the customer's delegation (or CNAME) to
 // the zone is theirs, and our servers are what we publish on.
 //
@@ -371,15 +396,14 @@ var keyDNSPort = "53"
 // is installed, after its own check ran; and other instances reading the
 // same key folder serve it at their next reload. A nameserver that does
 // not answer makes it a TempError.
-func keyDNSPublication(ctx context.Context, cfg *policy.Config, lookupHost func(context.Context, string) ([]net.IPAddr, error),
-	k *keys.Key, name string) dnscheck.Result {
+func (p *keyDNSPlan) publication(ctx context.Context, k *keys.Key, name string) dnscheck.Result {
+	cfg := p.cfg
 	kd := cfg.KeyDNS
 	fq := strings.ToLower(dns.Fqdn(name))
 	res := dnscheck.Result{Name: keys.RecordName(k.Domain, k.Selector), FinalName: strings.TrimSuffix(fq, "."),
 		NegativeTTL: min(kd.TTL.Duration, kd.NegativeTTL.Duration)}
-	if apex, err := keyDNSZoneOf(cfg, fq); err == nil {
-		res.Zone = strings.TrimSuffix(apex, ".")
-	}
+	res.Zone = strings.TrimSuffix(p.zoneOf(fq), ".")
+	lookupHost := p.lookup()
 	timeout := cfg.DNS.Timeout.Duration
 	var ttl uint32
 	var txt []string
@@ -396,7 +420,7 @@ func keyDNSPublication(ctx context.Context, cfg *policy.Config, lookupHost func(
 		}
 		reached := false
 		for _, a := range addrs {
-			s, served, sttl := askKeyDNS(ctx, timeout, ns, net.JoinHostPort(a.IP.String(), keyDNSPort), fq, k)
+			s, served, sttl := askKeyDNS(ctx, timeout, ns, net.JoinHostPort(a.IP.String(), p.port), fq, k)
 			answers = append(answers, s)
 			reached = reached || !s.Unreachable
 			if s.State == keys.Published {
@@ -492,16 +516,16 @@ func askKeyDNS(ctx context.Context, timeout time.Duration, ns, addr, name string
 	return s, txts, ttl
 }
 
-// keyDNSParallel bounds the keys checked at once by keyDNSPublication.
+// keyDNSParallel bounds the keys checked at once by publication.
 const keyDNSParallel = 32
 
-// checkWithKeyDNS checks the keys ks, whose dnscheck queries are qs (same
-// order): those the built-in key DNS server publishes with
-// keyDNSPublication, the others with check (a dnscheck.Checker's
-// CheckAll). The results are in the order of ks.
-func checkWithKeyDNS(ctx context.Context, cfg *policy.Config, ks []*keys.Key, qs []dnscheck.Query,
+// check checks the keys ks, whose dnscheck queries are qs (same order):
+// those the built-in key DNS server publishes with publication, the others
+// with check (a dnscheck.Checker's CheckAll). The results are in the order
+// of ks.
+func (p *keyDNSPlan) check(ctx context.Context, ks []*keys.Key, qs []dnscheck.Query,
 	check func(context.Context, []dnscheck.Query) []dnscheck.Result) []dnscheck.Result {
-	if !cfg.KeyDNS.Enabled() {
+	if p.matcher == nil {
 		return check(ctx, qs)
 	}
 	out := make([]dnscheck.Result, len(ks))
@@ -509,7 +533,7 @@ func checkWithKeyDNS(ctx context.Context, cfg *policy.Config, ks []*keys.Key, qs
 	var restAt, servedAt []int
 	var names []string
 	for i, k := range ks {
-		if name, ok := keyDNSName(cfg, k); ok {
+		if name, ok := p.name(k); ok {
 			servedAt, names = append(servedAt, i), append(names, name)
 			continue
 		}
@@ -520,7 +544,6 @@ func checkWithKeyDNS(ctx context.Context, cfg *policy.Config, ks []*keys.Key, qs
 			out[restAt[j]] = r
 		}
 	}
-	lookup := keyDNSLookup(cfg)
 	sem := make(chan struct{}, keyDNSParallel)
 	var wg sync.WaitGroup
 	for j, i := range servedAt {
@@ -528,33 +551,9 @@ func checkWithKeyDNS(ctx context.Context, cfg *policy.Config, ks []*keys.Key, qs
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			out[i] = keyDNSPublication(ctx, cfg, lookup, ks[i], names[j])
+			out[i] = p.publication(ctx, ks[i], names[j])
 		}()
 	}
 	wg.Wait()
 	return out
-}
-
-// keyDNSResolver is the resolver of the last [dns] settings asked for: the
-// daemon's resolver settings, with a cache of its own for the nameservers'
-// addresses.
-var keyDNSResolver struct {
-	sync.Mutex
-	key    string
-	lookup func(context.Context, string) ([]net.IPAddr, error)
-}
-
-// keyDNSLookup returns the address lookup of cfg's resolver ([dns]).
-func keyDNSLookup(cfg *policy.Config) func(context.Context, string) ([]net.IPAddr, error) {
-	keyDNSResolver.Lock()
-	defer keyDNSResolver.Unlock()
-	key := fmt.Sprint(cfg.DNS.Servers, cfg.DNS.Timeout)
-	if keyDNSResolver.lookup == nil || keyDNSResolver.key != key {
-		r, err := newResolver(cfg)
-		if err != nil {
-			return func(context.Context, string) ([]net.IPAddr, error) { return nil, err }
-		}
-		keyDNSResolver.key, keyDNSResolver.lookup = key, r.LookupIPAddr
-	}
-	return keyDNSResolver.lookup
 }

@@ -72,14 +72,14 @@ func TestKeyDNSName(t *testing.T) {
 		{"cname.example", "c1", "c1.cname.example.dkim.myesp.example", true},
 	}
 	for _, c := range cases {
-		name, served := keyDNSName(cfg, key(t, tab, c.domain, c.selector))
+		name, served := newKeyDNSPlan(cfg, nil).name(key(t, tab, c.domain, c.selector))
 		if name != c.name || served != c.served {
 			t.Errorf("%s/%s: %q %v, want %q %v", c.domain, c.selector, name, served, c.name, c.served)
 		}
 	}
 	off := keyDNSTestConfig(dir)
 	off.KeyDNS.Zones = nil
-	if _, served := keyDNSName(off, key(t, tab, "customer.example", "s1.myesp")); served {
+	if _, served := newKeyDNSPlan(off, nil).name(key(t, tab, "customer.example", "s1.myesp")); served {
 		t.Error("served with [keydns] off")
 	}
 }
@@ -87,22 +87,22 @@ func TestKeyDNSName(t *testing.T) {
 func TestCheckKeyDNS(t *testing.T) {
 	dir, tab := keyDNSTable(t, "customer.example/s1.myesp", "cname.example/c1")
 	cfg := keyDNSTestConfig(dir)
-	if err := checkKeyDNS(cfg, tab); err != nil {
+	if err := (*keyDNS)(nil).check(cfg, tab); err != nil {
 		t.Fatalf("good config: %v", err)
 	}
 	overlap := keyDNSTestConfig(dir)
 	overlap.KeyDNS.Zones = append(overlap.KeyDNS.Zones, "myesp.example")
-	if err := checkKeyDNS(overlap, tab); err == nil || !strings.Contains(err.Error(), "zones overlap") {
+	if err := (*keyDNS)(nil).check(overlap, tab); err == nil || !strings.Contains(err.Error(), "zones overlap") {
 		t.Fatalf("overlapping zones: %v", err)
 	}
 	empty := keyDNSTestConfig(dir)
 	empty.KeyDNS.Zones = append(empty.KeyDNS.Zones, "nokeys.myesp.example")
-	if err := checkKeyDNS(empty, tab); err == nil || !strings.Contains(err.Error(), "does not contain any key") {
+	if err := (*keyDNS)(nil).check(empty, tab); err == nil || !strings.Contains(err.Error(), "does not contain any key") {
 		t.Fatalf("zone without keys: %v", err)
 	}
 	off := keyDNSTestConfig(dir)
 	off.KeyDNS.Zones = nil
-	if err := checkKeyDNS(off, tab); err != nil {
+	if err := (*keyDNS)(nil).check(off, tab); err != nil {
 		t.Fatalf("off: %v", err)
 	}
 }
@@ -148,12 +148,12 @@ func TestKeyDNSUpdate(t *testing.T) {
 	if _, ok := k.srv.Zones().TXT("s1.myesp._domainkey.customer.example"); !ok || k.buildErrors.Load() != 1 {
 		t.Fatalf("after a failed build: served %v, build errors %d", ok, k.buildErrors.Load())
 	}
-	// The zones checkKeyDNS built are the ones served next.
+	// The zones check built are the ones served next.
 	_, tab2 := keyDNSTable(t, "customer.example/s2.myesp", "cname.example/c2")
-	if err := checkKeyDNS(cfg, tab2); err != nil {
+	if err := k.check(cfg, tab2); err != nil {
 		t.Fatal(err)
 	}
-	z, _ := buildKeyDNS(cfg, tab2)
+	z := k.built.z
 	k.updateFrom(cfg, tab2)
 	if k.srv.Zones() != z {
 		t.Error("update built the zones again")
@@ -208,14 +208,15 @@ func TestKeyDNSPublication(t *testing.T) {
 		t.Fatalf("second server on the same port: %v", err)
 	}
 	defer two.Close()
-	old := keyDNSPort
-	keyDNSPort = port
-	defer func() { keyDNSPort = old }()
-
+	plan := func(ns map[string][]string) *keyDNSPlan {
+		p := newKeyDNSPlan(cfg, lookupFake(ns))
+		p.port = port
+		return p
+	}
 	k := key(t, tab, "cname.example", "c1")
-	name, _ := keyDNSName(cfg, k)
+	name, _ := plan(nil).name(k)
 	check := func(ns map[string][]string) (string, string) {
-		r := keyDNSPublication(context.Background(), cfg, lookupFake(ns), k, name)
+		r := plan(ns).publication(context.Background(), k, name)
 		return string(r.State), r.Detail
 	}
 	both := map[string][]string{"ns1.myesp.example": {"127.0.0.1"}, "ns2.myesp.example": {"127.0.0.2"}}
@@ -223,7 +224,7 @@ func TestKeyDNSPublication(t *testing.T) {
 		t.Fatalf("second server without zones: %s %q, want partial naming ns2", st, detail)
 	}
 	two.Swap(z2(t, dc, tab, cfg))
-	r := keyDNSPublication(context.Background(), cfg, lookupFake(both), k, name)
+	r := plan(both).publication(context.Background(), k, name)
 	if r.State != keys.Published || len(r.TXT) != 1 || r.TXT[0] != keys.FormatRecord(k) || r.Zone != "dkim.myesp.example" ||
 		r.RecordTTL != 30*time.Second || r.NegativeTTL != 10*time.Second {
 		t.Fatalf("both serve it: %+v", r)
@@ -238,7 +239,7 @@ func TestKeyDNSPublication(t *testing.T) {
 	}
 	// A key the servers have another record for.
 	other := key(t, tab, "customer.example", "s1.myesp")
-	r = keyDNSPublication(context.Background(), cfg, lookupFake(both), other, name)
+	r = plan(both).publication(context.Background(), other, name)
 	if r.State != keys.Partial || !strings.Contains(r.Detail, "ns1.myesp.example") || !strings.Contains(r.Detail, "ns2.myesp.example") {
 		t.Fatalf("another key's record: %s %q", r.State, r.Detail)
 	}

@@ -119,7 +119,8 @@ func keygen(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	// A record the built-in key DNS server publishes needs no update.
-	note := keyDNSNote(cfg, d, sel)
+	kd := newKeyDNSPlan(cfg, nil)
+	note := kd.note(d, sel)
 	if note != "" {
 		pub = publish.NewSet(cfg.Keys.CNAMEZoneFor)
 	}
@@ -159,7 +160,7 @@ func keygen(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stderr, "wrote %s (%s, %d bits, mode 0600)\n", k.Path, k.Algorithm, k.Bits)
 	customer := customerRecords(ctx, pub, place, d, sel)
 	if note != "" {
-		customer = keyDNSCustomerRecords(cfg, d, sel)
+		customer = kd.customerRecords(d, sel)
 	}
 	if err := printRecordWith(stdout, k, *format, cfg, customer); err != nil {
 		return err

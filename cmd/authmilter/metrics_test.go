@@ -177,12 +177,10 @@ func TestDNSErrorMetrics(t *testing.T) {
 	srv.Fail("refused.example", dns.RcodeRefused)
 	srv.Drop("drop.example")
 	m := newMetrics()
-	dnsErrorHook = m.dnsError
-	defer func() { dnsErrorHook = nil }()
 	cfg := policy.DefaultConfig()
 	cfg.DNS.Servers = []string{srv.Addr()}
 	cfg.DNS.Timeout.Duration = 200 * time.Millisecond
-	r, err := newResolver(cfg)
+	r, err := newMeteredResolver(cfg, m.dnsError)
 	if err != nil {
 		t.Fatal(err)
 	}

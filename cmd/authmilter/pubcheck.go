@@ -68,8 +68,23 @@ type pubChecker struct {
 	// details `authmilter keys` shows); the daemon does not keep them.
 	keepResults bool
 
+	// kd checks the keys the built-in key DNS server publishes; made from
+	// cfg when first needed if not set.
+	kd     *keyDNSPlan
+	kdOnce sync.Once
+
 	mu      sync.Mutex
 	results map[*keys.Key]dnscheck.Result // the last check of each key
+}
+
+// keyDNS returns the checker's key DNS plan.
+func (c *pubChecker) keyDNS() *keyDNSPlan {
+	c.kdOnce.Do(func() {
+		if c.kd == nil {
+			c.kd = newKeyDNSPlan(c.cfg, nil)
+		}
+	})
+	return c.kd
 }
 
 // CheckPublication implements policy.PublicationChecker.
@@ -104,7 +119,7 @@ func (c *pubChecker) check(ctx context.Context, ks []*keys.Key, out map[*keys.Ke
 	}
 	var results []dnscheck.Result
 	if c.checker != nil {
-		results = checkWithKeyDNS(ctx, c.cfg, ks, qs, c.checker.CheckAll)
+		results = c.keyDNS().check(ctx, ks, qs, c.checker.CheckAll)
 	} else {
 		results = make([]dnscheck.Result, len(ks))
 		for i, k := range ks {

@@ -82,7 +82,7 @@ func (d *daemon) buildDNS(prev dnsState, cfg *policy.Config) (dnsState, error) {
 	checkerKey := fmt.Sprint(cfg.Keys.Check, publishServers(cfg))
 	st := prev
 	if prev.resolver == nil || prev.key != key {
-		r, err := newResolver(cfg)
+		r, err := newMeteredResolver(cfg, d.metrics.dnsError)
 		if err != nil {
 			return dnsState{}, err
 		}
@@ -127,11 +127,12 @@ func (d *daemon) compile(cfg *policy.Config, prev dnsState, table *keys.Table, o
 		if offline || forced {
 			cur = nil // every key looked at (see policy.CompileFrom)
 		}
-		if err := checkKeyDNS(cfg, table); err != nil {
+		if err := d.keyDNS.check(cfg, table); err != nil {
 			done <- compiled{err: err}
 			return
 		}
-		check := &pubChecker{checker: st.checker, last: &d.lastGood, cfg: cfg, incremental: true}
+		check := &pubChecker{checker: st.checker, last: &d.lastGood, cfg: cfg, incremental: true,
+			kd: newKeyDNSPlan(cfg, st.resolver.LookupIPAddr)}
 		if offline {
 			check.checker = nil
 		}

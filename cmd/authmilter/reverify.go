@@ -113,12 +113,13 @@ func (r *reverifier) tick(ctx context.Context, now time.Time) {
 // them is no longer published.
 func (r *reverifier) verify(ctx context.Context, pol *policy.Policy, batch []*keys.Key) {
 	r.d.reloadMu.Lock()
-	checker := r.d.dns.checker
+	checker, resolver := r.d.dns.checker, r.d.dns.resolver
 	r.d.reloadMu.Unlock()
-	if checker == nil {
+	if checker == nil || resolver == nil {
 		return
 	}
-	pc := &pubChecker{checker: checker, last: &r.d.lastGood, cfg: pol.Config()}
+	lookup := resolver.LookupIPAddr
+	pc := &pubChecker{checker: checker, last: &r.d.lastGood, cfg: pol.Config(), kd: newKeyDNSPlan(pol.Config(), lookup)}
 	out := make(map[*keys.Key]policy.PublicationCheck, len(batch))
 	ctx, cancel := context.WithTimeout(ctx, compileTimeout)
 	defer cancel()

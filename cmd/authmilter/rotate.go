@@ -29,6 +29,7 @@ const rotateLockFile = ".rotate.lock"
 // rotateRun is one run of `authmilter rotate`.
 type rotateRun struct {
 	cfg  *policy.Config
+	kd   *keyDNSPlan // where the built-in key DNS server publishes
 	view *keyView
 	// pub holds the publication targets; empty: records are printed for
 	// the administrator.
@@ -90,7 +91,7 @@ func rotate(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("-a: want a comma-separated list of %s, got %q", keys.Algorithms, a)
 		}
 	}
-	run := &rotateRun{cfg: cfg, dryRun: *dryRun, forcePublish: *forcePublish, verbose: *verbose || *dryRun, out: stdout,
+	run := &rotateRun{cfg: cfg, kd: newKeyDNSPlan(cfg, nil), dryRun: *dryRun, forcePublish: *forcePublish, verbose: *verbose || *dryRun, out: stdout,
 		pol: keys.RotatePolicy{Now: now, RotateAfter: cfg.Keys.RotateAfter.Duration, Grace: grace,
 			Recheck: cfg.Keys.Recheck.Duration, Force: *force, Suffix: cfg.Keys.SelectorSuffix,
 			Scheme: cfg.Keys.Scheme()}}
@@ -257,7 +258,7 @@ func (r *rotateRun) do(ctx context.Context, a keys.Action, ddir string, state *k
 			r.say("%s", what)
 			return nil
 		}
-		if !r.pub.Empty() && !keyDNSServes(r.cfg, a.Domain, a.Selector) {
+		if !r.pub.Empty() && !r.kd.serves(a.Domain, a.Selector) {
 			// A name that holds someone else's record gets no key: a key
 			// that cannot be published would only wait forever.
 			_, err := r.pub.Check(ctx, a.Domain, a.Selector, r.ownership(state, a.Selector, nil))
@@ -292,7 +293,7 @@ func (r *rotateRun) do(ctx context.Context, a keys.Action, ddir string, state *k
 		// everywhere that matters: they only need time.
 		switch a.Publication.State {
 		case keys.Missing, keys.DelegationMissing, keys.Mismatch, keys.Foreign, keys.Revoked:
-			if r.pub.Empty() || keyDNSServes(r.cfg, a.Domain, a.Selector) {
+			if r.pub.Empty() || r.kd.serves(a.Domain, a.Selector) {
 				break
 			}
 			if r.dryRun {
@@ -319,7 +320,7 @@ func (r *rotateRun) do(ctx context.Context, a keys.Action, ddir string, state *k
 				a.Domain, a.Algorithm, a.Selector, a.Publication.Detail)
 			return nil
 		}
-		if note := keyDNSNote(r.cfg, a.Domain, a.Selector); note != "" {
+		if note := r.kd.note(a.Domain, a.Selector); note != "" {
 			r.say("%s: the newest %s key %s is not served yet (%s: %s)\n%s", a.Domain, a.Algorithm, a.Selector,
 				a.Publication.State, a.Publication.Detail, note)
 			return nil
@@ -383,7 +384,7 @@ func (r *rotateRun) ownership(state *keys.DomainState, selector string, key *key
 // administrator; either way it tells what the customer must add (CNAME
 // mode, delegated selector zones).
 func (r *rotateRun) publishNew(ctx context.Context, k *keys.Key, state *keys.DomainState) error {
-	if note := keyDNSNote(r.cfg, k.Domain, k.Selector); note != "" {
+	if note := r.kd.note(k.Domain, k.Selector); note != "" {
 		r.say("%s", note)
 		r.sayCustomer(ctx, nil, k.Domain, k.Selector) // a new CNAME in CNAME mode
 		return nil
@@ -446,7 +447,7 @@ func (r *rotateRun) sayCustomer(ctx context.Context, place *publish.Place, domai
 // sayWithdraw tells what would be or is to be done with a retired key's
 // record.
 func (r *rotateRun) sayWithdraw(a keys.Action, name string) {
-	if note := keyDNSRetiredNote(r.cfg, a.Domain, a.Selector); note != "" {
+	if note := r.kd.retiredNote(a.Domain, a.Selector); note != "" {
 		r.say("%s", note)
 		return
 	}
@@ -465,7 +466,7 @@ func (r *rotateRun) sayWithdraw(a keys.Action, name string) {
 // administrator to. Only our record is withdrawn: a record there that this
 // installation did not publish is reported and left alone.
 func (r *rotateRun) withdraw(ctx context.Context, a keys.Action, name string, state *keys.DomainState) error {
-	if note := keyDNSRetiredNote(r.cfg, a.Domain, a.Selector); note != "" {
+	if note := r.kd.retiredNote(a.Domain, a.Selector); note != "" {
 		r.say("%s", note)
 		state.Key(a.Selector).Withdrawn = r.pol.Now // the server revokes it: nothing to retry
 		return nil

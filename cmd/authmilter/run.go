@@ -99,7 +99,6 @@ func cmdRun(args []string) error {
 	logs := newLogSwitch(os.Stderr, cfg)
 	d := &daemon{configPath: *cfgPath, logs: logs, log: logs.logger(), metrics: newMetrics(), started: cfg,
 		wake: make(chan struct{}, 1), warned: map[string]string{}, exiting: make(chan struct{})}
-	dnsErrorHook = d.metrics.dnsError
 	d.lastGood.Stale = func(name string, err error) {
 		if !keys.IsNotLookedUp(err) {
 			d.log.Warn("key record lookup failed; using the last good answer", "name", name, "error", err)

@@ -44,7 +44,7 @@ func cmdCheck(args []string) error {
 	if pol.Table().Missing() {
 		return fmt.Errorf("keys.dir %s does not exist; create it (authmilter keygen -d DOMAIN does, or mkdir -m 700 for a daemon that only verifies)", cfg.Keys.Dir)
 	}
-	if err := checkKeyDNS(cfg, pol.Table()); err != nil {
+	if err := (*keyDNS)(nil).check(cfg, pol.Table()); err != nil {
 		return err
 	}
 	if *print {
