@@ -172,6 +172,13 @@ func TestOpenSQLiteFile(t *testing.T) {
 	if _, err := Open(ctx, ""); err == nil {
 		t.Error("Open(\"\") succeeded")
 	}
+	garbage := filepath.Join(dir, "garbage.db")
+	if err := os.WriteFile(garbage, []byte(strings.Repeat("not a database\n", 1000)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, garbage); err == nil || !strings.Contains(err.Error(), garbage) {
+		t.Errorf("Open of a file that is not a database: err = %v, want one naming it", err)
+	}
 }
 
 func TestOpenPostgresErrorHidesPassword(t *testing.T) {
