@@ -164,13 +164,20 @@ func importDir(ctx context.Context, s Store, dir string, lim ImportLimits, res *
 	}
 	defer root.Close()
 	return fs.WalkDir(root.FS(), ".", func(rel string, d fs.DirEntry, err error) error {
+		name := filepath.Join(dir, rel)
 		if err != nil {
-			return fmt.Errorf("reports: import: %s: %w", filepath.Join(dir, rel), err)
+			if rel == "." {
+				return fmt.Errorf("reports: import: %w", err)
+			}
+			// An unreadable subfolder is refused; the walk goes on.
+			res.Files++
+			res.Refused++
+			res.Errors = append(res.Errors, name+": "+err.Error())
+			return nil
 		}
 		if d.IsDir() {
 			return nil
 		}
-		name := filepath.Join(dir, rel)
 		if !d.Type().IsRegular() {
 			res.Files++
 			res.Refused++
