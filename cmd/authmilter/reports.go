@@ -101,7 +101,7 @@ func openReportsStore(ctx context.Context, cfgPath string) (*policy.Config, repo
 	}
 	st, err := reports.Open(ctx, cfg.Reports.Database)
 	if err != nil {
-		return nil, nil, fmt.Errorf("reports.database %s: %w", redactDatabase(cfg.Reports.Database), err)
+		return nil, nil, fmt.Errorf("reports.database: %w", err) // err names it, without a password
 	}
 	return cfg, st, nil
 }
