@@ -32,7 +32,7 @@ Commands:
           and mail them to each reporting domain's rua addresses; one line per domain;
           exit 1 if any failed. -out DIR writes the report files instead of mailing them,
           -dry-run only shows what would be sent; neither records anything.
-  list    [-config FILE] [-days N] [-json]
+  list    [-config FILE] [-days N] [-d DOMAIN]... [-json]
           per UTC day and reporting domain: messages, rows, DMARC pass/fail, report status
   import  [-config FILE] FILE|DIR|-...
           store aggregate reports received as a domain owner (XML, .xml.gz, .zip, or a mail
@@ -386,6 +386,8 @@ func reportsList(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	fs, cfgPath := newReportsFlags("list", stderr)
 	days := fs.Int("days", reportsListDays, "list the last `N` UTC days, today included")
 	asJSON := fs.Bool("json", false, "print JSON")
+	var domains domainList
+	fs.Var(&domains, "d", "only this reporting `DOMAIN` (repeatable, or comma-separated)")
 	if err := fs.Parse(args); err != nil {
 		return exitError(2)
 	}
@@ -401,7 +403,7 @@ func reportsList(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		return err
 	}
 	defer st.Close()
-	list, err := listReportDays(ctx, st, reports.DayOf(time.Now()), *days)
+	list, err := listReportDays(ctx, st, reports.DayOf(time.Now()), *days, domains)
 	if err != nil {
 		return err
 	}
@@ -424,8 +426,9 @@ func reportsList(ctx context.Context, args []string, stdout, stderr io.Writer) e
 }
 
 // listReportDays collects the rows of `reports list` for the n days up to
-// today, newest day first, domains sorted.
-func listReportDays(ctx context.Context, st reports.Store, today time.Time, n int) ([]reportDay, error) {
+// today, newest day first, domains sorted; only those of only when it is
+// not empty.
+func listReportDays(ctx context.Context, st reports.Store, today time.Time, n int, only domainList) ([]reportDay, error) {
 	first := today.AddDate(0, 0, -(n - 1))
 	sent, err := st.SentSince(ctx, first)
 	if err != nil {
@@ -447,6 +450,9 @@ func listReportDays(ctx context.Context, st reports.Store, today time.Time, n in
 			return nil, fmt.Errorf("reports of %s: %w", day.Format("2006-01-02"), err)
 		}
 		for _, d := range domains {
+			if len(only) > 0 && !slices.Contains(only, strings.ToLower(d)) {
+				continue
+			}
 			_, rows, err := st.Rows(ctx, d, day)
 			if err != nil {
 				return nil, fmt.Errorf("reports of %s, %s: %w", d, day.Format("2006-01-02"), err)

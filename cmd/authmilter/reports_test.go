@@ -137,6 +137,10 @@ func TestReportsListCountsAndStatus(t *testing.T) {
 		}
 	}
 
+	out, _, err = e.run(t, "", "list", "-d", "FAIL.test", "-json")
+	if err != nil || strings.Count(out, `"domain"`) != 1 || !strings.Contains(out, `"fail.test"`) {
+		t.Errorf("list -d FAIL.test: %v\n%s", err, out)
+	}
 	out, _, err = e.run(t, "", "list")
 	if err != nil {
 		t.Fatal(err)
