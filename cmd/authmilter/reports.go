@@ -426,8 +426,8 @@ func reportsList(ctx context.Context, args []string, stdout, stderr io.Writer) e
 }
 
 // listReportDays collects the rows of `reports list` for the n days up to
-// today, newest day first, domains sorted; only those of only when it is
-// not empty.
+// today, newest day first, domains sorted (only the domains listed in
+// only, when it is not empty).
 func listReportDays(ctx context.Context, st reports.Store, today time.Time, n int, only domainList) ([]reportDay, error) {
 	first := today.AddDate(0, 0, -(n - 1))
 	sent, err := st.SentSince(ctx, first)
