@@ -331,6 +331,9 @@ require_published = true
 check = "resolver"
 [signing]
 canonicalization = "relaxed/relaxed"
+[reports]
+record = false
+
 [metrics]
 listen = ""
 [log]

@@ -62,6 +62,9 @@ servers = [%q]
 [keys]
 check = "resolver"
 dir = %q
+[reports]
+record = false
+
 [metrics]
 listen = "127.0.0.1:%d"
 `, freePort(t), dir, dns.Addr(), filepath.Join(dir, "keys"), freePort(t))

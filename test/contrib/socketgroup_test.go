@@ -276,6 +276,9 @@ func startHost(t *testing.T, l layout, daemon *testUser, names map[string]string
 	cfg["keys"].(map[string]any)["dir"] = h.at(l.keysDir)
 	cfg["keys"].(map[string]any)["check"] = "resolver" // one test DNS server answers for every zone
 	cfg["metrics"].(map[string]any)["listen"] = ""
+	// The reports store where the contrib files put it: in the state
+	// directory that systemd-tmpfiles makes.
+	cfg["reports"] = map[string]any{"database": h.at("/var/lib/authmilter/reports.db")}
 	h.cfgPath = h.at("/etc/authmilter/authmilter.toml")
 	os.MkdirAll(filepath.Dir(h.cfgPath), 0o755)
 	var buf bytes.Buffer

@@ -494,7 +494,7 @@ func (e *env) writeMilterConfig(name string, port int, enforce bool, canon strin
 	path := filepath.Join(e.root, "authmilter", name+".toml")
 	err := e.render("authmilter.toml", path, map[string]any{
 		"Name": name, "Port": port, "DNS": e.dnsAddr, "KeysDir": e.keysDir, "Enforce": enforce,
-		"Canonicalization": canon,
+		"Canonicalization": canon, "ReportsDB": filepath.Join(e.root, "authmilter", name+"-reports.db"),
 	})
 	return path, err
 }

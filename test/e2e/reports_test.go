@@ -196,17 +196,11 @@ func (e *env) startReportsMilter(t *testing.T, pf *postfix) (*milterProc, int, s
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(e.root, "reports")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	extra := fmt.Sprintf(`
-[reports]
-database = %q
-smtp = "127.0.0.1:%d"
+	// The template ends with [reports] and its own database: more of it.
+	extra := fmt.Sprintf(`smtp = "127.0.0.1:%d"
 org_name = "authmilter e2e"
 email = "dmarc-reports@%s"
-`, filepath.Join(dir, "reports.db"), listener, authservID)
+`, listener, authservID)
 	f, err := os.OpenFile(cfg, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -120,6 +120,9 @@ timeout = "5s"
 [outbound]
 networks = ["127.0.0.0/8"]
 
+[reports]
+record = false
+
 [metrics]
 listen = ""
 

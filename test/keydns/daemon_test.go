@@ -56,6 +56,9 @@ timeout = "5s"
 [outbound]
 networks = ["127.0.0.0/8"]
 
+[reports]
+record = false
+
 [metrics]
 listen = ""
 
@@ -318,6 +321,9 @@ func TestBadZones(t *testing.T) {
 	keysDir := filepath.Join(dir, "keys")
 	write := func(zones string) string {
 		cfg := fmt.Sprintf(`listen = [%q]
+[reports]
+record = false
+
 [metrics]
 listen = ""
 [keys]

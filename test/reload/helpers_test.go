@@ -57,6 +57,9 @@ servers = [%q]
 timeout = "1s"
 [outbound]
 networks = ["127.0.0.0/8"]
+[reports]
+record = false
+
 [metrics]
 listen = %q
 [log]

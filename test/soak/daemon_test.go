@@ -55,6 +55,9 @@ servers = [%q]
 timeout = %q
 [outbound]
 networks = ["127.0.0.0/8"]
+[reports]
+record = false
+
 [metrics]
 listen = %q
 [log]
