@@ -2,6 +2,7 @@ package reports
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -250,8 +251,15 @@ func (w *recorderWriter) tryOpen() {
 	store, err := r.open(ctx)
 	if err != nil {
 		if w.openFailures == 0 {
-			r.log.Error("reports: recorder: cannot open the store; evaluations are lost until it opens",
-				"err", err, "retry_every", r.o.RetryEvery)
+			var missing *MissingFolderError
+			if errors.As(err, &missing) {
+				r.log.Warn("reports: DMARC results are not recorded: the store's folder does not exist; create it (mkdir -m 700 "+
+					missing.Folder+", owned by the daemon's user) or set reports.database (record = false turns recording off)",
+					"folder", missing.Folder, "retry_every", r.o.RetryEvery)
+			} else {
+				r.log.Error("reports: recorder: cannot open the store; evaluations are lost until it opens",
+					"err", err, "retry_every", r.o.RetryEvery)
+			}
 		}
 		w.openFailures++
 		w.nextOpen = time.Now().Add(r.o.RetryEvery)

@@ -27,6 +27,17 @@ const sqliteBusyTimeout = 30 * time.Second
 // a fleet of MX hosts does not exhaust the server's max_connections.
 const postgresMaxConns = 8
 
+// MissingFolderError is Open's error for an SQLite file whose folder does
+// not exist: on a fresh install that is not a fault (the package or
+// systemd makes /var/lib/authmilter), so the recorder says it once as a
+// warning and keeps looking.
+type MissingFolderError struct{ Folder string }
+
+// Error implements error.
+func (e *MissingFolderError) Error() string {
+	return "folder " + e.Folder + " does not exist"
+}
+
 // Open opens (creating and migrating as needed) the store named by
 // database: a "postgres://" or "postgresql://" URL is a PostgreSQL
 // database (through pgx), anything else the path of an SQLite file
@@ -100,7 +111,7 @@ func openSQLite(ctx context.Context, path string) (Store, error) {
 		return nil, fmt.Errorf("reports: open sqlite %s: %w", path, err)
 	}
 	if fi, err := os.Stat(filepath.Dir(abs)); err != nil || !fi.IsDir() {
-		return nil, fmt.Errorf("reports: open sqlite %s: folder %s does not exist", abs, filepath.Dir(abs))
+		return nil, fmt.Errorf("reports: open sqlite %s: %w", abs, &MissingFolderError{Folder: filepath.Dir(abs)})
 	}
 	// Create the file ourselves so that its mode is 0600 whatever the
 	// umask; SQLite gives its -wal and -shm files the same mode.

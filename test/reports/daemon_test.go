@@ -19,8 +19,8 @@ import (
 // TestDaemonStartsWithoutStateFolder: the store's folder does not exist
 // (the default /var/lib/authmilter/reports.db where nobody made the
 // folder): the daemon starts, serves mail with its Authentication-Results,
-// logs why the store cannot be opened, and counts what it could not
-// record.
+// warns once (not an error: a fresh install, where the package makes the
+// folder) which folder is missing, and counts what it could not record.
 func TestDaemonStartsWithoutStateFolder(t *testing.T) {
 	dns := startDNS(t)
 	sk := startSink(t)
@@ -29,9 +29,12 @@ func TestDaemonStartsWithoutStateFolder(t *testing.T) {
 	cfg, sock, metrics := writeConfig(t, dir, dns.Addr(), missing, sk.addr)
 	d := startDaemon(t, "nostate", cfg, sock, metrics)
 	d.sendInbound(t, repeat(inbound{passDomain, passIP}, 3)...)
-	line := d.waitLog(t, "level=ERROR", 0, time.Minute)
-	if !strings.Contains(line, filepath.Dir(missing)+" does not exist") {
-		t.Errorf("the error line does not say which folder is missing: %s", line)
+	line := d.waitLog(t, "DMARC results are not recorded", 0, time.Minute)
+	if !strings.Contains(line, "level=WARN") || !strings.Contains(line, "folder="+filepath.Dir(missing)) || !strings.Contains(line, "does not exist") {
+		t.Errorf("the warning does not say which folder is missing: %s", line)
+	}
+	if strings.Contains(d.logs.String(), "level=ERROR") {
+		t.Errorf("a missing store folder logged an error:\n%s", d.logs.String())
 	}
 	d.waitMetric(t, "authmilter_reports_failed_total", 3, time.Minute)
 	d.sendInbound(t, repeat(inbound{passDomain, passIP}, 3)...)
