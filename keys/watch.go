@@ -136,8 +136,9 @@ func (w *Watcher) Established() bool {
 // makes, that each still is what t holds; a folder that changed meanwhile
 // is marked changed. From then on t (if it is still the daemon's table)
 // needs no stat pass at the next Load. It is meant to run in the
-// background after start: about one system call more per folder than a
-// reload.
+// background after start, on the calling goroutine alone (one core, so
+// that signing keeps the others): about one system call more per folder
+// than a reload.
 func (w *Watcher) Establish(t *Table) error {
 	if t == nil || filepath.Clean(t.dir) != w.dir {
 		return fmt.Errorf("keys: watch: table of %v is not the watched folder %s", t, w.dir)
@@ -146,16 +147,14 @@ func (w *Watcher) Establish(t *Table) error {
 	for d := range t.folders {
 		names = append(names, d)
 	}
-	errs := make([]error, len(names))
-	loadParallel(len(names), func(i int) {
-		name := names[i]
-		if f := t.folders[name]; f.name != "" {
+	for _, d := range names {
+		name := d
+		if f := t.folders[d]; f.name != "" {
 			name = f.name
 		}
-		errs[i] = w.watchFolder(names[i], name)
-	})
-	if err := errors.Join(errs...); err != nil {
-		return err
+		if err := w.watchFolder(d, name); err != nil {
+			return err
+		}
 	}
 	w.mu.Lock()
 	w.drainLocked()
@@ -164,14 +163,14 @@ func (w *Watcher) Establish(t *Table) error {
 	// Verify after the watches are in place: a change from now on is an
 	// event, one made before shows in the stat calls.
 	changed := make([]bool, len(names))
-	loadParallel(len(names), func(i int) {
-		name := names[i]
-		if f := t.folders[name]; f.name != "" {
+	for i, d := range names {
+		name := d
+		if f := t.folders[d]; f.name != "" {
 			name = f.name
 		}
-		_, ok := reuseDomain(filepath.Join(t.dir, name), names[i], t, atFDCWD)
+		_, ok := reuseDomain(filepath.Join(t.dir, name), d, t, atFDCWD)
 		changed[i] = !ok
-	})
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.broken != "" {

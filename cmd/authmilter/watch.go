@@ -1,7 +1,10 @@
 package main
 
 import (
+	"runtime"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/authmilter/authmilter/keys"
 )
@@ -10,8 +13,9 @@ import (
 // the background, once per keys.dir: from then on a reload reads only
 // the domain folders that changed, instead of calling stat on every key
 // file (a second of CPU at 100,000 domains). Establishing the watches
-// costs about as much as one such reload, on one core, so that signing
-// keeps the other. Where inotify is not available, or its watch limit is
+// costs about as much as one such reload; it starts watchDelay after the
+// table is installed (not among a start's first signatures), on one
+// thread of the lowest priority, so that signing keeps the CPUs. Where inotify is not available, or its watch limit is
 // too low for the table, reloads keep the stat pass (logged once per
 // folder).
 func (d *daemon) watchKeys(t *keys.Table) {
@@ -29,6 +33,18 @@ func (d *daemon) watchKeys(t *keys.Table) {
 	d.watching = true
 	d.watchMu.Unlock()
 	go func() {
+		select {
+		case <-time.After(watchDelay):
+		case <-d.exiting:
+			d.watchMu.Lock()
+			d.watching = false
+			d.watchMu.Unlock()
+			return
+		}
+		// The thread is niced and never given back (a goroutine that ends
+		// locked ends its thread), so the priority stays with this work.
+		runtime.LockOSThread()
+		unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), 19)
 		start := time.Now()
 		w, err := keys.NewWatcher(t.Dir())
 		if err == nil {
@@ -52,6 +68,10 @@ func (d *daemon) watchKeys(t *keys.Table) {
 			"took", time.Since(start).Round(time.Millisecond).String())
 	}()
 }
+
+// watchDelay is how long after the table is installed its watches are
+// established.
+const watchDelay = 10 * time.Second
 
 // keyWatcher returns the watcher of dir, if there is one that works.
 func (d *daemon) keyWatcher(dir string) *keys.Watcher {
