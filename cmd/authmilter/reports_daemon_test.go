@@ -204,7 +204,7 @@ func TestSendDailySendsYesterdayAndPrunes(t *testing.T) {
 	defer s.stop()
 	s.sendDaily(context.Background(), cfg, now)
 
-	if e.sink.count() == 0 {
+	if len(e.sink.Messages()) == 0 {
 		t.Fatalf("the daily run mailed nothing:\n%s", logs.String())
 	}
 	if v := gatherValue(t, reg, `authmilter_reports_sent_total{status="sent"}`); v != 1 {
@@ -224,9 +224,9 @@ func TestSendDailySendsYesterdayAndPrunes(t *testing.T) {
 		t.Errorf("rows older than keep are still there: %v", d)
 	}
 	// Run again (a restart after send_at): nothing is sent twice.
-	n := e.sink.count()
+	n := len(e.sink.Messages())
 	s.sendDaily(context.Background(), cfg, now)
-	if e.sink.count() != n {
+	if len(e.sink.Messages()) != n {
 		t.Errorf("a second daily run mailed again")
 	}
 }

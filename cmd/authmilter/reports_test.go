@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authmilter/authmilter/internal/smtpsink"
 	"github.com/authmilter/authmilter/internal/testdns"
 	"github.com/authmilter/authmilter/policy"
 	"github.com/authmilter/authmilter/reports"
@@ -26,12 +27,12 @@ import (
 type reportsEnv struct {
 	dir, cfg, db string
 	dns          *testdns.Server
-	sink         *testSMTPSink
+	sink         *smtpsink.Server
 }
 
 func newReportsEnv(t *testing.T) *reportsEnv {
 	t.Helper()
-	e := &reportsEnv{dir: t.TempDir(), dns: testdns.Start(t), sink: startTestSMTPSink(t)}
+	e := &reportsEnv{dir: t.TempDir(), dns: testdns.Start(t), sink: smtpsink.Start(t)}
 	e.db = filepath.Join(e.dir, "reports.db")
 	e.cfg = filepath.Join(e.dir, "authmilter.toml")
 	conf := fmt.Sprintf(`authserv_id = "mx.receiver.test"
@@ -45,7 +46,7 @@ database = %q
 smtp = %q
 org_name = "Receiver Test"
 email = "dmarc-reports@receiver.test"
-`, e.dns.Addr(), filepath.Join(e.dir, "keys"), e.db, e.sink.addr)
+`, e.dns.Addr(), filepath.Join(e.dir, "keys"), e.db, e.sink.Addr())
 	if err := os.WriteFile(e.cfg, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -182,8 +183,8 @@ func TestReportsSendOutWritesValidReports(t *testing.T) {
 	if records != 3 {
 		t.Errorf("%d records in the reports, want 3", records)
 	}
-	if e.sink.count() != 0 {
-		t.Errorf("send -out mailed %d messages", e.sink.count())
+	if len(e.sink.Messages()) != 0 {
+		t.Errorf("send -out mailed %d messages", len(e.sink.Messages()))
 	}
 	// -out records nothing: the reports can still be sent.
 	list, _, _ := e.run(t, "", "list", "-json")
@@ -203,7 +204,7 @@ func TestReportsSendDryRunSendsNothing(t *testing.T) {
 	if !strings.Contains(stdout, "pass.test") {
 		t.Errorf("send -dry-run does not list pass.test:\n%s", stdout)
 	}
-	if n := e.sink.count(); n != 0 {
+	if n := len(e.sink.Messages()); n != 0 {
 		t.Errorf("send -dry-run mailed %d messages", n)
 	}
 	// Nothing recorded: the real send then mails it.
@@ -211,7 +212,7 @@ func TestReportsSendDryRunSendsNothing(t *testing.T) {
 	if err != nil {
 		t.Fatalf("send: %v\n%s\n%s", err, stdout, stderr)
 	}
-	if n := e.sink.count(); n == 0 {
+	if n := len(e.sink.Messages()); n == 0 {
 		t.Errorf("send after -dry-run mailed nothing:\n%s\n%s", stdout, stderr)
 	}
 }
@@ -235,7 +236,7 @@ func TestReportsSendMailsOnce(t *testing.T) {
 	}
 	// pass.test authorised elsewhere.test; fail.test did not: only its own
 	// domain gets its report (the other destination is skipped, logged).
-	rcpts := e.sink.recipients()
+	rcpts := recipientCounts(e.sink.Messages())
 	for _, want := range []string{"dmarc@pass.test", "agg@elsewhere.test", "dmarc@fail.test"} {
 		if rcpts[want] != 1 {
 			t.Errorf("%s got %d reports, want 1 (all: %v)", want, rcpts[want], rcpts)
@@ -248,12 +249,12 @@ func TestReportsSendMailsOnce(t *testing.T) {
 		t.Errorf("the unauthorised destination was not logged:\n%s", stderr)
 	}
 	// A second run sends nothing again and says so.
-	n := e.sink.count()
+	n := len(e.sink.Messages())
 	stdout, stderr, err = e.run(t, "", "send")
 	if err != nil {
 		t.Fatalf("second send: %v\n%s\n%s", err, stdout, stderr)
 	}
-	if e.sink.count() != n {
+	if len(e.sink.Messages()) != n {
 		t.Errorf("a second send mailed again:\n%s", stdout)
 	}
 	list, _, _ := e.run(t, "", "list", "-json")
@@ -268,7 +269,7 @@ func TestReportsSendMailsOnce(t *testing.T) {
 
 func TestReportsSendFailureExitsOne(t *testing.T) {
 	e := newReportsEnv(t)
-	e.sink.rejectWith("554 5.7.1 no reports here")
+	e.sink.FailNext(1000, smtpsink.AtEndOfData, "554 5.7.1 no reports here") // every attempt
 	e.seed(t, yesterdayUTC(), testEntry("pass.test", "192.0.2.1", 5, true))
 	stdout, stderr, err := e.run(t, "", "send")
 	if code, ok := err.(exitError); !ok || code != 1 {
@@ -314,7 +315,7 @@ func TestReportsSendRefusesBadFlags(t *testing.T) {
 			}
 		})
 	}
-	if e.sink.count() != 0 {
+	if len(e.sink.Messages()) != 0 {
 		t.Errorf("a refused command mailed something")
 	}
 }
@@ -489,6 +490,17 @@ func receivedReport(t *testing.T, day time.Time) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// recipientCounts counts the messages per recipient.
+func recipientCounts(msgs []smtpsink.Message) map[string]int {
+	n := map[string]int{}
+	for _, m := range msgs {
+		for _, r := range m.Rcpts {
+			n[r]++
+		}
+	}
+	return n
 }
 
 // needXmllint returns the schema path, failing the test without xmllint.
