@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/authmilter/authmilter/internal/daemontest"
+	"github.com/authmilter/authmilter/internal/smtpsink"
 	"github.com/authmilter/authmilter/reports"
 )
 
@@ -23,10 +24,10 @@ import (
 // folder) which folder is missing, and counts what it could not record.
 func TestDaemonStartsWithoutStateFolder(t *testing.T) {
 	dns := startDNS(t)
-	sk := startSink(t)
+	sk := smtpsink.Start(t)
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "var", "lib", "authmilter", "reports.db")
-	cfg, sock, metrics := writeConfig(t, dir, dns.Addr(), missing, sk.addr)
+	cfg, sock, metrics := writeConfig(t, dir, dns.Addr(), missing, sk.Addr())
 	d := startDaemon(t, "nostate", cfg, sock, metrics)
 	d.sendInbound(t, repeat(inbound{passDomain, passIP}, 3)...)
 	line := d.waitLog(t, "DMARC results are not recorded", 0, time.Minute)
@@ -58,10 +59,10 @@ func TestDaemonStartsWithoutStateFolder(t *testing.T) {
 // the store the daemon started with.
 func TestReloadKeepsRecorder(t *testing.T) {
 	dns := startDNS(t)
-	sk := startSink(t)
+	sk := smtpsink.Start(t)
 	dir := t.TempDir()
 	db := filepath.Join(dir, "reports.db")
-	cfg, sock, metrics := writeConfig(t, dir, dns.Addr(), db, sk.addr)
+	cfg, sock, metrics := writeConfig(t, dir, dns.Addr(), db, sk.Addr())
 	d := startDaemon(t, "reload", cfg, sock, metrics)
 	pass := inbound{passDomain, passIP}
 	d.sendInbound(t, pass)
@@ -110,7 +111,7 @@ func TestReloadKeepsRecorder(t *testing.T) {
 // start sends nothing twice.
 func TestDaemonSendsAtSendAt(t *testing.T) {
 	dns := startDNS(t)
-	sk := startSink(t)
+	sk := smtpsink.Start(t)
 	dir := t.TempDir()
 	db := filepath.Join(dir, "reports.db")
 	yesterday := reports.DayOf(time.Now()).AddDate(0, 0, -1)
@@ -118,7 +119,7 @@ func TestDaemonSendsAtSendAt(t *testing.T) {
 	seedRows(t, db, yesterday, passDomain, passIP, 6)
 	seedRows(t, db, old, passDomain, passIP, 1)
 
-	cfg, sock, metrics := writeConfig(t, dir, dns.Addr(), db, sk.addr, `send_at = "00:00"`, `keep = "30d"`)
+	cfg, sock, metrics := writeConfig(t, dir, dns.Addr(), db, sk.Addr(), `send_at = "00:00"`, `keep = "30d"`)
 	d := startDaemon(t, "sendat", cfg, sock, metrics)
 	line := d.waitLog(t, "DMARC aggregate reports done", 0, 2*time.Minute)
 	if !strings.Contains(line, "sent=1") || !strings.Contains(line, "day="+yesterday.Format("2006-01-02")) {
@@ -130,11 +131,11 @@ func TestDaemonSendsAtSendAt(t *testing.T) {
 	if v := d.metric(t, `authmilter_reports_sent_total{status="sent"}`); v != 1 {
 		t.Errorf(`authmilter_reports_sent_total{status="sent"} = %v, want 1`, v)
 	}
-	msgs := sk.messages()
+	msgs := sk.Messages()
 	if len(msgs) != 1 {
 		t.Fatalf("%d report messages, want 1", len(msgs))
 	}
-	_, f := readReportMail(t, msgs[0].data)
+	_, f := readReportMail(t, msgs[0].Data)
 	if f.Domain != passDomain || len(f.Records) != 1 || f.Records[0].Count != 6 {
 		t.Errorf("report: %+v", f)
 	}
@@ -146,7 +147,7 @@ func TestDaemonSendsAtSendAt(t *testing.T) {
 	if line := d2.waitLog(t, "DMARC aggregate reports done", 0, 2*time.Minute); !strings.Contains(line, "sent=0") {
 		t.Errorf("daily run after a restart: %s", line)
 	}
-	if n := len(sk.messages()); n != 1 {
+	if n := len(sk.Messages()); n != 1 {
 		t.Errorf("%d report messages after the restart, want still 1", n)
 	}
 }
@@ -156,7 +157,7 @@ func TestDaemonSendsAtSendAt(t *testing.T) {
 // ends the daemon after the bounded wait for the queue, which it logs.
 func TestStopIsBoundedWhenTheDatabaseHangs(t *testing.T) {
 	dns := startDNS(t)
-	sk := startSink(t)
+	sk := smtpsink.Start(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +179,7 @@ func TestStopIsBoundedWhenTheDatabaseHangs(t *testing.T) {
 		}
 	})
 	dir := t.TempDir()
-	cfg, sock, metrics := writeConfig(t, dir, dns.Addr(), "postgres://am@"+ln.Addr().String()+"/reports?sslmode=disable", sk.addr)
+	cfg, sock, metrics := writeConfig(t, dir, dns.Addr(), "postgres://am@"+ln.Addr().String()+"/reports?sslmode=disable", sk.Addr())
 	d := startDaemon(t, "hang", cfg, sock, metrics)
 	d.sendInbound(t, repeat(inbound{passDomain, passIP}, 3)...) // each with its Authentication-Results
 

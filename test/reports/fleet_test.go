@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authmilter/authmilter/internal/smtpsink"
 	"github.com/authmilter/authmilter/reports"
 )
 
@@ -22,11 +23,11 @@ func TestFleetSharesOnePostgreSQL(t *testing.T) {
 		t.Fatal(err)
 	}
 	dns := startDNS(t)
-	sk := startSink(t)
+	sk := smtpsink.Start(t)
 	var mx [2]*daemon
 	for i, name := range []string{"a", "b"} {
 		dir := t.TempDir()
-		cfg, sock, metrics := writeConfig(t, dir, dns.Addr(), dsn, sk.addr)
+		cfg, sock, metrics := writeConfig(t, dir, dns.Addr(), dsn, sk.Addr())
 		mx[i] = startDaemon(t, name, cfg, sock, metrics)
 	}
 	day := reports.DayOf(time.Now())
@@ -87,7 +88,7 @@ func TestFleetSharesOnePostgreSQL(t *testing.T) {
 	if sentLines[passDomain] != 1 || sentLines[failDomain] != 1 {
 		t.Errorf("sent lines per domain %v, want one each:\n%s\n---\n%s", sentLines, outs[0], outs[1])
 	}
-	msgs := sk.messages()
+	msgs := sk.Messages()
 	if len(msgs) != 2 {
 		t.Fatalf("%d report messages arrived, want exactly 2 (one per domain)", len(msgs))
 	}
@@ -100,15 +101,15 @@ func TestFleetSharesOnePostgreSQL(t *testing.T) {
 	}
 	seen := map[string]bool{}
 	for _, m := range msgs {
-		_, f := readReportMail(t, m.data)
+		_, f := readReportMail(t, m.Data)
 		w, ok := want[f.Domain]
 		if !ok || seen[f.Domain] {
 			t.Errorf("unexpected report about %q", f.Domain)
 			continue
 		}
 		seen[f.Domain] = true
-		if strings.Join(m.rcpts, ",") != w.rcpt {
-			t.Errorf("%s: report sent to %v, want %s", f.Domain, m.rcpts, w.rcpt)
+		if strings.Join(m.Rcpts, ",") != w.rcpt {
+			t.Errorf("%s: report sent to %v, want %s", f.Domain, m.Rcpts, w.rcpt)
 		}
 		if len(f.Records) != 1 {
 			t.Errorf("%s: %d records, want 1", f.Domain, len(f.Records))

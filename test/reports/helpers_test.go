@@ -1,7 +1,6 @@
 package reports
 
 import (
-	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -11,13 +10,11 @@ import (
 	"io"
 	"mime"
 	"mime/multipart"
-	"net"
 	"net/mail"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -212,107 +209,6 @@ func runCLI(t *testing.T, args ...string) string {
 		t.Fatalf("authmilter %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
 	}
 	return stdout.String()
-}
-
-// sink is an SMTP server that keeps every message it is given.
-type sink struct {
-	addr string
-	mu   sync.Mutex
-	msgs []sunk
-}
-
-// sunk is one message the sink took.
-type sunk struct {
-	rcpts []string
-	data  []byte
-}
-
-func startSink(t *testing.T) *sink {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &sink{addr: ln.Addr().String()}
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				s.serve(c)
-			}()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-	})
-	return s
-}
-
-func (s *sink) messages() []sunk {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return append([]sunk(nil), s.msgs...)
-}
-
-func (s *sink) serve(c net.Conn) {
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Minute))
-	r := bufio.NewReader(c)
-	reply := func(line string) { c.Write([]byte(line + "\r\n")) }
-	reply("220 sink.test ESMTP")
-	var cur sunk
-	for {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			return
-		}
-		verb, arg, _ := strings.Cut(strings.TrimRight(line, "\r\n"), " ")
-		switch strings.ToUpper(verb) {
-		case "EHLO", "HELO":
-			reply("250-sink.test")
-			reply("250 8BITMIME")
-		case "MAIL":
-			cur = sunk{}
-			reply("250 2.1.0 Ok")
-		case "RCPT":
-			_, a, _ := strings.Cut(arg, "<")
-			a, _, _ = strings.Cut(a, ">")
-			cur.rcpts = append(cur.rcpts, strings.ToLower(a))
-			reply("250 2.1.5 Ok")
-		case "DATA":
-			reply("354 go ahead")
-			var b bytes.Buffer
-			for {
-				l, err := r.ReadString('\n')
-				if err != nil {
-					return
-				}
-				if l == ".\r\n" {
-					break
-				}
-				b.WriteString(strings.TrimPrefix(l, "."))
-			}
-			cur.data = b.Bytes()
-			s.mu.Lock()
-			s.msgs = append(s.msgs, cur)
-			s.mu.Unlock()
-			reply("250 2.0.0 Ok: stored")
-		case "QUIT":
-			reply("221 2.0.0 Bye")
-			return
-		default:
-			reply("250 2.0.0 Ok")
-		}
-	}
 }
 
 // reportFeedback is what the tests read from a report's XML.
