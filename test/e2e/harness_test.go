@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/authmilter/authmilter/internal/interop"
+	"github.com/authmilter/authmilter/internal/smtpsink"
 	"github.com/authmilter/authmilter/internal/testdns"
 )
 
@@ -55,7 +56,7 @@ type env struct {
 	dnsAddr string // "127.x.y.z:53"
 	keysDir string
 	extKey  []byte // PEM of sender.example's key, for dkimpy
-	sink    *sink
+	sink    *smtpsink.Server
 
 	main     *milterProc // Postfix smtpd_milters/non_smtpd_milters, Sendmail
 	enforce  *milterProc // [dmarc] enforce = true
@@ -149,10 +150,10 @@ func (e *env) setup() error {
 	if err := e.makeKeys(); err != nil {
 		return err
 	}
-	if e.sink, err = startSink(filepath.Join(e.root, "sink")); err != nil {
+	if e.sink, err = smtpsink.Listen(sinkIP+":0", smtpsink.Options{Dir: filepath.Join(e.root, "sink")}); err != nil {
 		return err
 	}
-	e.onClose(func() { e.sink.close() })
+	e.onClose(func() { e.sink.Close() })
 	if e.spy, err = startSpy(true); err != nil {
 		return err
 	}

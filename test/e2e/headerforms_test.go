@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/authmilter/authmilter/internal/interop"
+	"github.com/authmilter/authmilter/internal/smtpsink"
 )
 
 // headerFormCase is a message (a file under testdata/) whose header
@@ -150,7 +151,7 @@ func TestSendmailHeaderForms(t *testing.T) {
 type headerFormRun struct {
 	msg  []byte
 	qid  string
-	got  *sunk
+	got  smtpsink.Message
 	err  error
 	done chan struct{}
 }
@@ -180,7 +181,7 @@ func runHeaderForms(t *testing.T, e *env, mta string, change func(headerFormCase
 					run.err = fmt.Errorf("submit: %w", run.err)
 					return
 				}
-				if run.got, run.err = e.sink.wait(tok, deliveryTimeout); run.err != nil {
+				if run.got, run.err = e.sink.Wait(tok, deliveryTimeout); run.err != nil {
 					run.err = fmt.Errorf("queue ID %s: %w\n%s", run.qid, run.err, diag(run.qid))
 				}
 			}()

@@ -127,7 +127,7 @@ func (e *env) startPostfix(dovecotPort int) (*postfix, error) {
 		"Dir":               pf.dir,
 		"Ports":             pf.Ports,
 		"SinkIP":            sinkIP,
-		"SinkPort":          e.sink.port,
+		"SinkPort":          e.sink.Port(),
 		"DovecotPort":       dovecotPort,
 		"MilterPort":        e.main.port,
 		"EnforceMilterPort": e.enforce.port,

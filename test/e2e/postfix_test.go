@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/authmilter/authmilter/internal/interop"
+	"github.com/authmilter/authmilter/internal/smtpsink"
 )
 
 // deliveryTimeout bounds how long a queued message may take to reach the
@@ -156,7 +157,7 @@ func TestPostfix(t *testing.T) {
 		if err := pf.sendmailCmd(from, message(tok, from, "henry@remote.example")); err != nil {
 			t.Fatal(err)
 		}
-		m, err := e.sink.wait(tok, deliveryTimeout)
+		m, err := e.sink.Wait(tok, deliveryTimeout)
 		if err != nil {
 			t.Fatalf("%v\nmaillog:\n%s", err, tailFile(pf.dir+"/maillog", 20))
 		}
@@ -199,7 +200,7 @@ func TestPostfix(t *testing.T) {
 			t.Errorf("dmarc comment (%s), want (p=reject dis=...)", rs[0].Comment)
 		}
 		checkResult(t, ar, "spf", "fail", "", map[string]string{"smtp.mailfrom": "bounce@" + rejDomain})
-		if got := e.sink.find(tok); len(got) != 0 {
+		if got := e.sink.Find(tok); len(got) != 0 {
 			t.Errorf("the rejected message was delivered:\n%s", got[0].Data)
 		}
 	})
@@ -265,7 +266,7 @@ func TestPostfix(t *testing.T) {
 		}
 		m = waitDelivered(t, e, pf, tokTF, qid)
 		e.checkSignedByUs(t, m.Data)
-		if n := len(e.sink.find(tokTF)); n != 1 {
+		if n := len(e.sink.Find(tokTF)); n != 1 {
 			t.Errorf("the tempfailed message was delivered %d times, want once (after the retry)", n)
 		}
 	})
@@ -349,9 +350,9 @@ func TestPostfixMilterProtocol(t *testing.T) {
 
 // waitDelivered waits for the message with tok at the sink; on failure it
 // shows what Postfix logged about the queue ID.
-func waitDelivered(t *testing.T, e *env, pf *postfix, tok, qid string) *sunk {
+func waitDelivered(t *testing.T, e *env, pf *postfix, tok, qid string) smtpsink.Message {
 	t.Helper()
-	m, err := e.sink.wait(tok, deliveryTimeout)
+	m, err := e.sink.Wait(tok, deliveryTimeout)
 	if err != nil {
 		t.Fatalf("queue ID %s: %v\nmaillog:\n%s", qid, err, pf.logFor(qid))
 	}

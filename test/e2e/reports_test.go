@@ -117,7 +117,7 @@ func TestPostfixDMARCReports(t *testing.T) {
 		want[s.domain][s.ip] = s
 	}
 	for _, domain := range []string{rptPass, rptFail} {
-		m, err := e.sink.wait("Report Domain: "+domain, deliveryTimeout)
+		m, err := e.sink.Wait("Report Domain: "+domain, deliveryTimeout)
 		if err != nil {
 			t.Errorf("%s: %v\nmaillog:\n%s", domain, err, tailFile(filepath.Join(pf.dir, "maillog"), 30))
 			continue
@@ -169,7 +169,7 @@ func TestPostfixDMARCReports(t *testing.T) {
 			}
 		}
 	}
-	for _, m := range e.sink.find("Report Domain: ") {
+	for _, m := range e.sink.Find("Report Domain: ") {
 		for _, r := range m.Rcpts {
 			if r == rptElsewhere {
 				t.Errorf("a report went to %s, which did not authorise it", rptElsewhere)

@@ -132,7 +132,7 @@ func (e *env) startSendmail() (*sendmail, error) {
 		"Dir":               sm.dir,
 		"Ports":             sm.Ports,
 		"SinkIP":            sinkIP,
-		"SinkPort":          e.sink.port,
+		"SinkPort":          e.sink.Port(),
 		"MilterPort":        e.main.port,
 		"EnforceMilterPort": e.enforce.port,
 		"DownMilterPort":    e.down.port,

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"errors"
+	"github.com/authmilter/authmilter/internal/smtpsink"
 	"strings"
 	"testing"
 	"time"
@@ -14,9 +15,9 @@ import (
 func TestSendmail(t *testing.T) {
 	e, sm := getSendmail(t)
 
-	waitSM := func(t *testing.T, tok string) *sunk {
+	waitSM := func(t *testing.T, tok string) smtpsink.Message {
 		t.Helper()
-		m, err := e.sink.wait(tok, deliveryTimeout)
+		m, err := e.sink.Wait(tok, deliveryTimeout)
 		if err != nil {
 			t.Fatalf("%v\nSendmail traffic:\n%s", err, sm.traffic())
 		}
@@ -139,7 +140,7 @@ func TestSendmail(t *testing.T) {
 			t.Fatalf("got %v, want 550 5.7.1 at the end of DATA", err)
 		}
 		time.Sleep(300 * time.Millisecond)
-		if got := e.sink.find(tok); len(got) != 0 {
+		if got := e.sink.Find(tok); len(got) != 0 {
 			t.Errorf("the rejected message was delivered:\n%s", got[0].Data)
 		}
 	})
@@ -192,7 +193,7 @@ func TestSendmail(t *testing.T) {
 			t.Fatalf("retry after restart: %v", err)
 		}
 		e.checkSignedByUs(t, waitSM(t, tokTF).Data)
-		if n := len(e.sink.find(tokTF)); n != 1 {
+		if n := len(e.sink.Find(tokTF)); n != 1 {
 			t.Errorf("the tempfailed message was delivered %d times, want once (after the retry)", n)
 		}
 	})
@@ -211,7 +212,7 @@ func TestSendmailMilterProtocol(t *testing.T) {
 	if err != nil {
 		t.Fatalf("submit: %v", err)
 	}
-	if _, err := e.sink.wait(tok, deliveryTimeout); err != nil {
+	if _, err := e.sink.Wait(tok, deliveryTimeout); err != nil {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
