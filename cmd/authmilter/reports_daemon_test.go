@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"net"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/authmilter/authmilter/internal/silentpeer"
 	"github.com/authmilter/authmilter/internal/syncbuf"
 	"github.com/authmilter/authmilter/policy"
 	"github.com/authmilter/authmilter/reports"
@@ -266,28 +266,9 @@ func gatherValue(t *testing.T, reg *prometheus.Registry, series string) float64 
 // connections and never answers; the stop still returns after the close
 // timeout, and says that evaluations were not recorded.
 func TestStopIsBoundedWhenTheDatabaseHangs(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	held := make(chan net.Conn, 16)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			held <- c // never answered
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		for len(held) > 0 {
-			(<-held).Close()
-		}
-	})
+	hung := silentpeer.Listen(t)
 	cfg := policy.DefaultConfig()
-	cfg.Reports.Database = "postgres://am@" + ln.Addr().String() + "/reports?sslmode=disable&connect_timeout=600"
+	cfg.Reports.Database = "postgres://am@" + hung + "/reports?sslmode=disable&connect_timeout=600"
 	var logs syncbuf.Buffer
 	s := startReports(cfg, slog.New(slog.NewTextHandler(&logs, nil)), prometheus.NewRegistry())
 	s.closeTimeout = 500 * time.Millisecond

@@ -3,7 +3,6 @@ package reports
 import (
 	"context"
 	"encoding/json"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/authmilter/authmilter/internal/daemontest"
+	"github.com/authmilter/authmilter/internal/silentpeer"
 	"github.com/authmilter/authmilter/internal/smtpsink"
 	"github.com/authmilter/authmilter/reports"
 )
@@ -158,28 +158,9 @@ func TestDaemonSendsAtSendAt(t *testing.T) {
 func TestStopIsBoundedWhenTheDatabaseHangs(t *testing.T) {
 	dns := startDNS(t)
 	sk := smtpsink.Start(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	held := make(chan net.Conn, 64)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			held <- c // never answered
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		for len(held) > 0 {
-			(<-held).Close()
-		}
-	})
+	hung := silentpeer.Listen(t)
 	dir := t.TempDir()
-	cfg, sock, metrics := writeConfig(t, dir, dns.Addr(), "postgres://am@"+ln.Addr().String()+"/reports?sslmode=disable", sk.Addr())
+	cfg, sock, metrics := writeConfig(t, dir, dns.Addr(), "postgres://am@"+hung+"/reports?sslmode=disable", sk.Addr())
 	d := startDaemon(t, "hang", cfg, sock, metrics)
 	d.sendInbound(t, repeat(inbound{passDomain, passIP}, 3)...) // each with its Authentication-Results
 
