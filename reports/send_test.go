@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/authmilter/authmilter/internal/smtpsink"
 	"github.com/authmilter/authmilter/internal/testdns"
 	"github.com/authmilter/authmilter/policy/resolve"
 )
@@ -101,23 +102,23 @@ func (s *sendFakeStore) Close() error                                    { retur
 type sendFixture struct {
 	store *sendFakeStore
 	dns   *testdns.Server
-	sink  *smtpSink
+	sink  *smtpsink.Server
 	gen   *Generator
 	logs  *bytes.Buffer
 }
 
-func newSendFixture(t *testing.T, reply func(conn int, verb string) string) *sendFixture {
+func newSendFixture(t *testing.T) *sendFixture {
 	t.Helper()
 	srv := testdns.Start(t)
 	res, err := resolve.New(resolve.Config{Servers: []string{srv.Addr()}, Timeout: 2 * time.Second, CacheSize: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	sink := startSMTPSink(t, func(s *smtpSink) { s.Reply = reply })
+	sink := smtpsink.Start(t)
 	logs := &bytes.Buffer{}
 	f := &sendFixture{store: newSendFakeStore(), dns: srv, sink: sink, logs: logs}
 	f.gen = &Generator{
-		Store: f.store, Resolver: res, Mailer: NewSMTPMailer(sink.Addr, "mx.receiver.example"), Meta: genTestMeta,
+		Store: f.store, Resolver: res, Mailer: NewSMTPMailer(sink.Addr(), "mx.receiver.example"), Meta: genTestMeta,
 		Logger: slog.New(slog.NewTextHandler(logs, nil)),
 	}
 	return f
@@ -176,7 +177,7 @@ func sentByDomain(t *testing.T, sent []Sent) map[string]Sent {
 // the report; unauthorized, non-mailto and missing ones are skipped with
 // a reason; every outcome is recorded.
 func TestSendDelivers(t *testing.T) {
-	f := newSendFixture(t, nil)
+	f := newSendFixture(t)
 	f.dns.SetTXT("example.com._report._dmarc.reports.example.net", "v=DMARC1")
 	f.store.put(policyFor("example.com", "mailto:dmarc@example.com", "mailto:agg@reports.example.net", "https://example.com/r"), rowsFor("example.com"))
 	f.store.put(policyFor("unauthorized.example", "mailto:agg@reports.example.net"), rowsFor("unauthorized.example"))
@@ -213,7 +214,7 @@ func TestSendDelivers(t *testing.T) {
 		if m.From != genTestMeta.Email {
 			t.Errorf("envelope sender %q", m.From)
 		}
-		h, name, doc := sendOpenMessage(t, bytes.ReplaceAll(m.Data, []byte("\n"), []byte("\r\n")))
+		h, name, doc := sendOpenMessage(t, m.Data)
 		if !subjectRE.MatchString(h.Get("Subject")) {
 			t.Errorf("Subject %q", h.Get("Subject"))
 		}
@@ -243,7 +244,7 @@ func TestSendDelivers(t *testing.T) {
 
 // TestSendClaimedElsewhere: a domain claimed by another host is left to it.
 func TestSendClaimedElsewhere(t *testing.T) {
-	f := newSendFixture(t, nil)
+	f := newSendFixture(t)
 	f.store.put(policyFor("example.com", "mailto:dmarc@example.com"), rowsFor("example.com"))
 	f.store.claims["example.com"] = "mx2.test"
 	sent, err := f.gen.Send(context.Background(), sendOptions())
@@ -262,35 +263,26 @@ func TestSendClaimedElsewhere(t *testing.T) {
 // retries exhausted, make the report "failed" so that a later run tries
 // again.
 func TestSendRetries(t *testing.T) {
+	// Every attempt is a connection of its own: the sink's transactions
+	// count them.
+	const everyAttempt = 1000
 	tests := []struct {
 		name        string
-		reply       func(conn int, verb string) string
+		failN       int            // how many transactions the sink fails
+		failAt      smtpsink.Stage // where, with failWith
+		failWith    string
 		wantStatus  string
 		wantConns   int
 		wantDelived int
 	}{
-		{"4xx then accepted", func(conn int, verb string) string {
-			if conn == 0 && verb == "RCPT" {
-				return "451 4.3.0 busy"
-			}
-			return ""
-		}, StatusSent, 2, 1},
-		{"4xx every time", func(_ int, verb string) string {
-			if verb == "." {
-				return "452 4.3.1 full"
-			}
-			return ""
-		}, StatusFailed, 3, 0},
-		{"5xx", func(_ int, verb string) string {
-			if verb == "RCPT" {
-				return "550 5.1.1 unknown"
-			}
-			return ""
-		}, StatusFailed, 1, 0},
+		{"4xx then accepted", 1, smtpsink.AtRcpt, "451 4.3.0 busy", StatusSent, 2, 1},
+		{"4xx every time", everyAttempt, smtpsink.AtEndOfData, "452 4.3.1 full", StatusFailed, 3, 0},
+		{"5xx", everyAttempt, smtpsink.AtRcpt, "550 5.1.1 unknown", StatusFailed, 1, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newSendFixture(t, tt.reply)
+			f := newSendFixture(t)
+			f.sink.FailNext(tt.failN, tt.failAt, tt.failWith)
 			f.store.put(policyFor("example.com", "mailto:dmarc@example.com"), rowsFor("example.com"))
 			sent, err := f.gen.Send(context.Background(), sendOptions())
 			if err != nil {
@@ -316,21 +308,11 @@ func TestSendRetries(t *testing.T) {
 // TestSendFailedIsRetriedLater: a report that failed is sent by the next
 // run, with the same report ID (and so the same file name).
 func TestSendFailedIsRetriedLater(t *testing.T) {
-	var mu sync.Mutex
-	refuse := true
-	f := newSendFixture(t, func(_ int, verb string) string {
-		mu.Lock()
-		defer mu.Unlock()
-		if refuse && verb == "RCPT" {
-			return "421 4.3.2 shutting down"
-		}
-		return ""
-	})
+	f := newSendFixture(t)
+	f.sink.FailNext(1000, smtpsink.AtRcpt, "421 4.3.2 shutting down") // every attempt of the first run
 	f.store.put(policyFor("example.com", "mailto:dmarc@example.com"), rowsFor("example.com"))
 	first, _ := f.gen.Send(context.Background(), sendOptions())
-	mu.Lock()
-	refuse = false
-	mu.Unlock()
+	f.sink.FailNext(0, "", "")
 	second, _ := f.gen.Send(context.Background(), sendOptions())
 	if first[0].Status != StatusFailed || second[0].Status != StatusSent {
 		t.Fatalf("first %q, second %q; want failed then sent", first[0].Status, second[0].Status)
@@ -343,7 +325,7 @@ func TestSendFailedIsRetriedLater(t *testing.T) {
 // TestSendDNSTemporaryFailure: a verification lookup that times out makes
 // the report "failed" (retried by a later run), not "skipped".
 func TestSendDNSTemporaryFailure(t *testing.T) {
-	f := newSendFixture(t, nil)
+	f := newSendFixture(t)
 	f.dns.Drop("example.com._report._dmarc.reports.example.net")
 	f.store.put(policyFor("example.com", "mailto:agg@reports.example.net"), rowsFor("example.com"))
 	opts := sendOptions()
@@ -364,7 +346,7 @@ func TestSendDNSTemporaryFailure(t *testing.T) {
 // too small for one record skips that destination with a reason, and the
 // others get reports split for their own limits.
 func TestSendSizeLimits(t *testing.T) {
-	f := newSendFixture(t, nil)
+	f := newSendFixture(t)
 	rows := sendManyRows(600)
 	f.store.put(policyFor("example.com", "mailto:tiny@example.com!900", "mailto:small@example.com!15000", "mailto:big@example.com"), rows)
 	sent, err := f.gen.Send(context.Background(), sendOptions())
@@ -386,12 +368,12 @@ func TestSendSizeLimits(t *testing.T) {
 	var docs [][]byte
 	records := map[string]int{}
 	for _, m := range msgs {
-		if len(m.Data)+strings.Count(string(m.Data), "\n") > 15000 {
+		if len(m.Data) > 15000 {
 			t.Errorf("a message of %d bytes went out under a 15000-byte limit", len(m.Data))
 		}
-		_, _, doc := sendOpenMessage(t, bytes.ReplaceAll(m.Data, []byte("\n"), []byte("\r\n")))
+		_, _, doc := sendOpenMessage(t, m.Data)
 		docs = append(docs, doc)
-		records[m.To[0]] += len(genParse(t, doc).Records)
+		records[m.Rcpts[0]] += len(genParse(t, doc).Records)
 	}
 	if records["small@example.com"] != len(rows) || records["big@example.com"] != len(rows) {
 		t.Errorf("records per destination %v, want %d each", records, len(rows))
@@ -402,7 +384,7 @@ func TestSendSizeLimits(t *testing.T) {
 // TestSendDryRun: everything is built and verified, nothing sent, claimed
 // or recorded.
 func TestSendDryRun(t *testing.T) {
-	f := newSendFixture(t, nil)
+	f := newSendFixture(t)
 	f.store.put(policyFor("example.com", "mailto:dmarc@example.com", "mailto:agg@unverified.example.net"), rowsFor("example.com"))
 	opts := sendOptions()
 	opts.DryRun = true
@@ -421,7 +403,7 @@ func TestSendDryRun(t *testing.T) {
 // TestSendOutDir: reports are written as files under their RFC names,
 // inside the directory even for a hostile domain, and nothing is recorded.
 func TestSendOutDir(t *testing.T) {
-	f := newSendFixture(t, nil)
+	f := newSendFixture(t)
 	f.store.put(policyFor("example.com", "mailto:dmarc@example.com"), rowsFor("example.com"))
 	f.store.put(policyFor("../../evil\r\nX: y", "mailto:dmarc@example.com"), rowsFor("../../evil\r\nX: y"))
 	f.store.put(policyFor("norua.example"), rowsFor("norua.example"))
@@ -460,7 +442,7 @@ func TestSendOutDir(t *testing.T) {
 
 // TestSendDomainFilter: only the listed domains are reported.
 func TestSendDomainFilter(t *testing.T) {
-	f := newSendFixture(t, nil)
+	f := newSendFixture(t)
 	f.store.put(policyFor("example.com", "mailto:dmarc@example.com"), rowsFor("example.com"))
 	f.store.put(policyFor("example.org", "mailto:dmarc@example.org"), rowsFor("example.org"))
 	opts := sendOptions()
@@ -476,7 +458,7 @@ func TestSendDomainFilter(t *testing.T) {
 
 // TestSendStoreFailure: a domain whose rows cannot be read fails alone.
 func TestSendStoreFailure(t *testing.T) {
-	f := newSendFixture(t, nil)
+	f := newSendFixture(t)
 	f.store.put(policyFor("example.com", "mailto:dmarc@example.com"), rowsFor("example.com"))
 	f.store.rowsErr = errors.New("disk on fire")
 	sent, err := f.gen.Send(context.Background(), sendOptions())
@@ -491,7 +473,7 @@ func TestSendStoreFailure(t *testing.T) {
 // TestSendHostileDomain: a domain from the store with CR/LF reaches
 // neither the message header nor the SMTP envelope as such.
 func TestSendHostileDomain(t *testing.T) {
-	f := newSendFixture(t, nil)
+	f := newSendFixture(t)
 	evil := "example.com\r\nBcc: victim@example.net"
 	f.store.put(policyFor(evil, "mailto:dmarc@example.com"), rowsFor(evil))
 	sent, err := f.gen.Send(context.Background(), sendOptions())
@@ -504,14 +486,14 @@ func TestSendHostileDomain(t *testing.T) {
 		t.Errorf("got %+v", sent[0])
 	}
 	for _, m := range f.sink.Messages() {
-		if bytes.Contains(m.Data, []byte("\nBcc:")) || slices.Contains(m.To, "victim@example.net") {
+		if bytes.Contains(m.Data, []byte("\nBcc:")) || slices.Contains(m.Rcpts, "victim@example.net") {
 			t.Error("header injection through the domain")
 		}
 	}
 }
 
 func TestSendRefusesBadSetup(t *testing.T) {
-	f := newSendFixture(t, nil)
+	f := newSendFixture(t)
 	f.gen.Meta.Email = "not an address"
 	if _, err := f.gen.Send(context.Background(), sendOptions()); err == nil {
 		t.Error("Send ran with an invalid generator email")
@@ -553,7 +535,7 @@ func TestSendWithSQLiteStore(t *testing.T) {
 	if err := store.Add(ctx, entries); err != nil {
 		t.Fatal(err)
 	}
-	f := newSendFixture(t, nil)
+	f := newSendFixture(t)
 	f.gen.Store = store
 	sent, err := f.gen.Send(ctx, sendOptions())
 	if err != nil {
@@ -566,7 +548,7 @@ func TestSendWithSQLiteStore(t *testing.T) {
 	if len(msgs) != 1 {
 		t.Fatalf("%d messages, want 1", len(msgs))
 	}
-	_, _, doc := sendOpenMessage(t, bytes.ReplaceAll(msgs[0].Data, []byte("\n"), []byte("\r\n")))
+	_, _, doc := sendOpenMessage(t, msgs[0].Data)
 	genValidate(t, doc)
 	if n := len(genParse(t, doc).Records); n != len(entries) {
 		t.Errorf("%d records, want %d", n, len(entries))
