@@ -2,17 +2,11 @@ package e2e
 
 import (
 	"bytes"
-	"compress/gzip"
-	"encoding/base64"
 	"encoding/json"
 	"encoding/xml"
 	"errors"
 	"fmt"
-	"io"
-	"mime"
-	"mime/multipart"
 	"net"
-	"net/mail"
 	"net/textproto"
 	"os"
 	"os/exec"
@@ -21,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/authmilter/authmilter/internal/reporttest"
 )
 
 // The senders of TestPostfixDMARCReports. Their DMARC records ask for
@@ -45,7 +41,7 @@ const (
 // domain without its _report._dmarc authorization is skipped and logged.
 func TestPostfixDMARCReports(t *testing.T) {
 	e, pf := getPostfix(t)
-	xsd := reportSchema(t)
+	xsd := reporttest.Schema(t)
 
 	e.dns.SetTXT(rptPass, "v=spf1 ip4:192.0.2.10 ip4:192.0.2.11 -all")
 	e.dns.SetTXT("_dmarc."+rptPass, "v=DMARC1; p=none; rua=mailto:"+rptMailbox+",mailto:"+rptElsewhere)
@@ -125,8 +121,8 @@ func TestPostfixDMARCReports(t *testing.T) {
 		if strings.Join(m.Rcpts, ",") != rptMailbox {
 			t.Errorf("%s: report delivered to %v, want only %s", domain, m.Rcpts, rptMailbox)
 		}
-		x := reportXML(t, m.Data, domain)
-		validateXML(t, xsd, x)
+		x := reporttest.AttachedXML(t, m.Data, domain)
+		reporttest.Validate(t, xsd, domain, x)
 		var f struct {
 			Domain  string `xml:"policy_published>domain"`
 			Begin   int64  `xml:"report_metadata>date_range>begin"`
@@ -329,76 +325,6 @@ func waitRecorded(t *testing.T, bin, cfg string, n int) {
 			t.Fatalf("%d of %d messages recorded after a minute (err %v):\n%s", got, n, err, out)
 		}
 		time.Sleep(200 * time.Millisecond)
-	}
-}
-
-// reportXML returns the gunzipped report attached to a report message,
-// after checking the Subject RFC 9990 gives it and the attachment's type
-// and file name.
-func reportXML(t *testing.T, raw []byte, domain string) []byte {
-	t.Helper()
-	msg, err := mail.ReadMessage(bytes.NewReader(raw))
-	if err != nil {
-		t.Fatalf("%s: report mail: %v", domain, err)
-	}
-	subject := strings.Join(strings.Fields(msg.Header.Get("Subject")), " ")
-	if !strings.HasPrefix(subject, "Report Domain: "+domain+" Submitter: ") || !strings.Contains(subject, " Report-ID: ") {
-		t.Errorf("%s: Subject %q, want \"Report Domain: %s Submitter: ... Report-ID: ...\"", domain, subject, domain)
-	}
-	mt, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
-	if err != nil || !strings.HasPrefix(mt, "multipart/") {
-		t.Fatalf("%s: report Content-Type %q (%v)", domain, msg.Header.Get("Content-Type"), err)
-	}
-	mr := multipart.NewReader(msg.Body, params["boundary"])
-	for {
-		p, err := mr.NextPart()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("%s: report mail: %v", domain, err)
-		}
-		if ct, _, _ := mime.ParseMediaType(p.Header.Get("Content-Type")); ct != "application/gzip" {
-			continue
-		}
-		// RFC 9990 file name: receiver!policy-domain!begin!end[!id].xml.gz
-		if name := p.FileName(); !strings.HasSuffix(name, ".xml.gz") || !strings.Contains(name, "!"+domain+"!") {
-			t.Errorf("%s: attachment file name %q", domain, name)
-		}
-		zr, err := gzip.NewReader(base64.NewDecoder(base64.StdEncoding, p))
-		if err != nil {
-			t.Fatalf("%s: attachment: %v", domain, err)
-		}
-		x, err := io.ReadAll(io.LimitReader(zr, 64<<20))
-		if err != nil {
-			t.Fatalf("%s: attachment: %v", domain, err)
-		}
-		return x
-	}
-	t.Fatalf("%s: no application/gzip attachment in the report mail:\n%s", domain, raw)
-	return nil
-}
-
-// reportSchema is RFC 9990's schema, failing the test without xmllint.
-func reportSchema(t *testing.T) string {
-	t.Helper()
-	if err := needTools([2]string{"xmllint", "libxml2-utils"}); err != nil {
-		t.Fatal(err)
-	}
-	xsd, err := filepath.Abs("../../reports/testdata/rfc9990.xsd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return xsd
-}
-
-// validateXML runs xmllint --schema over x.
-func validateXML(t *testing.T, xsd string, x []byte) {
-	t.Helper()
-	cmd := exec.Command("xmllint", "--noout", "--schema", xsd, "-")
-	cmd.Stdin = bytes.NewReader(x)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf("the report does not validate against RFC 9990's schema: %v\n%s\n%s", err, out, x)
 	}
 }
 

@@ -2,15 +2,9 @@ package reports
 
 import (
 	"bytes"
-	"compress/gzip"
 	"context"
-	"encoding/base64"
 	"encoding/xml"
 	"fmt"
-	"io"
-	"mime"
-	"mime/multipart"
-	"net/mail"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +14,7 @@ import (
 
 	"github.com/authmilter/authmilter/internal/daemontest"
 	"github.com/authmilter/authmilter/internal/miltertest"
+	"github.com/authmilter/authmilter/internal/reporttest"
 	"github.com/authmilter/authmilter/internal/syncbuf"
 	"github.com/authmilter/authmilter/internal/testdns"
 )
@@ -226,73 +221,16 @@ type reportFeedback struct {
 	} `xml:"record"`
 }
 
-// readReportMail checks a report message's Subject (RFC 9990: "Report
-// Domain: ... Submitter: ... Report-ID: ...") and returns its gunzipped
-// XML, validated with xmllint against the schema, and what it says.
+// readReportMail checks a report message (reporttest.AttachedXML) and
+// returns its XML, validated with xmllint against the schema, and what it
+// says.
 func readReportMail(t *testing.T, raw []byte) ([]byte, reportFeedback) {
 	t.Helper()
-	msg, err := mail.ReadMessage(bytes.NewReader(raw))
-	if err != nil {
-		t.Fatalf("report mail: %v\n%s", err, raw)
+	x := reporttest.AttachedXML(t, raw, "")
+	reporttest.Validate(t, reporttest.Schema(t), "report mail", x)
+	var f reportFeedback
+	if err := xml.Unmarshal(x, &f); err != nil {
+		t.Fatalf("report XML: %v", err)
 	}
-	subject := msg.Header.Get("Subject")
-	if !strings.HasPrefix(subject, "Report Domain: ") || !strings.Contains(subject, "Submitter: ") || !strings.Contains(subject, "Report-ID: ") {
-		t.Errorf("report Subject %q", subject)
-	}
-	mt, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
-	if err != nil || !strings.HasPrefix(mt, "multipart/") {
-		t.Fatalf("report mail Content-Type %q: %v", msg.Header.Get("Content-Type"), err)
-	}
-	mr := multipart.NewReader(msg.Body, params["boundary"])
-	for {
-		p, err := mr.NextPart()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatalf("report mail: %v", err)
-		}
-		if ct, _, _ := mime.ParseMediaType(p.Header.Get("Content-Type")); ct != "application/gzip" {
-			continue
-		}
-		if !strings.EqualFold(p.Header.Get("Content-Transfer-Encoding"), "base64") {
-			t.Errorf("report attachment is not base64")
-		}
-		if !strings.HasSuffix(p.FileName(), ".xml.gz") {
-			t.Errorf("report attachment's file name %q", p.FileName())
-		}
-		zr, err := gzip.NewReader(base64.NewDecoder(base64.StdEncoding, p))
-		if err != nil {
-			t.Fatalf("report attachment: %v", err)
-		}
-		x, err := io.ReadAll(io.LimitReader(zr, 64<<20))
-		if err != nil {
-			t.Fatalf("report attachment: %v", err)
-		}
-		validateReport(t, x)
-		var f reportFeedback
-		if err := xml.Unmarshal(x, &f); err != nil {
-			t.Fatalf("report XML: %v", err)
-		}
-		return x, f
-	}
-	t.Fatalf("no application/gzip part in the report mail:\n%s", raw)
-	return nil, reportFeedback{}
-}
-
-// validateReport runs xmllint with RFC 9990's schema over a report.
-func validateReport(t *testing.T, x []byte) {
-	t.Helper()
-	if _, err := exec.LookPath("xmllint"); err != nil {
-		t.Fatalf("xmllint is needed to validate reports: install the Debian package libxml2-utils (%v)", err)
-	}
-	xsd, err := filepath.Abs(filepath.Join("..", "..", "reports", "testdata", "rfc9990.xsd"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command("xmllint", "--noout", "--schema", xsd, "-")
-	cmd.Stdin = bytes.NewReader(x)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf("the report does not validate against RFC 9990's schema: %v\n%s\n%s", err, out, x)
-	}
+	return x, f
 }
