@@ -1,7 +1,8 @@
 // Package daemontest holds what the tests that run the real `authmilter
-// run` binary share (test/reload, test/soak, test/esp): a free port, the
-// end of a log, waiting for a log line, reading one series of /metrics,
-// and stopping the daemon by SIGTERM when the test ends.
+// run` binary share (test/reload, test/reports, test/soak, test/esp): a
+// free port, starting the daemon with its log kept, the end of a log,
+// waiting for a log line, reading one series of /metrics, and stopping the
+// daemon by SIGTERM when the test ends.
 package daemontest
 
 import (
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/authmilter/authmilter/internal/syncbuf"
 )
 
 // FreePort returns a free TCP "127.0.0.1:port".
@@ -105,4 +108,37 @@ func StopAtCleanup(t testing.TB, cmd *exec.Cmd, exited <-chan struct{}, then fun
 			then()
 		}
 	})
+}
+
+// Process is an `authmilter run` that a test started.
+type Process struct {
+	Cmd  *exec.Cmd
+	Logs *syncbuf.Buffer // its standard output and error
+	Done <-chan struct{} // closed when it has exited
+}
+
+// StartRun starts `binary run -config cfgPath` and stops it at the test's
+// end (StopAtCleanup). Then the test fails if the log reports a data race
+// (a binary built with -race), and shows the log's last 60 lines if it
+// failed; name tells a test's daemons apart in those messages. StartRun
+// does not wait for the daemon to listen: see WaitLog.
+func StartRun(t testing.TB, name, binary, cfgPath string) *Process {
+	t.Helper()
+	logs := &syncbuf.Buffer{}
+	cmd := exec.Command(binary, "run", "-config", cfgPath)
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("authmilter %s: %v", name, err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	StopAtCleanup(t, cmd, done, func() {
+		if strings.Contains(logs.String(), "WARNING: DATA RACE") {
+			t.Errorf("authmilter %s reported a data race:\n%s", name, logs.String())
+		}
+		if t.Failed() {
+			t.Logf("authmilter %s log (last 60 lines):\n%s", name, Tail(logs.String(), 60))
+		}
+	})
+	return &Process{Cmd: cmd, Logs: logs, Done: done}
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -40,5 +42,68 @@ func TestMetric(t *testing.T) {
 		if got, err := Metric(addr, series); err != nil || got != want {
 			t.Errorf("Metric(%s) = %v, %v; want %v", series, got, err, want)
 		}
+	}
+}
+
+// cleanupRecorder is a testing.TB whose cleanups run when the test says
+// and whose failures are recorded, to check what StartRun does at the end.
+type cleanupRecorder struct {
+	testing.TB
+	cleanups []func()
+	errors   []string
+}
+
+func (r *cleanupRecorder) Helper()             {}
+func (r *cleanupRecorder) Cleanup(f func())    { r.cleanups = append(r.cleanups, f) }
+func (r *cleanupRecorder) Failed() bool        { return len(r.errors) > 0 }
+func (r *cleanupRecorder) Logf(string, ...any) {}
+func (r *cleanupRecorder) Errorf(format string, args ...any) {
+	r.errors = append(r.errors, fmt.Sprintf(format, args...))
+}
+
+func (r *cleanupRecorder) runCleanups() {
+	for i := len(r.cleanups) - 1; i >= 0; i-- {
+		r.cleanups[i]()
+	}
+}
+
+// fakeDaemon writes a stand-in for the authmilter binary: it prints its
+// arguments and "msg=listening", then the extra line, and waits for a
+// signal.
+func fakeDaemon(t *testing.T, extra string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "authmilter")
+	script := "#!/bin/sh\necho \"args: $*\"\necho msg=listening\necho '" + extra + "'\nexec sleep 600\n"
+	if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestStartRun(t *testing.T) {
+	for _, tc := range []struct {
+		name, extra string
+		wantError   string
+	}{
+		{"clean", "msg=ready", ""},
+		{"data race", "WARNING: DATA RACE", "authmilter racy reported a data race"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &cleanupRecorder{TB: t}
+			p := StartRun(r, "racy", fakeDaemon(t, tc.extra), "/etc/authmilter.toml")
+			WaitLog(t, p.Logs.String, p.Done, tc.extra, 0, time.Minute, 10*time.Millisecond)
+			if !strings.Contains(p.Logs.String(), "args: run -config /etc/authmilter.toml") {
+				t.Errorf("started with the wrong arguments:\n%s", p.Logs.String())
+			}
+			r.runCleanups()
+			select {
+			case <-p.Done:
+			default:
+				t.Error("the daemon still runs after the cleanup")
+			}
+			if got := strings.Join(r.errors, "\n"); tc.wantError == "" && got != "" || !strings.Contains(got, tc.wantError) {
+				t.Errorf("errors %q, want %q", got, tc.wantError)
+			}
+		})
 	}
 }
