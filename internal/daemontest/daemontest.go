@@ -120,24 +120,26 @@ type Process struct {
 // StartRun starts `binary run -config cfgPath` and stops it at the test's
 // end (StopAtCleanup). Then the test fails if the log reports a data race
 // (a binary built with -race), and shows the log's last 60 lines if it
-// failed; name tells a test's daemons apart in those messages. StartRun
+// failed; name, if not "", tells a test's daemons apart in those
+// messages. StartRun
 // does not wait for the daemon to listen: see WaitLog.
 func StartRun(t testing.TB, name, binary, cfgPath string) *Process {
 	t.Helper()
+	label := strings.TrimSpace("authmilter " + name)
 	logs := &syncbuf.Buffer{}
 	cmd := exec.Command(binary, "run", "-config", cfgPath)
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("authmilter %s: %v", name, err)
+		t.Fatalf("%s: %v", label, err)
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
 	StopAtCleanup(t, cmd, done, func() {
 		if strings.Contains(logs.String(), "WARNING: DATA RACE") {
-			t.Errorf("authmilter %s reported a data race:\n%s", name, logs.String())
+			t.Errorf("%s reported a data race:\n%s", label, logs.String())
 		}
 		if t.Failed() {
-			t.Logf("authmilter %s log (last 60 lines):\n%s", name, Tail(logs.String(), 60))
+			t.Logf("%s log (last 60 lines):\n%s", label, Tail(logs.String(), 60))
 		}
 	})
 	return &Process{Cmd: cmd, Logs: logs, Done: done}

@@ -36,7 +36,7 @@ type daemon struct {
 	cfgPath string
 	sock    string
 	metrics string // host:port of /metrics
-	done    chan struct{}
+	done    <-chan struct{}
 }
 
 // freePort returns a free TCP port on 127.0.0.1.
@@ -78,22 +78,8 @@ dir = %q
 // listens. It is stopped with SIGTERM (by PID) when the test ends.
 func startDaemon(t testing.TB, cfgPath, sock, metrics string) *daemon {
 	t.Helper()
-	d := &daemon{logs: &syncbuf.Buffer{}, cfgPath: cfgPath, sock: sock, metrics: metrics, done: make(chan struct{})}
-	d.cmd = exec.Command(binary, "run", "-config", cfgPath)
-	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { d.cmd.Wait(); close(d.done) }()
-	daemontest.StopAtCleanup(t, d.cmd, d.done, func() {
-		// With GOFLAGS=-race the daemon is built with the race detector.
-		if strings.Contains(d.logs.String(), "WARNING: DATA RACE") {
-			t.Errorf("the daemon reported a data race:\n%s", d.logs.String())
-		}
-		if t.Failed() {
-			t.Logf("authmilter log (last 60 lines):\n%s", tail(d.logs.String(), 60))
-		}
-	})
+	p := daemontest.StartRun(t, "", binary, cfgPath)
+	d := &daemon{cmd: p.Cmd, logs: p.Logs, cfgPath: cfgPath, sock: sock, metrics: metrics, done: p.Done}
 	d.waitLog(t, "listening", 0, 10*time.Second)
 	return d
 }

@@ -54,7 +54,7 @@ type daemon struct {
 	cfgPath string
 	sock    string
 	metrics string // host:port of /metrics
-	done    chan struct{}
+	done    <-chan struct{}
 }
 
 // writeConfig writes a daemon's config into dir: a unix socket, metrics on
@@ -101,21 +101,8 @@ email = "dmarc-reports@receiver.test"
 // listens. It is stopped with SIGTERM (by PID) when the test ends.
 func startDaemon(t *testing.T, name, cfgPath, sock, metrics string) *daemon {
 	t.Helper()
-	d := &daemon{name: name, logs: &syncbuf.Buffer{}, cfgPath: cfgPath, sock: sock, metrics: metrics, done: make(chan struct{})}
-	d.cmd = exec.Command(binary, "run", "-config", cfgPath)
-	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { d.cmd.Wait(); close(d.done) }()
-	daemontest.StopAtCleanup(t, d.cmd, d.done, func() {
-		if strings.Contains(d.logs.String(), "WARNING: DATA RACE") {
-			t.Errorf("daemon %s reported a data race:\n%s", name, d.logs.String())
-		}
-		if t.Failed() {
-			t.Logf("authmilter %s log (last 60 lines):\n%s", name, daemontest.Tail(d.logs.String(), 60))
-		}
-	})
+	p := daemontest.StartRun(t, name, binary, cfgPath)
+	d := &daemon{name: name, cmd: p.Cmd, logs: p.Logs, cfgPath: cfgPath, sock: sock, metrics: metrics, done: p.Done}
 	d.waitLog(t, "listening", 0, 30*time.Second)
 	return d
 }
