@@ -1,5 +1,6 @@
 // Package testbin builds the real authmilter binary for the test packages
-// that run it (test/cli, test/esp, test/reload, test/contrib, test/soak),
+// that run it (test/cli, test/esp, test/reload, test/reports, test/contrib,
+// test/soak),
 // once per test binary, from TestMain.
 package testbin
 
@@ -84,4 +85,20 @@ func Run(t testing.TB, binary string, timeout time.Duration, stdin []byte, args 
 		t.Fatalf("%s %s: %v", filepath.Base(binary), strings.Join(args, " "), err)
 	}
 	return Result{Stdout: out.String(), Stderr: errb.String(), Code: code}
+}
+
+// mustRunTimeout bounds MustRun: far above any CLI command of the tests,
+// so that only a hang hits it.
+const mustRunTimeout = 5 * time.Minute
+
+// MustRun runs binary with args (no input) and returns what it printed on
+// standard output; any exit status but 0, or a hang of 5 minutes, fails
+// the test with both outputs.
+func MustRun(t testing.TB, binary string, args ...string) string {
+	t.Helper()
+	r := Run(t, binary, mustRunTimeout, nil, args...)
+	if r.Code != 0 {
+		t.Fatalf("%s %s: exit status %d\nstdout:\n%s\nstderr:\n%s", filepath.Base(binary), strings.Join(args, " "), r.Code, r.Stdout, r.Stderr)
+	}
+	return r.Stdout
 }

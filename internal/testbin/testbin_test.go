@@ -1,9 +1,11 @@
 package testbin
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -56,4 +58,35 @@ func TestRun(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMustRun: the output of a run that exits 0; any other exit status
+// fails the test with both outputs.
+func TestMustRun(t *testing.T) {
+	if got := MustRun(t, "/bin/sh", "-c", "echo out; echo err >&2"); got != "out\n" {
+		t.Errorf("MustRun = %q, want the standard output", got)
+	}
+	r := &fatalRecorder{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		MustRun(r, "/bin/sh", "-c", "echo partial; echo broken >&2; exit 2")
+	}()
+	<-done
+	if !strings.Contains(r.msg, "exit status 2") || !strings.Contains(r.msg, "partial") || !strings.Contains(r.msg, "broken") {
+		t.Errorf("failure message %q lacks the status or an output", r.msg)
+	}
+}
+
+// fatalRecorder is a testing.TB whose Fatalf records the message and ends
+// the goroutine, as testing's does.
+type fatalRecorder struct {
+	testing.TB
+	msg string
+}
+
+func (r *fatalRecorder) Helper() {}
+func (r *fatalRecorder) Fatalf(format string, args ...any) {
+	r.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
 }
