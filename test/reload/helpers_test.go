@@ -84,8 +84,6 @@ func startDaemon(t testing.TB, cfgPath, sock, metrics string) *daemon {
 	return d
 }
 
-func tail(s string, n int) string { return daemontest.Tail(s, n) }
-
 // hup sends SIGHUP.
 func (d *daemon) hup(t testing.TB) {
 	t.Helper()
@@ -266,13 +264,4 @@ func genKey(t testing.TB, dir, domain, sel, algo string) *keys.Key {
 
 // runCmd runs the binary with args and returns its stdout; it fails the
 // test on a non-zero exit.
-func runCmd(t testing.TB, args ...string) string {
-	t.Helper()
-	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(binary, args...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("authmilter %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
-	}
-	return stdout.String()
-}
+func runCmd(t testing.TB, args ...string) string { return testbin.MustRun(t, binary, args...) }

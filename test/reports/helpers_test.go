@@ -16,6 +16,7 @@ import (
 	"github.com/authmilter/authmilter/internal/miltertest"
 	"github.com/authmilter/authmilter/internal/reporttest"
 	"github.com/authmilter/authmilter/internal/syncbuf"
+	"github.com/authmilter/authmilter/internal/testbin"
 	"github.com/authmilter/authmilter/internal/testdns"
 )
 
@@ -182,16 +183,7 @@ func repeat(m inbound, n int) []inbound {
 
 // runCLI runs the binary and returns stdout; it fails the test on a
 // non-zero exit.
-func runCLI(t *testing.T, args ...string) string {
-	t.Helper()
-	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(binary, args...)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("authmilter %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, stdout.String(), stderr.String())
-	}
-	return stdout.String()
-}
+func runCLI(t *testing.T, args ...string) string { return testbin.MustRun(t, binary, args...) }
 
 // reportFeedback is what the tests read from a report's XML.
 type reportFeedback struct {
