@@ -1,7 +1,6 @@
 // Package testbin builds the real authmilter binary for the test packages
 // that run it (test/cli, test/esp, test/reload, test/reports, test/contrib,
-// test/soak),
-// once per test binary, from TestMain.
+// test/soak), once per test binary, from TestMain.
 package testbin
 
 import (
