@@ -57,7 +57,9 @@ type SendOptions struct {
 	// name instead of mailing it (no destination checks, no claims,
 	// nothing recorded).
 	OutDir string
-	// Owner names this host in claims and records. Default: the host name.
+	// Owner names this process in claims and records; it must differ
+	// between processes (an owner may always take its own claim back).
+	// Default: the host name and the process ID.
 	Owner string
 	// Lease is how long a claim keeps other hosts away. Default 1h.
 	Lease time.Duration
@@ -73,13 +75,21 @@ type SendOptions struct {
 	Now func() time.Time
 }
 
+// DefaultOwner names this process in report claims: host name and process
+// ID, so that two runs on one host (the daemon's send_at and a cron job)
+// never take each other's claims for their own.
+func DefaultOwner() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return fmt.Sprintf("%s/%d", host, os.Getpid())
+}
+
 func (o SendOptions) withDefaults() SendOptions {
 	o.Day = DayOf(o.Day)
 	if o.Owner == "" {
-		o.Owner, _ = os.Hostname()
-		if o.Owner == "" {
-			o.Owner = "authmilter"
-		}
+		o.Owner = DefaultOwner()
 	}
 	if o.Lease <= 0 {
 		o.Lease = DefaultLease

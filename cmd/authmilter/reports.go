@@ -190,15 +190,8 @@ func parseDays(n int) error {
 	return nil
 }
 
-// reportOwner names this process in report claims: host name and PID, so
-// that two runs on one host never take each other's claims for their own.
-func reportOwner() string {
-	host, err := os.Hostname()
-	if err != nil || host == "" {
-		host = "localhost"
-	}
-	return fmt.Sprintf("%s/%d", host, os.Getpid())
-}
+// reportOwner names this process in report claims (reports.DefaultOwner).
+func reportOwner() string { return reports.DefaultOwner() }
 
 // newReportMailer is the mailer [reports] asks for: the sendmail command
 // when reports.sendmail is set, else SMTP to reports.smtp.
