@@ -253,6 +253,10 @@ func reportsSend(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		Day: day, Domains: domains, DryRun: *dryRun, OutDir: *outDir,
 		Owner: reportOwner(), MaxReportSize: cfg.Reports.MaxReportSize,
 	})
+	if !*dryRun && *outDir == "" {
+		// From cron, the sending run is also the housekeeping run.
+		pruneReports(ctx, st, cfg, time.Now(), newLogger(cfg, stderr))
+	}
 	if len(sent) == 0 && err == nil {
 		fmt.Fprintf(stderr, "authmilter reports send: no DMARC results recorded for %s\n", day.Format("2006-01-02"))
 		return nil

@@ -41,6 +41,8 @@ type reportsService struct {
 	stopOnce      sync.Once
 	// closeTimeout is reportsCloseTimeout; tests shorten it.
 	closeTimeout time.Duration
+	// pruneFirst is pruneFirst; tests shorten it.
+	pruneFirst time.Duration
 
 	mu     sync.Mutex
 	warned map[string]string // changed [reports] settings warned about, with the value
@@ -56,7 +58,8 @@ var sendStatuses = []string{reports.StatusSent, reports.StatusSkipped, reports.S
 // while it fails: a missing folder or a database that is down never stops
 // the daemon from signing and verifying.
 func startReports(cfg *policy.Config, log *slog.Logger, reg prometheus.Registerer) *reportsService {
-	s := &reportsService{log: log, started: cfg.Reports, warned: map[string]string{}, closeTimeout: reportsCloseTimeout}
+	s := &reportsService{log: log, started: cfg.Reports, warned: map[string]string{}, closeTimeout: reportsCloseTimeout,
+		pruneFirst: pruneFirst}
 	if cfg.Reports.Record {
 		db := cfg.Reports.Database
 		s.rec = reports.NewRecorder(func(ctx context.Context) (reports.Store, error) {
@@ -102,6 +105,13 @@ func startReports(cfg *policy.Config, log *slog.Logger, reg prometheus.Registere
 			s.schedule(ctx, cfg, at)
 		}()
 		log.Info("DMARC aggregate reports are sent daily", "send_at", cfg.Reports.SendAt+" UTC")
+	} else if cfg.Reports.Record {
+		ctx, cancel := context.WithCancel(context.Background())
+		s.stopScheduler, s.schedulerDone = cancel, make(chan struct{})
+		go func() {
+			defer close(s.schedulerDone)
+			s.pruneDaily(ctx, cfg, s.pruneFirst, pruneEvery)
+		}()
 	}
 	return s
 }
@@ -276,6 +286,13 @@ func (s *reportsService) sendDaily(ctx context.Context, cfg *policy.Config, now 
 			"skipped", counts[reports.StatusSkipped], "failed", counts[reports.StatusFailed],
 			"not_claimed", counts[reports.StatusNotClaimed])
 	}
+	pruneReports(ctx, st, cfg, now, log)
+}
+
+// pruneReports deletes what is older than reports.keep, logging the
+// outcome: after every daily send (the daemon's send_at and `reports
+// send`), and once a day in a daemon that records but does not send.
+func pruneReports(ctx context.Context, st reports.Store, cfg *policy.Config, now time.Time, log *slog.Logger) {
 	before := reports.DayOf(now).Add(-cfg.Reports.Keep.Duration)
 	n, err := st.Prune(ctx, before)
 	if err != nil {
@@ -283,4 +300,34 @@ func (s *reportsService) sendDaily(ctx context.Context, cfg *policy.Config, now 
 		return
 	}
 	log.Info("DMARC report data pruned", "before", before.Format("2006-01-02"), "rows", n)
+}
+
+// pruneEvery is how often a daemon that records but does not send
+// (reports.send_at off: reports are sent from cron) prunes its store;
+// pruneFirst is when it does so first after start.
+const (
+	pruneEvery = 24 * time.Hour
+	pruneFirst = 10 * time.Minute
+)
+
+// pruneDaily prunes the store every pruneEvery until ctx ends, so that
+// recording alone (on by default) never grows the store without bound.
+func (s *reportsService) pruneDaily(ctx context.Context, cfg *policy.Config, first, every time.Duration) {
+	wait := first
+	for {
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = every
+		st, err := reports.Open(ctx, cfg.Reports.Database)
+		if err != nil {
+			continue // the recorder already says why the store cannot be opened
+		}
+		pruneReports(ctx, st, cfg, time.Now(), s.log)
+		st.Close()
+	}
 }

@@ -231,6 +231,36 @@ func TestSendDailySendsYesterdayAndPrunes(t *testing.T) {
 	}
 }
 
+// TestPruneDailyWithoutSendAt: a daemon that records but does not send
+// (reports sent from cron, or not at all) still prunes its store, so that
+// recording, on by default, never grows it without bound.
+func TestPruneDailyWithoutSendAt(t *testing.T) {
+	e := newReportsEnv(t)
+	old := reports.DayOf(time.Now()).AddDate(0, 0, -45)
+	e.seed(t, old, testEntry("pass.test", "192.0.2.1", 1, true))
+	cfg, _, err := loadConfig(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncbuf.Buffer
+	s := &reportsService{log: slog.New(slog.NewTextHandler(&logs, nil))}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.pruneDaily(ctx, cfg, 0, time.Hour)
+	}()
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(logs.String(), "DMARC report data pruned") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if !strings.Contains(logs.String(), "rows=1") {
+		t.Fatalf("the store was not pruned:\n%s", logs.String())
+	}
+}
+
 // gatherValue reads one series (name, or name{label="value"}) from reg.
 func gatherValue(t *testing.T, reg *prometheus.Registry, series string) float64 {
 	t.Helper()

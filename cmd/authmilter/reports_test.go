@@ -262,6 +262,39 @@ func TestReportsSendMailsOnce(t *testing.T) {
 	}
 }
 
+// TestReportsSendPrunes: `reports send` from cron is also the housekeeping
+// run: rows older than reports.keep go, a dry run and -out keep them.
+func TestReportsSendPrunes(t *testing.T) {
+	e := newReportsEnv(t)
+	old := reports.DayOf(time.Now()).AddDate(0, 0, -45) // beyond keep (30d)
+	e.seed(t, old, testEntry("pass.test", "192.0.2.1", 1, true))
+	oldRows := func() int {
+		st, err := reports.Open(context.Background(), e.db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		d, err := st.Domains(context.Background(), old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(d)
+	}
+	if _, stderr, err := e.run(t, "", "send", "-dry-run"); err != nil || oldRows() != 1 {
+		t.Fatalf("dry run: %v, old domains %d, want 1 kept:\n%s", err, oldRows(), stderr)
+	}
+	if _, stderr, err := e.run(t, "", "send", "-out", t.TempDir()); err != nil || oldRows() != 1 {
+		t.Fatalf("-out: %v, old domains %d, want 1 kept:\n%s", err, oldRows(), stderr)
+	}
+	_, stderr, err := e.run(t, "", "send")
+	if err != nil {
+		t.Fatalf("send: %v\n%s", err, stderr)
+	}
+	if oldRows() != 0 || !strings.Contains(stderr, "DMARC report data pruned") {
+		t.Errorf("send left %d old domains:\n%s", oldRows(), stderr)
+	}
+}
+
 func TestReportsSendFailureExitsOne(t *testing.T) {
 	e := newReportsEnv(t)
 	e.sink.FailNext(1000, smtpsink.AtEndOfData, "554 5.7.1 no reports here") // every attempt
