@@ -39,6 +39,25 @@ func tableSummary(t *Table) string {
 	return b.String()
 }
 
+// watchedTable loads dir and establishes a watcher over it (closed at the
+// test's end).
+func watchedTable(t *testing.T, dir string) (*Table, *Watcher) {
+	t.Helper()
+	tab, err := LoadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := NewWatcher(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	if err := w.Establish(tab); err != nil {
+		t.Fatal(err)
+	}
+	return tab, w
+}
+
 // TestWatcherMatchesFullLoad is a differential test: a random sequence of
 // the changes admins and tools make to a key table (keys added, replaced
 // in place, renamed, removed; folders added with capitals, renamed,
@@ -53,18 +72,7 @@ func TestWatcherMatchesFullLoad(t *testing.T) {
 	for i := range 6 {
 		installKey(t, dir, fmt.Sprintf("d%d.example", i), "s1", srcs[i%len(srcs)], 0o600)
 	}
-	cur, err := LoadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w, err := NewWatcher(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer w.Close()
-	if err := w.Establish(cur); err != nil {
-		t.Fatal(err)
-	}
+	cur, w := watchedTable(t, dir)
 	seed := uint64(time.Now().UnixNano())
 	if s, err := strconv.ParseUint(os.Getenv("WATCH_SEED"), 10, 64); err == nil {
 		seed = s
@@ -234,18 +242,7 @@ func TestWatcherGivesUp(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "keys")
 			installKey(t, dir, "a.example", "s1", "rsa2048-pkcs1.pem", 0o600)
-			cur, err := LoadDir(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			w, err := NewWatcher(dir)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer w.Close()
-			if err := w.Establish(cur); err != nil {
-				t.Fatal(err)
-			}
+			cur, w := watchedTable(t, dir)
 			tt.break_(t, w, dir)
 			installKey(t, dir, "a.example", "s2", "ed25519-pkcs8.pem", 0o600)
 			got, err := Load(dir, LoadOptions{Prev: cur, Watch: w})
