@@ -14,6 +14,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -259,6 +260,7 @@ func (s *Server) serve(c net.Conn) {
 		line, err := readCommand(r)
 		if errors.Is(err, errLineTooLong) {
 			reply("500 5.5.2 Line too long")
+			closeGracefully(c, r)
 		}
 		if err != nil {
 			return
@@ -345,6 +347,19 @@ var (
 	errTooBig      = errors.New("message too big")
 	errLineTooLong = fmt.Errorf("command line longer than %d bytes", maxCommandBytes)
 )
+
+// closeGracefully ends a connection whose client is still sending: it
+// says it is done (a FIN), then reads and drops what is still coming, a
+// bounded amount for a bounded time, so that closing does not reset the
+// connection and lose the reply just written (a socket closed with unread
+// data sends RST).
+func closeGracefully(c net.Conn, r *bufio.Reader) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.CloseWrite()
+	}
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	io.CopyN(io.Discard, r, 1<<20)
+}
 
 // readCommand reads one command line without its line end; a line longer
 // than maxCommandBytes is an error.
