@@ -3,6 +3,7 @@ package reports
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os/exec"
 	"strings"
 	"sync"
@@ -18,7 +19,9 @@ import (
 // database outage never touches the mail.
 func TestFleetSharesOnePostgreSQL(t *testing.T) {
 	pg := needPostgres(t)
-	dsn, err := pg.CreateDatabase("fleet")
+	// A database of its own for each run (go test -count=N reuses the
+	// package's server).
+	dsn, err := pg.CreateDatabase(fmt.Sprintf("fleet_%d", time.Now().UnixNano()))
 	if err != nil {
 		t.Fatal(err)
 	}
