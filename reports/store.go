@@ -147,11 +147,27 @@ func sqliteDSN(abs string) string {
 	return (&url.URL{Scheme: "file", Path: abs, RawQuery: q.Encode()}).String()
 }
 
-func openPostgres(ctx context.Context, dsn string) (Store, error) {
-	name := "postgres"
-	if u, err := url.Parse(dsn); err == nil {
-		name = "postgres " + u.Redacted()
+// RedactDatabase is a reports.database value for messages and logs: a
+// PostgreSQL URL's password, in its user part or a password= parameter,
+// is replaced by "xxxxx"; a URL that does not parse is not shown at all
+// (it might hold a password).
+func RedactDatabase(db string) string {
+	if !strings.Contains(db, "://") {
+		return db
 	}
+	u, err := url.Parse(db)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
+	return u.Redacted()
+}
+
+func openPostgres(ctx context.Context, dsn string) (Store, error) {
+	name := "postgres " + RedactDatabase(dsn)
 	db, err := sql.Open("pgx", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("reports: open %s: %w", name, err)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"os/signal"
 	"slices"
@@ -104,23 +103,6 @@ func openReportsStore(ctx context.Context, cfgPath string) (*policy.Config, repo
 		return nil, nil, fmt.Errorf("reports.database: %w", err) // err names it, without a password
 	}
 	return cfg, st, nil
-}
-
-// redactDatabase is reports.database for messages: a PostgreSQL URL's
-// password is replaced by "xxxxx".
-func redactDatabase(db string) string {
-	if !strings.Contains(db, "://") {
-		return db
-	}
-	u, err := url.Parse(db)
-	if err != nil {
-		return "(unparsable URL)" // it might hold a password
-	}
-	if q := u.Query(); q.Has("password") {
-		q.Set("password", "xxxxx")
-		u.RawQuery = q.Encode()
-	}
-	return u.Redacted()
 }
 
 // domainList is a repeatable flag of domain names, each also a

@@ -64,8 +64,8 @@ func startReports(cfg *policy.Config, log *slog.Logger, reg prometheus.Registere
 		db := cfg.Reports.Database
 		s.rec = reports.NewRecorder(func(ctx context.Context) (reports.Store, error) {
 			return reports.Open(ctx, db)
-		}, reports.RecorderOptions{QueueSize: cfg.Reports.QueueSize, Logger: log.With("database", redactDatabase(db))})
-		log.Info("recording DMARC results for aggregate reports", "database", redactDatabase(db))
+		}, reports.RecorderOptions{QueueSize: cfg.Reports.QueueSize, Logger: log.With("database", reports.RedactDatabase(db))})
+		log.Info("recording DMARC results for aggregate reports", "database", reports.RedactDatabase(db))
 	}
 	s.sends = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "authmilter_reports_sent_total",
@@ -180,7 +180,7 @@ func changedReportsSettings(running, want policy.ReportsConfig) []settingChange 
 		}
 		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
 		if name == "database" {
-			a, b = redactDatabase(a), redactDatabase(b)
+			a, b = reports.RedactDatabase(a), reports.RedactDatabase(b)
 		}
 		out = append(out, settingChange{name: "reports." + name, running: a, want: b})
 	}
@@ -260,7 +260,7 @@ func (s *reportsService) sendDaily(ctx context.Context, cfg *policy.Config, now 
 	log := s.log.With("day", day.Format("2006-01-02"))
 	st, err := reports.Open(ctx, cfg.Reports.Database)
 	if err != nil {
-		log.Error("DMARC aggregate reports not sent: cannot open the store", "database", redactDatabase(cfg.Reports.Database), "error", err)
+		log.Error("DMARC aggregate reports not sent: cannot open the store", "database", reports.RedactDatabase(cfg.Reports.Database), "error", err)
 		return
 	}
 	defer st.Close()

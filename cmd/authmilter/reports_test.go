@@ -446,19 +446,6 @@ func TestParseReportDay(t *testing.T) {
 	}
 }
 
-func TestRedactDatabase(t *testing.T) {
-	for in, want := range map[string]string{
-		"/var/lib/authmilter/reports.db":                      "/var/lib/authmilter/reports.db",
-		"postgres://am:s3cret@db.example/reports":             "postgres://am:xxxxx@db.example/reports",
-		"postgresql://db.example/reports?password=s3cret&x=1": "postgresql://db.example/reports?password=xxxxx&x=1",
-		"postgres://am:s3cret@db.example:5432/reports%zz":     "(unparsable URL)",
-	} {
-		if got := redactDatabase(in); got != want {
-			t.Errorf("redactDatabase(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 func TestDomainList(t *testing.T) {
 	var l domainList
 	for _, v := range []string{"A.Test.", "b.test, c.test", "a.test"} {
