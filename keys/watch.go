@@ -124,13 +124,6 @@ func (w *Watcher) Broken() string {
 	return w.broken
 }
 
-// Established reports whether every domain folder is watched.
-func (w *Watcher) Established() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.established && w.broken == ""
-}
-
 // Establish watches every domain folder of t (a table read from the
 // watcher's folder) and then checks, with the same stat calls a reload
 // makes, that each still is what t holds; a folder that changed meanwhile
