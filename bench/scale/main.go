@@ -33,6 +33,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/authmilter/authmilter/internal/flock"
 	"github.com/authmilter/authmilter/keys"
 )
 
@@ -242,34 +243,15 @@ func (b *bench) run() (*report, error) {
 // and publication state, and disturb each other's timings anyway.
 func lockCache(ctx context.Context, dir string, timeout time.Duration) (func(), error) {
 	path := filepath.Join(dir, ".scale.lock")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", path, err)
+	f, err := flock.Wait(ctx, path, 0o600, timeout, time.Second, func() {
+		holder, _ := os.ReadFile(path)
+		logf("another bench/scale run (PID %s) uses %s; waiting for it to finish", strings.TrimSpace(string(holder)), dir)
+	})
+	if errors.Is(err, flock.ErrTimeout) {
+		return nil, fmt.Errorf("another bench/scale run still uses %s after %s", dir, timeout)
 	}
-	deadline := time.Now().Add(timeout)
-	told := false
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-		if !told {
-			holder, _ := os.ReadFile(path)
-			logf("another bench/scale run (PID %s) uses %s; waiting for it to finish", strings.TrimSpace(string(holder)), dir)
-			told = true
-		}
-		if time.Now().After(deadline) {
-			f.Close()
-			return nil, fmt.Errorf("another bench/scale run still uses %s after %s", dir, timeout)
-		}
-		if err := sleepCtx(ctx, time.Second); err != nil {
-			f.Close()
-			return nil, err
-		}
+	if err != nil {
+		return nil, err
 	}
 	f.Truncate(0)
 	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)

@@ -2,6 +2,7 @@ package dnstopo
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/authmilter/authmilter/internal/dnsproc"
+	"github.com/authmilter/authmilter/internal/flock"
 )
 
 // LockFile is locked (flock) for the life of a world: the addresses are
@@ -43,30 +45,14 @@ func startProcess(t testing.TB, conf, name string, args ...string) (*dnsproc.Pro
 // to end, kills the leftovers of a world whose test binary died, and
 // returns the release function.
 func acquireLock(t testing.TB, timeout time.Duration) (func(), error) {
-	f, err := os.OpenFile(LockFile, os.O_RDWR|os.O_CREATE, 0o666)
-	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", LockFile, err)
+	f, err := flock.Wait(context.Background(), LockFile, 0o666, timeout, 100*time.Millisecond, func() {
+		t.Logf("dnstopo: waiting for another test's DNS world to end (lock %s)", LockFile)
+	})
+	if errors.Is(err, flock.ErrTimeout) {
+		return nil, fmt.Errorf("another dnstopo world (another test package, or a stuck test) has held %s for %v; only one can use 127.53.0.0/24:53 at a time (find it with: fuser -v %s)", LockFile, timeout, LockFile)
 	}
-	deadline := time.Now().Add(timeout)
-	logged := false
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", LockFile, err)
-		}
-		if time.Now().After(deadline) {
-			f.Close()
-			return nil, fmt.Errorf("another dnstopo world (another test package, or a stuck test) has held %s for %v; only one can use 127.53.0.0/24:53 at a time (find it with: fuser -v %s)", LockFile, timeout, LockFile)
-		}
-		if !logged {
-			t.Logf("dnstopo: waiting for another test's DNS world to end (lock %s)", LockFile)
-			logged = true
-		}
-		time.Sleep(100 * time.Millisecond)
+	if err != nil {
+		return nil, err
 	}
 	killLeftovers()
 	return func() {
