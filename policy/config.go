@@ -117,6 +117,10 @@ type OutboundConfig struct {
 	// counted with the reason; "tempfail" asks the MTA to retry later
 	// (451 4.7.0), so nothing leaves unsigned.
 	OnUnsigned string `toml:"on_unsigned"`
+	// IPs are the addresses our own MTAs send from. Only authmilter doctor
+	// uses them: it checks each one's reverse DNS and whether the SPF
+	// records of the domains we sign for authorize it. Default none.
+	IPs []string `toml:"ips"`
 }
 
 // LimitsConfig bounds what one MTA connection or one message may cost, and
@@ -591,6 +595,11 @@ func (c *Config) Validate() error {
 	}
 	if c.DNS.Timeout.Duration <= 0 {
 		bad("dns.timeout", "must be positive")
+	}
+	for _, ip := range c.Outbound.IPs {
+		if a, err := netip.ParseAddr(ip); err != nil || a.Zone() != "" {
+			bad("outbound.ips", "%q is not an IP address (e.g. 192.0.2.25 or 2001:db8::25)", ip)
+		}
 	}
 	for _, n := range c.Outbound.Networks {
 		if _, err := netip.ParsePrefix(n); err != nil {

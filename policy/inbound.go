@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -100,6 +101,34 @@ func (in *inbound) abort() {
 // checkSPF evaluates SPF for the MAIL FROM identity, or for HELO when MAIL
 // FROM is null (RFC 7208 §2.4).
 func (p *Policy) checkSPF(ctx context.Context, env *Envelope) spfOutcome {
+	return checkSPF(ctx, p.resolver, env)
+}
+
+// SPFCheck is the outcome of one SPF evaluation as inbound verification
+// computes it.
+type SPFCheck struct {
+	// Result is none, neutral, pass, fail, softfail, temperror or
+	// permerror.
+	Result string
+	// Identity is "mailfrom", or "helo" for a null MAIL FROM.
+	Identity string
+	// Domain is the domain checked.
+	Domain string
+	// Reason explains an error result, as our Authentication-Results
+	// comment does.
+	Reason string
+}
+
+// CheckSPF evaluates SPF for a client, HELO name and MAIL FROM with the
+// code, limits and DNS budget of inbound verification, so that another
+// tool (authmilter doctor) reaches the verdict the milter would. r is
+// typically the daemon's *resolve.Resolver.
+func CheckSPF(ctx context.Context, r Resolver, client netip.Addr, helo, mailFrom string) SPFCheck {
+	o := checkSPF(ctx, r, &Envelope{ClientIP: client, Helo: helo, MailFrom: mailFrom})
+	return SPFCheck{Result: o.result, Identity: o.identity, Domain: o.domain, Reason: o.reason}
+}
+
+func checkSPF(ctx context.Context, r Resolver, env *Envelope) spfOutcome {
 	out := spfOutcome{identity: "mailfrom"}
 	sender := env.MailFrom
 	if sender == "" {
@@ -122,7 +151,7 @@ func (p *Policy) checkSPF(ctx context.Context, env *Envelope) spfOutcome {
 	}
 	// One resolver per evaluation: it asks only for the client's address
 	// family and holds the RFC 7208 §4.6.4 budget (see spfResolver).
-	dnsr := newSPFResolver(p.resolver, env.ClientIP)
+	dnsr := newSPFResolver(r, env.ClientIP)
 	res, err := spf.CheckHostWithSender(net.IP(env.ClientIP.AsSlice()), env.Helo, sender,
 		spf.WithResolver(dnsr), spf.WithContext(ctx))
 	out.result = string(res)

@@ -214,6 +214,14 @@ func (r *Resolver) LookupTXT(ctx context.Context, name string) ([]string, error)
 	return out, nil
 }
 
+// LookupRR returns the records of type qtype at name, following CNAMEs
+// as the other lookups do: for the record types that have no method of
+// their own (SPF type 99 records, CNAME checks in authmilter doctor). A
+// negative answer is an error for which IsNotFound is true.
+func (r *Resolver) LookupRR(ctx context.Context, name string, qtype uint16) ([]dns.RR, error) {
+	return r.lookup(ctx, name, name, qtype)
+}
+
 // LookupMX returns the MX records of name sorted by preference (records
 // with equal preference keep the server's order). Hosts are fully
 // qualified, with the trailing dot.
