@@ -39,6 +39,11 @@ Commands:
                                           reports, list what was recorded and sent, import and
                                           sum up reports received as a domain owner; see
                                           authmilter reports help
+  doctor   DOMAIN... [-ip IP]... [-selector S]... [-config FILE] [-json|-csv] [-f FILE] [-timeout 60s]
+                                          check domains' SPF, DMARC, DKIM, sending hosts, MX,
+                                          MTA-STS and TLS reporting as receivers see them (with
+                                          -config and no domain: the key table's); exit 0 ok,
+                                          1 warnings, 2 errors, 3 bad command line or config
   version                                 print the version
 
 Every command reads the same TOML config; see README.md for its keys.
@@ -73,6 +78,8 @@ func main() {
 		err = cmdImportOpenDKIM(args)
 	case "reports":
 		err = cmdReports(args)
+	case "doctor":
+		err = cmdDoctor(args)
 	case "version", "-version", "--version":
 		fmt.Println("authmilter", version)
 	case "help", "-h", "-help", "--help":
