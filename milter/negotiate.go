@@ -40,6 +40,12 @@ import (
 //     answer malformed header packets with replies the MTA did not ask for,
 //     desynchronising the stream under SMFIP_NR_HDR. A malformed header
 //     packet closes the connection.
+//   - Commands whose reply does not need go-milter (connect, HELO, MAIL,
+//     RCPT, DATA, end of header, body chunks, macros, abort: see
+//     answeredHere) are parsed as go-milter would and answered here,
+//     without go-milter's per-packet copy and per-reply write buffer.
+//     go-milter sees option negotiation, the end of the message (its
+//     Modifier inserts the header fields) and quit.
 //
 // go-milter reads and writes from the session goroutine only, one packet at
 // a time, so the hooks run in the session goroutine between callbacks.
@@ -59,9 +65,9 @@ type negotiatingConn struct {
 
 	// onHeader receives each header field (name, value as sent).
 	onHeader func(name, value string)
-	// onHeaderMacros receives the macros sent for the header stage, as
-	// name, value pairs.
-	onHeaderMacros func(kv []string)
+	// onCommand runs the commands answeredHere accepts and returns the
+	// reply to send, if any.
+	onCommand func(code byte, data []byte) (gomilter.Response, error)
 	// logf logs a connection-level problem with the session's context.
 	logf func(msg string, args ...any)
 
@@ -190,14 +196,14 @@ func (c *negotiatingConn) nextPacket() error {
 		if err := checkCommand(code, data); err != nil {
 			return err
 		}
-		if code == byte(gomilter.CodeMacro) && len(data) > 0 && data[0] == byte(gomilter.CodeHeader) && c.onHeaderMacros != nil {
-			// The header stage's macros (Postfix sends the queue ID here)
-			// would reach the session only through go-milter's header
-			// callback, which header packets bypass.
-			c.onHeaderMacros(splitCStrings(data[1:]))
-		}
 		if code == byte(gomilter.CodeHeader) {
 			if err := c.header(data); err != nil {
+				return err
+			}
+			continue
+		}
+		if c.onCommand != nil && answeredHere(code) {
+			if err := c.command(code, data); err != nil {
 				return err
 			}
 			continue
@@ -286,6 +292,28 @@ func (c *negotiatingConn) header(data []byte) error {
 	}
 	// Without SMFIP_NR_HDR the MTA waits for an answer to each field.
 	_, err := c.writeRaw([]byte{0, 0, 0, 1, byte(gomilter.ActContinue)})
+	return err
+}
+
+// continueReply is SMFIR_CONTINUE, framed; never written to (a variable
+// only so that a slice of it needs no allocation).
+var continueReply = [5]byte{0, 0, 0, 1, byte(gomilter.ActContinue)}
+
+// command runs one command in the session and writes its reply.
+func (c *negotiatingConn) command(code byte, data []byte) error {
+	resp, err := c.onCommand(code, data)
+	if err != nil || resp == nil {
+		return err
+	}
+	if resp == gomilter.RespContinue {
+		_, err = c.writeRaw(continueReply[:])
+		return err
+	}
+	msg := resp.Response()
+	pkt := make([]byte, 5, 5+len(msg.Data))
+	binary.BigEndian.PutUint32(pkt, uint32(1+len(msg.Data)))
+	pkt[4] = msg.Code
+	_, err = c.writeRaw(append(pkt, msg.Data...))
 	return err
 }
 

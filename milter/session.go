@@ -27,6 +27,10 @@ type session struct {
 	helo       string
 	daemonName string
 
+	// macros are the name, value pairs of the last macro command: the
+	// MTA sends a stage's macros right before the stage's command.
+	macros []string
+
 	tx *transaction
 	// failed is the reply owed for an internal error in a command that
 	// takes no reply (a header field); the next reply is this one.
@@ -64,7 +68,7 @@ func (s *Server) newSession(c *negotiatingConn) *session {
 		c.onClose = ss.endTransaction
 		c.mu.Unlock()
 		c.onHeader = ss.header
-		c.onHeaderMacros = ss.headerMacros
+		c.onCommand = ss.command
 		c.logf = ss.logConn
 	}
 	return ss
@@ -76,21 +80,38 @@ func (ss *session) leadingSpace() bool {
 	return ss.conn != nil && ss.conn.negotiated()&gomilter.OptHeaderLeadingSpace != 0
 }
 
-// takeMacros copies the macros of the current stage that we use.
-func (ss *session) takeMacros(m *gomilter.Modifier) {
-	if m == nil || m.Macros == nil {
-		return
+// setMacros records the macros of one stage, replacing the previous
+// stage's, and takes the queue ID from the header stage's (Postfix sends
+// it there; no callback follows header fields).
+func (ss *session) setMacros(stage byte, kv []string) {
+	ss.macros = kv
+	if stage == byte(gomilter.CodeHeader) {
+		ss.headerMacros(kv)
 	}
-	if v := m.Macros["{daemon_name}"]; v != "" {
+}
+
+// macro returns the value of macro name in the current stage's macros.
+func (ss *session) macro(name string) string {
+	for i := 0; i+1 < len(ss.macros); i += 2 {
+		if ss.macros[i] == name {
+			return ss.macros[i+1]
+		}
+	}
+	return ""
+}
+
+// takeMacros copies the macros of the current stage that we use.
+func (ss *session) takeMacros() {
+	if v := ss.macro("{daemon_name}"); v != "" {
 		ss.daemonName = v
 	}
 	if ss.tx == nil {
 		return
 	}
-	if v := m.Macros["i"]; v != "" && ss.tx.env.QueueID == "" {
+	if v := ss.macro("i"); v != "" && ss.tx.env.QueueID == "" {
 		ss.tx.env.QueueID = v
 	}
-	if v := m.Macros["{auth_authen}"]; v != "" {
+	if v := ss.macro("{auth_authen}"); v != "" {
 		ss.tx.env.AuthUser = v
 	}
 }
@@ -139,14 +160,14 @@ func (ss *session) Connect(host, family string, port uint16, addr net.IP, m *gom
 	if a, ok := netip.AddrFromSlice(addr); ok {
 		ss.clientIP = a.Unmap()
 	}
-	ss.takeMacros(m)
+	ss.takeMacros()
 	return gomilter.RespContinue, nil
 }
 
 func (ss *session) Helo(name string, m *gomilter.Modifier) (resp gomilter.Response, err error) {
 	defer ss.guard("helo", &resp)
 	ss.helo = name
-	ss.takeMacros(m)
+	ss.takeMacros()
 	return gomilter.RespContinue, nil
 }
 
@@ -163,7 +184,7 @@ func (ss *session) MailFrom(from string, m *gomilter.Modifier) (resp gomilter.Re
 			MailFrom:   from,
 		},
 	}
-	ss.takeMacros(m)
+	ss.takeMacros()
 	ss.tx.env.DaemonName = ss.daemonName
 	return gomilter.RespContinue, nil
 }
@@ -173,7 +194,7 @@ func (ss *session) RcptTo(rcpt string, m *gomilter.Modifier) (resp gomilter.Resp
 	if ss.tx != nil {
 		ss.tx.env.Rcpts = append(ss.tx.env.Rcpts, rcpt)
 	}
-	ss.takeMacros(m)
+	ss.takeMacros()
 	return gomilter.RespContinue, nil
 }
 
@@ -275,7 +296,7 @@ func (ss *session) Headers(_ textproto.MIMEHeader, m *gomilter.Modifier) (resp g
 	if r := ss.takeFailure(); r != nil {
 		return r, nil
 	}
-	ss.takeMacros(m)
+	ss.takeMacros()
 	tx := ss.tx
 	if tx == nil {
 		return gomilter.RespContinue, nil
@@ -316,7 +337,7 @@ func (ss *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error
 	if r := ss.takeFailure(); r != nil {
 		return r, nil
 	}
-	ss.takeMacros(m)
+	ss.takeMacros()
 	tx := ss.tx
 	if tx == nil {
 		return gomilter.RespContinue, nil
