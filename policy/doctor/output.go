@@ -132,6 +132,9 @@ func WriteJSON(w io.Writer, reports []*Report) error {
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
+	// DNS text is shown as it is ("a->b", "<...>"), not as \u003e: the
+	// document is for people and programs, never embedded in HTML.
+	enc.SetEscapeHTML(false)
 	if err := enc.Encode(doc); err != nil {
 		return fmt.Errorf("doctor: write JSON: %w", err)
 	}

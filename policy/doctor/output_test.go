@@ -14,7 +14,7 @@ func outputReports() []*Report {
 	return []*Report{
 		{Domain: "acme.example", Status: Error, Findings: []Finding{
 			{Check: CheckDMARC, Severity: Warn, Code: "dmarc-rua-unauthorized", Subject: "mailto:d@reports.example",
-				Message: "reports.example does not accept acme.example's reports", Fix: "ask reports.example to publish acme.example._report._dmarc.reports.example"},
+				Message: "reports.example does not accept acme.example's reports <d@reports.example>", Fix: "ask reports.example to publish acme.example._report._dmarc.reports.example"},
 			{Check: CheckDomain, Severity: OK, Code: "domain-exists", Message: "acme.example exists"},
 			{Check: CheckSPF, Severity: Error, Code: "spf-too-many-lookups", Subject: "include:sendgrid.example",
 				Message: "SPF needs 12 lookups, limit 10", Fix: "move that sender to a subdomain"},
@@ -35,7 +35,7 @@ func TestWriteText(t *testing.T) {
   ok    domain  acme.example exists [domain-exists]
   error spf     include:sendgrid.example: SPF needs 12 lookups, limit 10 [spf-too-many-lookups]
         fix: move that sender to a subdomain
-  warn  dmarc   mailto:d@reports.example: reports.example does not accept acme.example's reports [dmarc-rua-unauthorized]
+  warn  dmarc   mailto:d@reports.example: reports.example does not accept acme.example's reports <d@reports.example> [dmarc-rua-unauthorized]
         fix: ask reports.example to publish acme.example._report._dmarc.reports.example
 
 evil.example: warn (0 errors, 1 warning, 0 ok)
@@ -86,6 +86,9 @@ func TestWriteJSON(t *testing.T) {
 	if !strings.HasPrefix(b.String(), "{\n  \"version\": 1,\n  \"domains\": [\n    {\n      \"domain\": \"acme.example\",\n      \"status\": \"error\",\n      \"findings\": [\n        {\n          \"check\": \"dmarc\",\n          \"severity\": \"warn\",\n          \"code\": \"dmarc-rua-unauthorized\",") {
 		t.Errorf("fields not in struct order or not indented:\n%s", b.String())
 	}
+	if !strings.Contains(b.String(), "reports <d@reports.example>") {
+		t.Errorf("HTML-escaped:\n%s", b.String())
+	}
 	var doc struct {
 		Version int       `json:"version"`
 		Domains []*Report `json:"domains"`
@@ -119,7 +122,7 @@ func TestWriteCSV(t *testing.T) {
 		{"domain", "check", "severity", "code", "subject", "message", "fix"},
 		{"acme.example", "domain", "ok", "domain-exists", "", "acme.example exists", ""},
 		{"acme.example", "spf", "error", "spf-too-many-lookups", "include:sendgrid.example", "SPF needs 12 lookups, limit 10", "move that sender to a subdomain"},
-		{"acme.example", "dmarc", "warn", "dmarc-rua-unauthorized", "mailto:d@reports.example", "reports.example does not accept acme.example's reports", "ask reports.example to publish acme.example._report._dmarc.reports.example"},
+		{"acme.example", "dmarc", "warn", "dmarc-rua-unauthorized", "mailto:d@reports.example", "reports.example does not accept acme.example's reports <d@reports.example>", "ask reports.example to publish acme.example._report._dmarc.reports.example"},
 		{"evil.example", "dkim", "warn", "dkim-record-syntax", "s1", "record \x1b[2Jtext\nfake line \xff", "'=HYPERLINK(\"x\")"},
 	}
 	if len(rows) != len(want) {
