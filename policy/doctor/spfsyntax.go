@@ -1,0 +1,525 @@
+package doctor
+
+// A strict parser for SPF records (RFC 7208 §4.5, §4.6.1, §5, §6, §7.1):
+// it accepts exactly what the ABNF allows and names the offending term of
+// anything else, because a receiver that meets a syntax error anywhere in
+// a record returns permerror for all mail. It has no dependency on the rest
+// of doctor so that other code (issue 13) can reuse it.
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+)
+
+// spfKind is the kind of an SPF term.
+type spfKind int
+
+// Term kinds: the eight mechanisms (RFC 7208 §5), then the modifiers (§6).
+const (
+	spfAll spfKind = iota
+	spfInclude
+	spfA
+	spfMX
+	spfPTR
+	spfIP4
+	spfIP6
+	spfExists
+	spfRedirect
+	spfExp
+	spfUnknownModifier
+)
+
+// spfMechanisms maps mechanism names (lowercase) to kinds.
+var spfMechanisms = map[string]spfKind{
+	"all": spfAll, "include": spfInclude, "a": spfA, "mx": spfMX,
+	"ptr": spfPTR, "ip4": spfIP4, "ip6": spfIP6, "exists": spfExists,
+}
+
+// spfTerm is one parsed term of a record.
+type spfTerm struct {
+	// Text is the term as written in the record.
+	Text string
+	Kind spfKind
+	// Qualifier is '+', '-', '~' or '?' for mechanisms ('+' when
+	// omitted), 0 for modifiers.
+	Qualifier byte
+	// Name is the modifier name, lowercase (for spfUnknownModifier).
+	Name string
+	// Domain is the domain-spec of include, a, mx, ptr, exists, redirect
+	// and exp ("" when a, mx or ptr has none: the current domain).
+	Domain string
+	// Prefix is the network of ip4 and ip6.
+	Prefix netip.Prefix
+	// CIDR4 and CIDR6 are a and mx's dual-cidr-length, -1 when absent.
+	CIDR4, CIDR6 int
+	// HasMacros says Domain contains macro-expands, so it can only be
+	// known when a message is evaluated.
+	HasMacros bool
+}
+
+// countsLookup reports whether the term costs one of the ten DNS-querying
+// terms of RFC 7208 §4.6.4.
+func (t *spfTerm) countsLookup() bool {
+	switch t.Kind {
+	case spfInclude, spfA, spfMX, spfPTR, spfExists, spfRedirect:
+		return true
+	}
+	return false
+}
+
+// isMechanism reports whether the term is a mechanism, not a modifier.
+func (t *spfTerm) isMechanism() bool { return t.Kind <= spfExists }
+
+// spfRecord is a parsed SPF record.
+type spfRecord struct {
+	// Terms in record order, modifiers included.
+	Terms []spfTerm
+	// Redirect and Exp point into Terms, nil when absent.
+	Redirect, Exp *spfTerm
+	// All points to the first all mechanism, nil when there is none.
+	All *spfTerm
+}
+
+// spfSyntaxError is a syntax error in one term of a record.
+type spfSyntaxError struct {
+	// Term is the offending term exactly as written.
+	Term string
+	// Reason says what is wrong with it.
+	Reason string
+}
+
+func (e *spfSyntaxError) Error() string {
+	return fmt.Sprintf("spf: %q: %s", e.Term, e.Reason)
+}
+
+// isSPFRecord reports whether a TXT record is an SPF record: "v=spf1"
+// (any case) followed by a space or the end (RFC 7208 §4.5).
+func isSPFRecord(txt string) bool {
+	if len(txt) < 6 || !strings.EqualFold(txt[:6], "v=spf1") {
+		return false
+	}
+	return len(txt) == 6 || txt[6] == ' '
+}
+
+// parseSPFRecord parses a record strictly. The error is an
+// *spfSyntaxError naming the first offending term.
+func parseSPFRecord(txt string) (*spfRecord, error) {
+	if !isSPFRecord(txt) {
+		v, _, _ := strings.Cut(txt, " ")
+		return nil, &spfSyntaxError{Term: v, Reason: `not an SPF record: it must start with "v=spf1"`}
+	}
+	rec := &spfRecord{}
+	// terms = *( 1*SP ( directive / modifier ) ), record ends in *SP:
+	// only spaces separate terms, so empty fields are just more spaces.
+	for _, f := range strings.Split(txt[6:], " ") {
+		if f == "" {
+			continue
+		}
+		t, err := parseSPFTerm(f)
+		if err != nil {
+			return nil, err
+		}
+		rec.Terms = append(rec.Terms, t)
+	}
+	for i := range rec.Terms {
+		t := &rec.Terms[i]
+		switch t.Kind {
+		case spfRedirect, spfExp:
+			// RFC 7208 §6: these MUST NOT appear more than once.
+			prev := &rec.Redirect
+			if t.Kind == spfExp {
+				prev = &rec.Exp
+			}
+			if *prev != nil {
+				return nil, &spfSyntaxError{Term: t.Text, Reason: fmt.Sprintf("a second %s modifier (the first is %q): receivers return permerror", t.Name, (*prev).Text)}
+			}
+			*prev = t
+		case spfAll:
+			if rec.All == nil {
+				rec.All = t
+			}
+		}
+	}
+	return rec, nil
+}
+
+// parseSPFTerm parses one directive or modifier.
+func parseSPFTerm(text string) (spfTerm, error) {
+	t := spfTerm{Text: text, CIDR4: -1, CIDR6: -1}
+	fail := func(format string, args ...any) (spfTerm, error) {
+		return spfTerm{}, &spfSyntaxError{Term: text, Reason: fmt.Sprintf(format, args...)}
+	}
+	// modifier = name "=" macro-string, name = ALPHA *( ALPHA / DIGIT /
+	// "-" / "_" / "." ). A directive never contains "=" before ":" or "/".
+	if i := strings.IndexAny(text, "=:/"); i >= 0 && text[i] == '=' {
+		name, value := text[:i], text[i+1:]
+		if !isSPFModifierName(name) {
+			if name == "" {
+				return fail("modifier without a name")
+			}
+			return fail("%q is not a valid modifier name", name)
+		}
+		t.Name = strings.ToLower(name)
+		switch t.Name {
+		case "redirect", "exp":
+			t.Kind = spfRedirect
+			if t.Name == "exp" {
+				t.Kind = spfExp
+			}
+			if err := checkSPFDomainSpec(value); err != nil {
+				return fail("%s", err)
+			}
+			t.Domain, t.HasMacros = value, strings.Contains(value, "%")
+		default:
+			// Unknown modifiers are ignored by receivers (RFC 7208 §6)
+			// but their value must still be a macro-string.
+			t.Kind = spfUnknownModifier
+			if err := checkSPFMacroString(value, true); err != nil {
+				return fail("%s", err)
+			}
+		}
+		return t, nil
+	}
+
+	rest := text
+	t.Qualifier = '+'
+	if strings.IndexByte("+-~?", rest[0]) >= 0 {
+		t.Qualifier, rest = rest[0], rest[1:]
+	}
+	end := strings.IndexAny(rest, ":/")
+	if end < 0 {
+		end = len(rest)
+	}
+	name, arg := strings.ToLower(rest[:end]), rest[end:]
+	kind, ok := spfMechanisms[name]
+	if !ok {
+		if name == "" {
+			return fail("no mechanism name")
+		}
+		return fail("unknown mechanism %q: receivers return permerror", name)
+	}
+	t.Kind = kind
+	switch kind {
+	case spfAll:
+		if arg != "" {
+			return fail("all takes no argument")
+		}
+	case spfInclude, spfExists:
+		if !strings.HasPrefix(arg, ":") {
+			return fail("%s needs a domain: %s:<domain>", name, name)
+		}
+		if err := checkSPFDomainSpec(arg[1:]); err != nil {
+			return fail("%s", err)
+		}
+		t.Domain = arg[1:]
+	case spfPTR:
+		if strings.HasPrefix(arg, "/") {
+			return fail("ptr takes no CIDR length")
+		}
+		if arg != "" {
+			if err := checkSPFDomainSpec(arg[1:]); err != nil {
+				return fail("%s", err)
+			}
+			t.Domain = arg[1:]
+		}
+	case spfA, spfMX:
+		spec, cidr := arg, ""
+		if i := spfCIDRStart(arg); i >= 0 {
+			spec, cidr = arg[:i], arg[i:]
+		}
+		if spec != "" {
+			if err := checkSPFDomainSpec(spec[1:]); err != nil {
+				return fail("%s", err)
+			}
+			t.Domain = spec[1:]
+		}
+		var err error
+		if t.CIDR4, t.CIDR6, err = parseSPFDualCIDR(cidr); err != nil {
+			return fail("%s", err)
+		}
+	case spfIP4, spfIP6:
+		p, err := parseSPFNetwork(kind, arg)
+		if err != nil {
+			return fail("%s", err)
+		}
+		t.Prefix = p
+	}
+	t.HasMacros = strings.Contains(t.Domain, "%")
+	return t, nil
+}
+
+// isSPFModifierName checks name = ALPHA *( ALPHA / DIGIT / "-" / "_" / "." ).
+func isSPFModifierName(name string) bool {
+	if name == "" || !spfIsLetter(name[0]) {
+		return false
+	}
+	for i := 1; i < len(name); i++ {
+		c := name[i]
+		if !spfIsLetter(c) && !spfIsDigit(c) && c != '-' && c != '_' && c != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+// spfCIDRStart returns the index of the first "/" of arg outside a
+// macro-expand ("%{d/}" has a delimiter "/"), or -1: the dual-cidr-length
+// of a and mx starts there.
+func spfCIDRStart(arg string) int {
+	inMacro := false
+	for i := 0; i < len(arg); i++ {
+		switch {
+		case inMacro:
+			inMacro = arg[i] != '}'
+		case arg[i] == '%' && i+1 < len(arg) && arg[i+1] == '{':
+			inMacro = true
+			i++
+		case arg[i] == '%':
+			i++ // "%%", "%_", "%-": the next byte is not a separator
+		case arg[i] == '/':
+			return i
+		}
+	}
+	return -1
+}
+
+// parseSPFDualCIDR parses dual-cidr-length = [ ip4-cidr-length ] [ "/"
+// ip6-cidr-length ]: "", "/24", "//64" or "/24//64". Absent lengths are -1.
+func parseSPFDualCIDR(s string) (v4, v6 int, err error) {
+	v4, v6 = -1, -1
+	if s == "" {
+		return v4, v6, nil
+	}
+	four, six, hasSix := strings.Cut(s, "//")
+	if four != "" {
+		if v4, err = parseSPFCIDRLength(strings.TrimPrefix(four, "/"), 32, "ip4"); err != nil {
+			return 0, 0, err
+		}
+		if !strings.HasPrefix(four, "/") {
+			return 0, 0, fmt.Errorf("CIDR length %q does not start with /", four)
+		}
+	}
+	if hasSix {
+		if v6, err = parseSPFCIDRLength(six, 128, "ip6"); err != nil {
+			return 0, 0, err
+		}
+	}
+	return v4, v6, nil
+}
+
+// parseSPFCIDRLength parses a CIDR length: digits without a leading zero
+// ("0" itself is fine), at most max.
+func parseSPFCIDRLength(s string, max int, family string) (int, error) {
+	if s == "" {
+		return 0, fmt.Errorf("empty %s CIDR length", family)
+	}
+	for i := 0; i < len(s); i++ {
+		if !spfIsDigit(s[i]) {
+			return 0, fmt.Errorf("%s CIDR length %q is not a number", family, s)
+		}
+	}
+	if len(s) > 1 && s[0] == '0' {
+		return 0, fmt.Errorf("%s CIDR length %q has a leading zero", family, s)
+	}
+	if len(s) > 3 {
+		return 0, fmt.Errorf("%s CIDR length %s is over %d", family, s, max)
+	}
+	n, _ := strconv.Atoi(s)
+	if n > max {
+		return 0, fmt.Errorf("%s CIDR length %d is over %d", family, n, max)
+	}
+	return n, nil
+}
+
+// parseSPFNetwork parses the ":network[/len]" argument of ip4 and ip6.
+func parseSPFNetwork(kind spfKind, arg string) (netip.Prefix, error) {
+	name, bits := "ip4", 32
+	if kind == spfIP6 {
+		name, bits = "ip6", 128
+	}
+	if !strings.HasPrefix(arg, ":") || len(arg) == 1 {
+		return netip.Prefix{}, fmt.Errorf("%s needs an address: %s:<address>[/<length>]", name, name)
+	}
+	addrText, lenText, hasLen := strings.Cut(arg[1:], "/")
+	addr, err := netip.ParseAddr(addrText)
+	if err != nil || addr.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("%q is not an %s address", addrText, name)
+	}
+	if kind == spfIP4 && !addr.Is4() {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IPv4 address in dotted-quad form", addrText)
+	}
+	if kind == spfIP6 && !addr.Is6() {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IPv6 address (use ip4: for IPv4)", addrText)
+	}
+	if hasLen {
+		if bits, err = parseSPFCIDRLength(lenText, bits, name); err != nil {
+			return netip.Prefix{}, err
+		}
+	}
+	// RFC 7208 §5.6: bits beyond the length are ignored, not an error.
+	return netip.PrefixFrom(addr, bits).Masked(), nil
+}
+
+// checkSPFDomainSpec checks domain-spec = macro-string domain-end, with
+// domain-end = ( "." toplabel [ "." ] ) / macro-expand (RFC 7208 §7.1),
+// no empty labels and no label over 63 bytes.
+func checkSPFDomainSpec(s string) error {
+	if s == "" {
+		return fmt.Errorf("empty domain")
+	}
+	if err := checkSPFMacroString(s, false); err != nil {
+		return err
+	}
+	// The literal text around the macros decides the rest: each
+	// macro-expand stands for one placeholder byte.
+	skel := spfMacroSkeleton(s)
+	if strings.HasPrefix(skel, ".") || strings.Contains(skel, "..") {
+		return fmt.Errorf("domain %q has an empty label", s)
+	}
+	if strings.HasSuffix(skel, spfMacroPlaceholder) {
+		return nil
+	}
+	name := strings.TrimSuffix(skel, ".")
+	dot := strings.LastIndexByte(name, '.')
+	if dot < 0 {
+		return fmt.Errorf("domain %q is a single label: a domain must have a dot and a top label", s)
+	}
+	if top := name[dot+1:]; !isSPFTopLabel(top) {
+		return fmt.Errorf("domain %q does not end in a valid top label: letters, digits and inner hyphens, not all digits", s)
+	}
+	if skel == s {
+		for _, l := range strings.Split(name, ".") {
+			if len(l) > 63 {
+				return fmt.Errorf("domain %q has a label longer than 63 bytes", s)
+			}
+		}
+	}
+	return nil
+}
+
+// spfMacroPlaceholder stands for a macro-expand in spfMacroSkeleton.
+const spfMacroPlaceholder = "\x00"
+
+// spfMacroSkeleton replaces each macro-expand of a valid macro-string with
+// spfMacroPlaceholder.
+func spfMacroSkeleton(s string) string {
+	if !strings.Contains(s, "%") {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			b.WriteByte(s[i])
+			continue
+		}
+		if s[i+1] == '{' {
+			i += strings.IndexByte(s[i:], '}')
+		} else {
+			i++
+		}
+		b.WriteString(spfMacroPlaceholder)
+	}
+	return b.String()
+}
+
+// isSPFTopLabel checks toplabel = ( *alphanum ALPHA *alphanum ) /
+// ( 1*alphanum "-" *( alphanum / "-" ) alphanum ).
+func isSPFTopLabel(l string) bool {
+	if l == "" {
+		return false
+	}
+	letter, hyphen := false, false
+	for i := 0; i < len(l); i++ {
+		c := l[i]
+		switch {
+		case spfIsLetter(c):
+			letter = true
+		case spfIsDigit(c):
+		case c == '-':
+			hyphen = true
+		default:
+			return false
+		}
+	}
+	if !hyphen {
+		return letter
+	}
+	return l[0] != '-' && l[len(l)-1] != '-'
+}
+
+// checkSPFMacroString checks macro-string = *( macro-expand /
+// macro-literal ). The letters c, r and t are allowed only in explanation
+// text (RFC 7208 §7.2); anyLetter allows them (for unknown modifiers,
+// which receivers never expand).
+func checkSPFMacroString(s string, anyLetter bool) error {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '%' {
+			// macro-literal = %x21-24 / %x26-7E
+			if c < 0x21 || c > 0x7e {
+				return fmt.Errorf("byte %q is not allowed in a domain or macro string", c)
+			}
+			continue
+		}
+		if i+1 >= len(s) {
+			return fmt.Errorf("%q ends in a lone %%: write %%%% for a literal %%", s)
+		}
+		switch s[i+1] {
+		case '%', '_', '-':
+			i++
+			continue
+		case '{':
+		default:
+			return fmt.Errorf("%q: %%%c is not a macro (use %%{x}, %%%%, %%_ or %%-)", s, s[i+1])
+		}
+		end := strings.IndexByte(s[i:], '}')
+		if end < 0 {
+			return fmt.Errorf("%q: macro %q has no closing }", s, s[i:])
+		}
+		if err := checkSPFMacroBody(s[i+2:i+end], anyLetter); err != nil {
+			return fmt.Errorf("macro %q: %w", s[i:i+end+1], err)
+		}
+		i += end
+	}
+	return nil
+}
+
+// checkSPFMacroBody checks macro-letter transformers *delimiter, the part
+// of "%{...}" inside the braces.
+func checkSPFMacroBody(b string, anyLetter bool) error {
+	if b == "" {
+		return fmt.Errorf("no macro letter")
+	}
+	letter := b[0] | 0x20 // macro letters are case-insensitive (§7.3: upper case URL-encodes)
+	switch {
+	case strings.IndexByte("slodiphv", letter) >= 0:
+	case strings.IndexByte("crt", letter) >= 0:
+		if !anyLetter {
+			return fmt.Errorf("macro letter %c is allowed only in explanation text", b[0])
+		}
+	default:
+		return fmt.Errorf("unknown macro letter %q", b[0])
+	}
+	i := 1
+	for i < len(b) && spfIsDigit(b[i]) {
+		i++
+	}
+	// RFC 7208 §7.3: a DIGIT transformer must be nonzero.
+	if digits := b[1:i]; digits != "" && strings.Trim(digits, "0") == "" {
+		return fmt.Errorf("transformer %s: the number of parts must not be zero", digits)
+	}
+	if i < len(b) && (b[i] == 'r' || b[i] == 'R') {
+		i++
+	}
+	for ; i < len(b); i++ {
+		if strings.IndexByte(".-+,/_=", b[i]) < 0 {
+			return fmt.Errorf("%q is not a transformer or delimiter", b[i])
+		}
+	}
+	return nil
+}
+
+func spfIsLetter(c byte) bool { return c|0x20 >= 'a' && c|0x20 <= 'z' }
+func spfIsDigit(c byte) bool  { return c >= '0' && c <= '9' }
