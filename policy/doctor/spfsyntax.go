@@ -133,7 +133,7 @@ func parseSPFRecord(txt string) (*spfRecord, error) {
 				prev = &rec.Exp
 			}
 			if *prev != nil {
-				return nil, &spfSyntaxError{Term: t.Text, Reason: fmt.Sprintf("a second %s modifier (the first is %q): receivers return permerror", t.Name, (*prev).Text)}
+				return nil, &spfSyntaxError{Term: t.Text, Reason: fmt.Sprintf("a second %s modifier (the first is %s): receivers return permerror", t.Name, spfQuote((*prev).Text))}
 			}
 			*prev = t
 		case spfAll:
@@ -159,7 +159,7 @@ func parseSPFTerm(text string) (spfTerm, error) {
 			if name == "" {
 				return fail("modifier without a name")
 			}
-			return fail("%q is not a valid modifier name", name)
+			return fail("%s is not a valid modifier name", spfQuote(name))
 		}
 		t.Name = strings.ToLower(name)
 		switch t.Name {
@@ -198,7 +198,7 @@ func parseSPFTerm(text string) (spfTerm, error) {
 		if name == "" {
 			return fail("no mechanism name")
 		}
-		return fail("unknown mechanism %q: receivers return permerror", name)
+		return fail("unknown mechanism %s: receivers return permerror", spfQuote(name))
 	}
 	t.Kind = kind
 	switch kind {
@@ -298,7 +298,7 @@ func parseSPFDualCIDR(s string) (v4, v6 int, err error) {
 			return 0, 0, err
 		}
 		if !strings.HasPrefix(four, "/") {
-			return 0, 0, fmt.Errorf("CIDR length %q does not start with /", four)
+			return 0, 0, fmt.Errorf("CIDR length %s does not start with /", spfQuote(four))
 		}
 	}
 	if hasSix {
@@ -317,14 +317,14 @@ func parseSPFCIDRLength(s string, max int, family string) (int, error) {
 	}
 	for i := 0; i < len(s); i++ {
 		if !spfIsDigit(s[i]) {
-			return 0, fmt.Errorf("%s CIDR length %q is not a number", family, s)
+			return 0, fmt.Errorf("%s CIDR length %s is not a number", family, spfQuote(s))
 		}
 	}
 	if len(s) > 1 && s[0] == '0' {
-		return 0, fmt.Errorf("%s CIDR length %q has a leading zero", family, s)
+		return 0, fmt.Errorf("%s CIDR length %s has a leading zero", family, spfQuote(s))
 	}
 	if len(s) > 3 {
-		return 0, fmt.Errorf("%s CIDR length %s is over %d", family, s, max)
+		return 0, fmt.Errorf("%s CIDR length %s is over %d", family, spfQuote(s), max)
 	}
 	n, _ := strconv.Atoi(s)
 	if n > max {
@@ -345,13 +345,13 @@ func parseSPFNetwork(kind spfKind, arg string) (netip.Prefix, error) {
 	addrText, lenText, hasLen := strings.Cut(arg[1:], "/")
 	addr, err := netip.ParseAddr(addrText)
 	if err != nil || addr.Zone() != "" {
-		return netip.Prefix{}, fmt.Errorf("%q is not an %s address", addrText, name)
+		return netip.Prefix{}, fmt.Errorf("%s is not an %s address", spfQuote(addrText), name)
 	}
 	if kind == spfIP4 && !addr.Is4() {
-		return netip.Prefix{}, fmt.Errorf("%q is not an IPv4 address in dotted-quad form", addrText)
+		return netip.Prefix{}, fmt.Errorf("%s is not an IPv4 address in dotted-quad form", spfQuote(addrText))
 	}
 	if kind == spfIP6 && !addr.Is6() {
-		return netip.Prefix{}, fmt.Errorf("%q is not an IPv6 address (use ip4: for IPv4)", addrText)
+		return netip.Prefix{}, fmt.Errorf("%s is not an IPv6 address (use ip4: for IPv4)", spfQuote(addrText))
 	}
 	if hasLen {
 		if bits, err = parseSPFCIDRLength(lenText, bits, name); err != nil {
@@ -376,7 +376,7 @@ func checkSPFDomainSpec(s string) error {
 	// macro-expand stands for one placeholder byte.
 	skel := spfMacroSkeleton(s)
 	if strings.HasPrefix(skel, ".") || strings.Contains(skel, "..") {
-		return fmt.Errorf("domain %q has an empty label", s)
+		return fmt.Errorf("domain %s has an empty label", spfQuote(s))
 	}
 	if strings.HasSuffix(skel, spfMacroPlaceholder) {
 		return nil
@@ -384,15 +384,15 @@ func checkSPFDomainSpec(s string) error {
 	name := strings.TrimSuffix(skel, ".")
 	dot := strings.LastIndexByte(name, '.')
 	if dot < 0 {
-		return fmt.Errorf("domain %q is a single label: a domain must have a dot and a top label", s)
+		return fmt.Errorf("domain %s is a single label: a domain must have a dot and a top label", spfQuote(s))
 	}
 	if top := name[dot+1:]; !isSPFTopLabel(top) {
-		return fmt.Errorf("domain %q does not end in a valid top label: letters, digits and inner hyphens, not all digits", s)
+		return fmt.Errorf("domain %s does not end in a valid top label: letters, digits and inner hyphens, not all digits", spfQuote(s))
 	}
 	if skel == s {
 		for _, l := range strings.Split(name, ".") {
 			if len(l) > 63 {
-				return fmt.Errorf("domain %q has a label longer than 63 bytes", s)
+				return fmt.Errorf("domain %s has a label longer than 63 bytes", spfQuote(s))
 			}
 		}
 	}
@@ -464,7 +464,7 @@ func checkSPFMacroString(s string, anyLetter bool) error {
 			continue
 		}
 		if i+1 >= len(s) {
-			return fmt.Errorf("%q ends in a lone %%: write %%%% for a literal %%", s)
+			return fmt.Errorf("%s ends in a lone %%: write %%%% for a literal %%", spfQuote(s))
 		}
 		switch s[i+1] {
 		case '%', '_', '-':
@@ -472,14 +472,14 @@ func checkSPFMacroString(s string, anyLetter bool) error {
 			continue
 		case '{':
 		default:
-			return fmt.Errorf("%q: %%%c is not a macro (use %%{x}, %%%%, %%_ or %%-)", s, s[i+1])
+			return fmt.Errorf("%s: %%%c is not a macro (use %%{x}, %%%%, %%_ or %%-)", spfQuote(s), s[i+1])
 		}
 		end := strings.IndexByte(s[i:], '}')
 		if end < 0 {
-			return fmt.Errorf("%q: macro %q has no closing }", s, s[i:])
+			return fmt.Errorf("%s: macro %s has no closing }", spfQuote(s), spfQuote(s[i:]))
 		}
 		if err := checkSPFMacroBody(s[i+2:i+end], anyLetter); err != nil {
-			return fmt.Errorf("macro %q: %w", s[i:i+end+1], err)
+			return fmt.Errorf("macro %s: %w", spfQuote(s[i:i+end+1]), err)
 		}
 		i += end
 	}
@@ -519,6 +519,16 @@ func checkSPFMacroBody(b string, anyLetter bool) error {
 		}
 	}
 	return nil
+}
+
+// spfQuote quotes s for an error message, shortened: a hostile record's
+// term can be tens of kilobytes and the error already names it.
+func spfQuote(s string) string {
+	const max = 60
+	if len(s) > max {
+		return strconv.Quote(s[:max]) + "…"
+	}
+	return strconv.Quote(s)
 }
 
 func spfIsLetter(c byte) bool { return c|0x20 >= 'a' && c|0x20 <= 'z' }
