@@ -137,7 +137,7 @@ func (c *dmarcChecker) run(ctx context.Context) *DMARCReport {
 			"correct the record at "+where+" (each tag once; p, sp and np one of none, quarantine, reject)")
 		return nil
 	case err != nil:
-		c.add(Error, "dmarc-syntax", "", fmt.Sprintf("DMARC policy discovery for %s: %v", domain, err), "")
+		c.add(Error, "dmarc-syntax", "", fmt.Sprintf("DMARC policy discovery for %s: %v", domain, err), "correct the record at "+name)
 		return nil
 	}
 	rec := pol.Record

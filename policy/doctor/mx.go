@@ -65,7 +65,8 @@ func checkMX(ctx context.Context, e *env) (*MXReport, []Finding) {
 			"publish either the single record \"MX 0 .\" or real mail hosts, not both")
 	}
 	if len(mxs) > maxMXHosts {
-		add(Warn, "mx-too-many", "", fmt.Sprintf("%d MX records: doctor checks the first %d", len(mxs), maxMXHosts), "")
+		add(Warn, "mx-too-many", "", fmt.Sprintf("%d MX records: doctor checks the first %d", len(mxs), maxMXHosts),
+			"a few MX hosts are enough; remove the ones you do not run")
 		mxs = mxs[:maxMXHosts]
 	}
 	for _, mx := range mxs {

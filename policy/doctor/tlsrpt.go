@@ -108,7 +108,7 @@ func checkTLSRPTURI(u string) error {
 			return fmt.Errorf("rua URI %q names no host", clipText(u))
 		}
 	default:
-		return fmt.Errorf("rua URI %q is neither mailto: nor https:", clipText(u))
+		return fmt.Errorf("rua URI %q is neither a mailto nor an https URI", clipText(u))
 	}
 	return nil
 }
