@@ -43,9 +43,6 @@ const (
 	doctorWorkers = 8
 )
 
-// errDoctorUsage marks errors of the command line or config (exit 3).
-var errDoctorUsage = errors.New("usage")
-
 // doctorStrings is a repeatable string flag (-ip, -selector).
 type doctorStrings []string
 

@@ -180,9 +180,48 @@ func csvSafe(s string) string {
 	return s
 }
 
-// writeSPFTree writes the SPF include tree under the SPF findings.
+// writeSPFTree writes the SPF include tree under the SPF findings: each
+// include or redirect with the DNS lookups it adds (its own term and all
+// below it), so an administrator sees which provider costs what.
 func writeSPFTree(w *bufio.Writer, spf *SPFReport) {
-	if spf == nil {
+	if spf == nil || spf.Tree == nil {
 		return
+	}
+	fmt.Fprintf(w, "        spf tree: %d DNS lookup%s (limit %d), %d void (limit %d)\n",
+		spf.Lookups, plural(spf.Lookups), spfLookupLimit, spf.VoidLookups, spfVoidLimit)
+	writeSPFNode(w, spf.Tree, 0)
+}
+
+// spfTreeMaxDepth bounds the tree printed; the walk stops before it.
+const spfTreeMaxDepth = 16
+
+// writeSPFNode writes one record of the tree and its children.
+func writeSPFNode(w *bufio.Writer, n *SPFNode, depth int) {
+	if n == nil {
+		return
+	}
+	indent := strings.Repeat("  ", depth+5)
+	var line string
+	if depth == 0 || n.Term == "" {
+		line = fmt.Sprintf("%s: %d lookup%s in all", textSafe(n.Domain), n.Total, plural(n.Total))
+	} else {
+		adds := 1 + n.Total // the include or redirect itself, and what is under it
+		line = fmt.Sprintf("%s: adds %d", textSafe(n.Term), adds)
+	}
+	if n.Void > 0 {
+		line += fmt.Sprintf(", %d void", n.Void)
+	}
+	if n.Error != "" {
+		line += ": " + textSafe(n.Error)
+	}
+	fmt.Fprintf(w, "%s%s\n", indent, line)
+	if depth+1 >= spfTreeMaxDepth {
+		if len(n.Children) > 0 {
+			fmt.Fprintf(w, "%s  ...\n", indent)
+		}
+		return
+	}
+	for _, c := range n.Children {
+		writeSPFNode(w, c, depth+1)
 	}
 }

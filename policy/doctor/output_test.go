@@ -145,3 +145,63 @@ func TestCSVSafe(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteTextSPFTree: the tree follows the SPF findings, each include
+// with what it adds; a report without a tree (no record) prints none.
+func TestWriteTextSPFTree(t *testing.T) {
+	rep := &Report{Domain: "acme.example", Status: Error,
+		Findings: []Finding{
+			{Check: CheckSPF, Severity: Error, Code: "spf-too-many-lookups", Message: "SPF needs 12 lookups", Fix: "fewer"},
+			{Check: CheckDMARC, Severity: OK, Code: "dmarc-record", Message: "fine"},
+		},
+		SPF: &SPFReport{Lookups: 12, VoidLookups: 1, Tree: &SPFNode{Domain: "acme.example", Lookups: 3, Total: 12, Children: []*SPFNode{
+			{Term: "include:_spf.office.example", Domain: "_spf.office.example", Lookups: 2, Total: 2, Children: []*SPFNode{
+				{Term: "include:a.office.example", Domain: "a.office.example"},
+				{Term: "include:gone.office.example", Domain: "gone.office.example", Void: 1, Error: "no SPF record\x1b[0m"},
+			}},
+			{Term: "redirect=_spf.news.example", Domain: "_spf.news.example", Lookups: 6, Total: 6},
+		}}}}
+	var b bytes.Buffer
+	if err := WriteText(&b, []*Report{rep, {Domain: "none.example", SPF: &SPFReport{}, Findings: []Finding{{Check: CheckSPF, Code: "spf-missing"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	want := `acme.example: error (1 error, 0 warnings, 1 ok)
+  error spf     SPF needs 12 lookups [spf-too-many-lookups]
+        fix: fewer
+        spf tree: 12 DNS lookups (limit 10), 1 void (limit 2)
+          acme.example: 12 lookups in all
+            include:_spf.office.example: adds 3
+              include:a.office.example: adds 1
+              include:gone.office.example: adds 1, 1 void: no SPF record\x1b[0m
+            redirect=_spf.news.example: adds 7
+  ok    dmarc   fine [dmarc-record]
+
+none.example: ok (0 errors, 0 warnings, 1 ok)
+  ok    spf      [spf-missing]
+`
+	if got := b.String(); got != want {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// TestWriteTextSPFTreeDepth: a tree deeper than any walk makes is cut,
+// not followed.
+func TestWriteTextSPFTreeDepth(t *testing.T) {
+	root := &SPFNode{Domain: "deep.example"}
+	n := root
+	for range 100 {
+		c := &SPFNode{Term: "include:x.example", Domain: "x.example"}
+		n.Children = []*SPFNode{c}
+		n = c
+	}
+	var b bytes.Buffer
+	if err := WriteText(&b, []*Report{{Domain: "deep.example", SPF: &SPFReport{Tree: root}, Findings: []Finding{{Check: CheckSPF, Code: "spf-ok"}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Count(b.String(), "include:x.example"); got != spfTreeMaxDepth-1 {
+		t.Errorf("%d levels printed, want %d:\n%s", got, spfTreeMaxDepth-1, b.String())
+	}
+	if !strings.Contains(b.String(), "  ...\n") {
+		t.Errorf("the cut is not shown:\n%s", b.String())
+	}
+}
