@@ -236,7 +236,7 @@ func (w *spfWalker) checkHosts(rep *SPFReport, root *spfTreeNode, domain string,
 		h := SPFHostResult{IP: ip.String(), Result: c.Result, Reason: c.Reason}
 		m := spfMatch{term: "term not determined"}
 		if root != nil {
-			m = root.evaluate(ip)
+			m = root.evaluate(ip, &spfEvalState{}, "")
 		}
 		switch {
 		case m.result == "":
@@ -260,7 +260,11 @@ func (w *spfWalker) hostFinding(h *SPFHostResult, domain string, ip netip.Addr) 
 		w.add(Error, "spf-dns-error", h.IP, fmt.Sprintf("SPF for %s gives temperror: %s", h.IP, spfOr(h.Reason, "DNS failure")),
 			"fix the DNS failure in the SPF tree of "+domain+" or retry later")
 	case "permerror":
-		w.add(Error, "spf-host-permerror", h.IP, fmt.Sprintf("SPF for %s gives permerror: %s", h.IP, spfOr(h.Reason, "the record is invalid")),
+		at := ""
+		if spfTermPhrase(h.Term) != h.Term {
+			at = " at " + h.Term
+		}
+		w.add(Error, "spf-host-permerror", h.IP, fmt.Sprintf("SPF for %s gives permerror: %s%s", h.IP, spfOr(h.Reason, "the record is invalid"), at),
 			"fix the SPF errors of "+domain+" reported above: receivers distrust or reject its mail")
 	default:
 		mech := "ip4:"

@@ -84,6 +84,8 @@ type spfTreeTerm struct {
 	failure, reason string
 	// unknown, when set, is why the term cannot be evaluated statically.
 	unknown string
+	// void says the term's lookup found nothing.
+	void bool
 }
 
 // spfWalker walks one domain's tree.
@@ -203,7 +205,8 @@ func (w *spfWalker) count(n *spfTreeNode, label string) {
 }
 
 // markVoid records a void lookup of a term.
-func (w *spfWalker) markVoid(n *spfTreeNode, label string) {
+func (w *spfWalker) markVoid(n *spfTreeNode, tt *spfTreeTerm, label string) {
+	tt.void = true
 	n.node.Void++
 	w.void = append(w.void, label)
 }
@@ -243,7 +246,7 @@ func (w *spfWalker) walkTerm(n *spfTreeNode, tt *spfTreeTerm, label, via string,
 		case err == nil:
 			tt.exists = true
 		case resolve.IsNotFound(err):
-			w.markVoid(n, label)
+			w.markVoid(n, tt, label)
 		default:
 			w.dnsError(tt, label, name, err)
 		}
@@ -309,7 +312,7 @@ func (w *spfWalker) resolveAddrs(n *spfTreeNode, tt *spfTreeTerm, label, name st
 			}
 		}
 	case resolve.IsNotFound(err):
-		w.markVoid(n, label)
+		w.markVoid(n, tt, label)
 	default:
 		w.dnsError(tt, label, name, err)
 	}
@@ -324,7 +327,7 @@ func (w *spfWalker) resolveMX(n *spfTreeNode, tt *spfTreeTerm, label, name strin
 	mxs, err := w.r.LookupMX(w.ctx, name)
 	switch {
 	case resolve.IsNotFound(err):
-		w.markVoid(n, label)
+		w.markVoid(n, tt, label)
 		return
 	case err != nil:
 		w.dnsError(tt, label, name, err)
@@ -433,9 +436,15 @@ type spfMatch struct {
 	term string
 }
 
+// spfEvalState is the running count of one static evaluation.
+type spfEvalState struct {
+	lookups, voids int
+}
+
 // evaluate evaluates n for ip as check_host would (RFC 7208 §4.6), with
-// the DNS answers the walk got.
-func (n *spfTreeNode) evaluate(ip netip.Addr) spfMatch {
+// the DNS answers the walk got and the limits of §4.6.4. via is the
+// include/redirect chain that led to n ("" at the top).
+func (n *spfTreeNode) evaluate(ip netip.Addr, st *spfEvalState, via string) spfMatch {
 	ip = ip.Unmap()
 	if n.failure != "" {
 		return spfMatch{result: n.failure, term: n.node.Error}
@@ -445,13 +454,24 @@ func (n *spfTreeNode) evaluate(ip netip.Addr) spfMatch {
 	}
 	for _, tt := range n.terms {
 		t := tt.term
+		label := t.Text + spfWithin(via)
+		if t.countsLookup() {
+			if st.lookups++; st.lookups > spfLookupLimit {
+				return spfMatch{result: "permerror", term: fmt.Sprintf("%s (DNS lookup %d, over the limit)", label, st.lookups)}
+			}
+		}
 		if tt.unknown != "" {
 			return spfMatch{term: tt.unknown}
 		}
 		if tt.failure != "" {
 			return spfMatch{result: tt.failure, term: tt.reason}
 		}
-		matched, term := false, t.Text
+		if tt.void {
+			if st.voids++; st.voids > spfVoidLimit {
+				return spfMatch{result: "permerror", term: fmt.Sprintf("%s (void lookup %d, over the limit)", label, st.voids)}
+			}
+		}
+		matched, term := false, label
 		switch t.Kind {
 		case spfAll:
 			matched = true
@@ -462,24 +482,18 @@ func (n *spfTreeNode) evaluate(ip netip.Addr) spfMatch {
 		case spfExists:
 			matched = tt.exists
 		case spfInclude:
-			sub := tt.child.evaluate(ip)
+			sub := tt.child.evaluate(ip, st, label)
 			switch sub.result {
 			case "pass":
-				matched, term = true, sub.term+" in "+t.Text
+				matched, term = true, sub.term
 			case "fail", "softfail", "neutral":
-			case "":
-				return spfMatch{term: sub.term}
-			default:
+			default: // undetermined, permerror, temperror
 				return sub
 			}
 		case spfRedirect:
-			// RFC 7208 §6.1: the result is the target's, "none" becoming
-			// permerror (a missing record is already permerror here).
-			sub := tt.child.evaluate(ip)
-			if sub.result != "" && sub.term != "" {
-				sub.term += " in " + t.Text
-			}
-			return sub
+			// RFC 7208 §6.1: the result is the target's ("none", a
+			// missing record, is already permerror here).
+			return tt.child.evaluate(ip, st, label)
 		}
 		if matched {
 			return spfMatch{result: spfQualifierResult(t.Qualifier), term: term}
