@@ -178,6 +178,8 @@ func TestDMARCCheck(t *testing.T) {
 			want: []string{"dmarc-dns-error"}, never: []string{"dmarc-missing"}},
 		{name: "tree walk SERVFAIL above the domain", domain: "child.dmarc-ok.test", fail: []string{"_dmarc.dmarc-ok.test"},
 			want: []string{"dmarc-dns-error"}, never: []string{"dmarc-missing", "dmarc-inherited"}},
+		{name: "from a Public Suffix Domain", domain: "org.psdzone.test",
+			want: []string{"dmarc-inherited", "dmarc-enforced"}, never: []string{"dmarc-psd-not-suffix", "dmarc-missing"}},
 		{name: "many destinations are cut", domain: "dmarc-many.test", want: []string{"dmarc-rua-too-many"}},
 	}
 	for _, c := range cases {
