@@ -85,7 +85,7 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintln(stderr, "authmilter doctor:", err)
 		return exitError(doctorExitUsage)
 	}
-	reports := runDoctorPool(ctx, opt, domains, doctorWorkers)
+	reports := runDoctorPool(domains, doctorWorkers, func(d string) *doctor.Report { return doctor.Run(ctx, opt, d) })
 	switch {
 	case a.asJSON:
 		err = doctor.WriteJSON(stdout, reports)
@@ -285,9 +285,9 @@ func parseDoctorDomains(r io.Reader, name string) ([]string, error) {
 	return out, nil
 }
 
-// runDoctorPool checks the domains with at most workers at a time and
+// runDoctorPool runs check on each domain, at most workers at a time, and
 // returns the reports in the order of domains.
-func runDoctorPool(ctx context.Context, opt *doctor.Options, domains []string, workers int) []*doctor.Report {
+func runDoctorPool(domains []string, workers int, check func(domain string) *doctor.Report) []*doctor.Report {
 	reports := make([]*doctor.Report, len(domains))
 	next := make(chan int)
 	var wg sync.WaitGroup
@@ -296,7 +296,7 @@ func runDoctorPool(ctx context.Context, opt *doctor.Options, domains []string, w
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				reports[i] = doctor.Run(ctx, opt, domains[i])
+				reports[i] = check(domains[i])
 			}
 		}()
 	}

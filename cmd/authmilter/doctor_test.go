@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/authmilter/authmilter/policy/doctor"
 )
@@ -193,5 +196,41 @@ func TestDoctorExit(t *testing.T) {
 		if got != tc.want {
 			t.Errorf("%v: exit %d, want %d", tc.statuses, got, tc.want)
 		}
+	}
+}
+
+// TestRunDoctorPool: reports come back in input order, whatever order
+// the checks end in, and never more than the workers run at once.
+func TestRunDoctorPool(t *testing.T) {
+	var domains []string
+	for i := range 100 {
+		domains = append(domains, fmt.Sprintf("d%03d.example", i))
+	}
+	var mu sync.Mutex
+	running, most := 0, 0
+	reports := runDoctorPool(domains, 8, func(d string) *doctor.Report {
+		mu.Lock()
+		running++
+		most = max(most, running)
+		mu.Unlock()
+		// Later domains take less time: they finish out of order.
+		var n int
+		fmt.Sscanf(d, "d%03d.example", &n)
+		time.Sleep(time.Duration(100-n) * 20 * time.Microsecond)
+		mu.Lock()
+		running--
+		mu.Unlock()
+		return &doctor.Report{Domain: d}
+	})
+	for i, r := range reports {
+		if r.Domain != domains[i] {
+			t.Fatalf("report %d is %s, want %s", i, r.Domain, domains[i])
+		}
+	}
+	if most > 8 || most < 1 {
+		t.Errorf("%d checks ran at once, want 1 to 8", most)
+	}
+	if got := runDoctorPool(nil, 8, nil); len(got) != 0 {
+		t.Errorf("no domains: %v", got)
 	}
 }
