@@ -165,7 +165,8 @@ func TestDMARCCheck(t *testing.T) {
 		{name: "psd=y outside a public suffix", domain: "dmarc-psd.test", want: []string{"dmarc-psd-not-suffix"}},
 		{name: "report destinations", domain: "dmarc-rua.test",
 			want: []string{"dmarc-rua-unauthorized@mailto:a@reports.example", "dmarc-rua-not-mailto@https://r.example/x",
-				"dmarc-ruf-ok@mailto:f@auth.example", "dmarc-ruf-unauthorized@mailto:g@noauth.example"},
+				"dmarc-ruf-ok@mailto:f@auth.example", "dmarc-ruf-unauthorized@mailto:g@noauth.example",
+				"dmarc-ruf-unauthorized@mailto:h@redirect.example"},
 			never: []string{"dmarc-no-rua"}},
 		{name: "authorization lookup times out", domain: "dmarc-authdrop.test",
 			drop:  []string{"dmarc-authdrop.test._report._dmarc.slow.example"},
@@ -204,7 +205,8 @@ func TestDMARCReport(t *testing.T) {
 		t.Errorf("Record = %q", rep.Record)
 	}
 	rep, _ = checkDMARC(context.Background(), w.env("dmarc-rua.test", Options{}))
-	want := []DMARCDestination{{Address: "mailto:f@auth.example", External: true, Authorized: true}, {Address: "mailto:g@noauth.example", External: true}}
+	want := []DMARCDestination{{Address: "mailto:f@auth.example", External: true, Authorized: true}, {Address: "mailto:g@noauth.example", External: true},
+		{Address: "mailto:h@redirect.example", External: true}}
 	if !slices.Equal(rep.RUF, want) {
 		t.Errorf("RUF = %+v, want %+v", rep.RUF, want)
 	}

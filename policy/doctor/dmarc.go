@@ -294,9 +294,33 @@ func (c *dmarcChecker) destination(ctx context.Context, pol *dmarc.Policy, tag, 
 			fmt.Sprintf("ask the receiver of the reports to publish %s TXT \"v=DMARC1\", or use an address in your own domain", name))
 		return d
 	}
+	if other := redirectHost(recs[0], host); other != "" {
+		// RFC 9990, external destination verification step 9: a rua in
+		// the authorizing record replaces the destination, and one on
+		// another host voids it (as our own report sender does).
+		c.add(Error, "dmarc-"+tag+"-unauthorized", subject,
+			fmt.Sprintf("%s %s: the authorizing record at %s redirects reports to another host (%s): receivers send none", tag, subject, name, clipText(other)),
+			fmt.Sprintf("ask the receiver of the reports to publish %s TXT \"v=DMARC1\" without a rua on another host, or use an address in your own domain", name))
+		return d
+	}
 	d.Authorized = true
 	c.add(OK, "dmarc-"+tag+"-ok", subject, fmt.Sprintf("%s %s is external and authorizes the reports at %s", tag, subject, name), "")
 	return d
+}
+
+// redirectHost returns the host of a mailto: rua in an authorizing record
+// that is not host, or "".
+func redirectHost(txt, host string) string {
+	rec, err := dmarc.ParseRecord(txt)
+	if err != nil {
+		return ""
+	}
+	for _, u := range rec.RUA {
+		if h, ok := mailtoHost(u); ok && h != host {
+			return h
+		}
+	}
+	return ""
 }
 
 // authorization returns the v=DMARC1 records at an external destination's
