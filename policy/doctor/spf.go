@@ -78,7 +78,7 @@ func checkSPF(ctx context.Context, e *env) (*SPFReport, []Finding) {
 		w.checkTree(rep, root)
 	}
 	w.checkHosts(rep, root, e.domain, e.opt.IPs)
-	return rep, w.findings
+	return rep, w.finish()
 }
 
 // checkRecord finds the domain's SPF record (RFC 7208 §4.5) and walks its
@@ -99,8 +99,15 @@ func (w *spfWalker) checkRecord(rep *SPFReport, domain string) *spfTreeNode {
 	// Type SPF (99) was deprecated by RFC 7208 §3.1: receivers ignore it.
 	typeSPF, err99 := w.r.LookupRR(w.ctx, domain, dns.TypeSPF)
 	if err99 != nil && !resolve.IsNotFound(err99) {
-		w.add(Error, "spf-dns-error", domain, fmt.Sprintf("%s looking up the type SPF (99) records of %s", spfDNSFailure(err99), domain),
-			"fix the DNS servers of "+domain+" or retry later")
+		// Receivers never ask for type 99: the failure only hides whether
+		// an obsolete record exists, unless there is no TXT record to
+		// look at.
+		sev := Warn
+		if len(recs) == 0 {
+			sev = Error
+		}
+		w.add(sev, "spf-dns-error", domain, fmt.Sprintf("%s looking up the type SPF (99) records of %s", spfDNSFailure(err99), domain),
+			"fix the DNS servers of "+domain+" (some old servers fail queries for type 99)")
 	}
 	hasTypeSPF := err99 == nil && len(typeSPF) > 0
 
@@ -164,7 +171,12 @@ func (w *spfWalker) checkTree(rep *SPFReport, root *spfTreeNode) {
 	counts := fmt.Sprintf("%s%d DNS lookups of %d, %d void lookups of %d", atLeast, rep.Lookups, spfLookupLimit, rep.VoidLookups, spfVoidLimit)
 	switch {
 	case rep.Lookups > spfLookupLimit:
-		w.add(Error, "spf-too-many-lookups", "", w.overLimitMessage(root, rep.Lookups, atLeast), w.overLimitFix(root, rep.Lookups))
+		// The subject is the top-level term that takes the count over.
+		subject := w.overAt
+		if i := strings.LastIndex(subject, " in "); i >= 0 {
+			subject = subject[i+len(" in "):]
+		}
+		w.add(Error, "spf-too-many-lookups", subject, w.overLimitMessage(root, rep.Lookups, atLeast), w.overLimitFix(root, rep.Lookups))
 	case rep.Lookups >= spfLookupLimit-1:
 		w.add(Warn, "spf-lookups-near-limit", "", counts+": no room for another provider's include",
 			"replace an include with its ip4/ip6 ranges before adding another sender")
@@ -172,8 +184,8 @@ func (w *spfWalker) checkTree(rep *SPFReport, root *spfTreeNode) {
 		w.add(OK, "spf-lookups", "", counts, "")
 	}
 	if rep.VoidLookups > spfVoidLimit {
-		w.add(Error, "spf-too-many-void-lookups", "", fmt.Sprintf("SPF has %d void lookups, limit %d: %s; receivers return permerror", rep.VoidLookups, spfVoidLimit, strings.Join(w.void, ", ")),
-			"remove the terms whose names do not exist: "+strings.Join(w.void, ", "))
+		w.add(Error, "spf-too-many-void-lookups", "", fmt.Sprintf("SPF has %d void lookups, limit %d: %s; receivers return permerror", rep.VoidLookups, spfVoidLimit, spfList(w.void)),
+			"remove the terms whose names do not exist: "+spfList(w.void))
 	}
 	for _, p := range w.ptrs {
 		w.add(Warn, "spf-ptr", p, p+": ptr is slow and unreliable and RFC 7208 §5.5 says not to use it; many receivers skip it",
@@ -247,12 +259,12 @@ func (w *spfWalker) checkHosts(rep *SPFReport, root *spfTreeNode, domain string,
 			h.Term = "term not determined"
 		}
 		rep.IPs = append(rep.IPs, h)
-		w.hostFinding(&h, domain, ip)
+		w.hostFinding(&h, domain, ip, rep.Record != "")
 	}
 }
 
 // hostFinding reports one host's result.
-func (w *spfWalker) hostFinding(h *SPFHostResult, domain string, ip netip.Addr) {
+func (w *spfWalker) hostFinding(h *SPFHostResult, domain string, ip netip.Addr, hasRecord bool) {
 	switch h.Result {
 	case "pass":
 		w.add(OK, "spf-host-pass", h.IP, fmt.Sprintf("%s passes: %s", h.IP, spfTermPhrase(h.Term)), "")
@@ -271,8 +283,11 @@ func (w *spfWalker) hostFinding(h *SPFHostResult, domain string, ip netip.Addr) 
 		if !ip.Unmap().Is4() {
 			mech = "ip6:"
 		}
-		w.add(Error, "spf-host-not-authorized", h.IP, fmt.Sprintf("%s is not authorized: SPF gives %s (%s)", h.IP, h.Result, spfOr(spfTermPhrase(h.Term), h.Reason)),
-			fmt.Sprintf("add %s%s to the SPF record of %s, before its all term", mech, ip.Unmap(), domain))
+		fix := fmt.Sprintf("add %s%s to the SPF record of %s, before its all term", mech, ip.Unmap(), domain)
+		if !hasRecord {
+			fix = fmt.Sprintf(`publish one SPF record at %s that authorizes it, e.g. "v=spf1 %s%s -all"`, domain, mech, ip.Unmap())
+		}
+		w.add(Error, "spf-host-not-authorized", h.IP, fmt.Sprintf("%s is not authorized: SPF gives %s (%s)", h.IP, h.Result, spfOr(spfTermPhrase(h.Term), h.Reason)), fix)
 	}
 }
 

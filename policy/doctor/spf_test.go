@@ -89,7 +89,7 @@ func TestSPFCheck(t *testing.T) {
 		check func(t *testing.T, rep *SPFReport)
 	}{
 		{domain: "over.example", want: []wantFinding{
-			{code: "spf-too-many-lookups", sev: Error,
+			{code: "spf-too-many-lookups", sev: Error, subject: "include:news.example",
 				message: "SPF needs 12 DNS lookups, limit 10: include:_spf.office.example adds 4, include:sendgrid.example adds 4, include:news.example adds 3, mx adds 1; lookup 11, over the limit, is a in include:news.example",
 				fix:     "replace include:_spf.office.example with its ip4/ip6 ranges or move that sender to a subdomain (2 over the limit)"},
 			{code: "spf-all", sev: OK, subject: "-all"},
@@ -249,7 +249,7 @@ func TestSPFHosts(t *testing.T) {
 		{"void.example", "203.0.113.7", "permerror", "exists:gone3.void.example (void lookup 3, over the limit)", "spf-host-permerror", Error, "permerror", "", ""},
 		{"two.example", "192.0.2.1", "permerror", "term not determined", "spf-host-permerror", Error, "", "", ""},
 		{"timeout.example", "192.0.2.1", "temperror", "", "spf-dns-error", Error, "temperror", "", ""},
-		{"none.example", "192.0.2.1", "none", "", "spf-host-not-authorized", Error, "SPF gives none", "add ip4:192.0.2.1", ""},
+		{"none.example", "192.0.2.1", "none", "", "spf-host-not-authorized", Error, "SPF gives none", `publish one SPF record at none.example that authorizes it, e.g. "v=spf1 ip4:192.0.2.1 -all"`, ""},
 	} {
 		t.Run(tc.domain+"/"+tc.ip, func(t *testing.T) {
 			rep, fs := runSPF(t, r, tc.domain, tc.ip)

@@ -21,11 +21,13 @@ import (
 // Limits of RFC 7208 §4.6.4, and of the walk itself: a hostile record
 // must not make doctor ask DNS without end.
 const (
-	spfLookupLimit = 10 // DNS-querying terms per evaluation
-	spfVoidLimit   = 2  // void lookups per evaluation
-	spfMXHostLimit = 10 // hosts an mx mechanism may look up
-	spfMaxDepth    = 12 // include/redirect nesting the walk follows
-	spfMaxNames    = 60 // distinct DNS names the walk queries
+	spfLookupLimit = 10  // DNS-querying terms per evaluation
+	spfVoidLimit   = 2   // void lookups per evaluation
+	spfMXHostLimit = 10  // hosts an mx mechanism may look up
+	spfMaxDepth    = 12  // include/redirect nesting the walk follows
+	spfMaxNames    = 60  // distinct DNS names the walk queries
+	spfMaxNodes    = 100 // records (tree nodes) the walk builds
+	spfMaxSame     = 10  // findings of one code and severity listed one by one
 )
 
 // SPFNode is one record of the SPF tree: the domain's own, or one reached
@@ -101,10 +103,51 @@ type spfWalker struct {
 	overAt  string
 	void    []string // the void terms
 	ptrs    []string // the ptr terms
+	nodes   int      // tree nodes built
+	// same counts findings by code and severity; beyond spfMaxSame they
+	// are only counted, and summed up by finish.
+	same map[spfFindingKind]int
+	// sameOrder is the order in which kinds first went over spfMaxSame.
+	sameOrder []spfFindingKind
 }
 
+// spfFindingKind is a finding's code and severity.
+type spfFindingKind struct {
+	code string
+	sev  Severity
+}
+
+// add appends a finding. A hostile record can repeat a problem thousands
+// of times: after spfMaxSame findings of one kind, the rest are counted.
 func (w *spfWalker) add(sev Severity, code, subject, msg, fix string) {
+	k := spfFindingKind{code, sev}
+	if w.same == nil {
+		w.same = make(map[spfFindingKind]int)
+	}
+	if w.same[k]++; w.same[k] > spfMaxSame {
+		if w.same[k] == spfMaxSame+1 {
+			w.sameOrder = append(w.sameOrder, k)
+		}
+		return
+	}
 	w.findings = append(w.findings, Finding{Check: CheckSPF, Severity: sev, Code: code, Subject: subject, Message: msg, Fix: fix})
+}
+
+// finish sums up the findings add did not list and returns them all.
+func (w *spfWalker) finish() []Finding {
+	for _, k := range w.sameOrder {
+		msg := fmt.Sprintf("and %d more %s findings like the above", w.same[k]-spfMaxSame, k.code)
+		w.findings = append(w.findings, Finding{Check: CheckSPF, Severity: k.sev, Code: k.code, Message: msg, Fix: spfFixIf(k.sev, "fix them as the ones above")})
+	}
+	return w.findings
+}
+
+// spfList joins items for a message, at most spfMaxSame of them.
+func spfList(items []string) string {
+	if len(items) <= spfMaxSame {
+		return strings.Join(items, ", ")
+	}
+	return strings.Join(items[:spfMaxSame], ", ") + fmt.Sprintf(" and %d more", len(items)-spfMaxSame)
 }
 
 // spend takes name from the budget; false when the budget is spent.
@@ -228,8 +271,17 @@ func (w *spfWalker) walkTerm(n *spfTreeNode, tt *spfTreeTerm, label, via string,
 		tt.unknown = spfPTRUnknown
 		w.ptrs = append(w.ptrs, label)
 	case spfInclude, spfRedirect:
-		target := spfDomain(t.Domain)
-		tt.child = w.walkTarget(t.Text, target, via, ancestors, depth+1)
+		if w.nodes >= spfMaxNodes {
+			tt.unknown = "unknown"
+			if !w.limitHit {
+				w.add(Warn, "spf-walk-limit", label, fmt.Sprintf("stopped following the SPF tree after %d records; the counts are a lower bound", spfMaxNodes),
+					"flatten the SPF tree: receivers give permerror long before this")
+			}
+			w.limitHit = true
+			return
+		}
+		w.nodes++
+		tt.child = w.walkTarget(t.Text, spfDomain(t.Domain), via, ancestors, depth+1)
 		n.node.Children = append(n.node.Children, tt.child.node)
 	case spfA:
 		w.resolveAddrs(n, tt, label, spfDomain(spfOr(t.Domain, n.domain)))

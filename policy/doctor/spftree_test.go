@@ -102,3 +102,32 @@ func TestSPFDomain(t *testing.T) {
 		}
 	}
 }
+
+// TestSPFTreeRepeats attacks the report's size: a record repeating a
+// loop, ptr and a macro include hundreds of times gives a bounded tree
+// and at most spfMaxSame findings of a kind, plus one that counts the
+// rest.
+func TestSPFTreeRepeats(t *testing.T) {
+	srv := spfWorld(t)
+	rec := "v=spf1" + strings.Repeat(" include:rep.example ptr include:%{d}.x.example", 300) + " -all"
+	srv.SetTXT("rep.example", rec)
+	rep, fs := runSPF(t, spfResolver(t, srv), "rep.example")
+	kinds := map[string]int{}
+	for _, f := range fs {
+		kinds[f.Code+"/"+f.Severity.String()]++
+	}
+	for _, k := range []string{"spf-include-loop/error", "spf-ptr/warn", "spf-macro-unexpanded/warn"} {
+		if kinds[k] != spfMaxSame+1 {
+			t.Errorf("%d %s findings, want %d and a summary", kinds[k], k, spfMaxSame)
+		}
+	}
+	if len(fs) > 60 {
+		t.Errorf("%d findings:%s", len(fs), spfDumpFindings(fs))
+	}
+	if n := len(rep.Tree.Children); n > spfMaxNodes {
+		t.Errorf("%d children, limit %d", n, spfMaxNodes)
+	}
+	if rep.Lookups != 900 {
+		t.Errorf("lookups %d, want 900 (every term counts, walked or not)", rep.Lookups)
+	}
+}
