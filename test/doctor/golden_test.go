@@ -1,10 +1,12 @@
 package doctor_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/authmilter/authmilter/policy/doctor"
 )
@@ -251,4 +253,64 @@ func codes(rep *doctor.Report) string {
 		b.WriteString("  " + f.Severity.String() + " " + f.Code + " [" + f.Subject + "] " + f.Message + "\n")
 	}
 	return b.String()
+}
+
+// TestKeyTableDomainsAndNoWrites: with -config and no domain, doctor
+// checks the key table's domains; it changes nothing in the config's
+// directory (key table, state files) while doing so.
+func TestKeyTableDomainsAndNoWrites(t *testing.T) {
+	w := newWorld(t)
+	dir := filepath.Dir(w.acmeCfg)
+	before := snapshot(t, dir)
+	r := w.run(t, "-config", w.acmeCfg)
+	if r.Code != 2 || !strings.HasPrefix(r.Stdout, "acme.example: error") {
+		t.Errorf("exit %d, want 2 for acme.example\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	if strings.Contains(r.Stdout, "\n\n") {
+		t.Errorf("more than the key table's one domain:\n%s", r.Stdout)
+	}
+	if after := snapshot(t, dir); after != before {
+		t.Errorf("doctor changed %s:\nbefore:\n%s\nafter:\n%s", dir, before, after)
+	}
+}
+
+// snapshot lists every file under dir with its mode, size and time.
+func snapshot(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "%s %s %d %s\n", path, fi.Mode(), fi.Size(), fi.ModTime().Format(time.RFC3339Nano))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// TestUsageExit: a command line or config that cannot be used exits 3,
+// which no report gives, with a message.
+func TestUsageExit(t *testing.T) {
+	w := newWorld(t)
+	for _, tc := range []struct {
+		args []string
+		msg  string
+	}{
+		{[]string{"-json", "-csv", "good.example"}, "exclude"},
+		{[]string{"-config", filepath.Join(t.TempDir(), "missing.toml"), "good.example"}, "missing.toml"},
+		{[]string{"-config", w.plainCfg}, "key table has no domain"},
+		{[]string{"-config", w.plainCfg, "-ip", "999.1.1.1", "good.example"}, "not an IP address"},
+	} {
+		r := w.run(t, tc.args...)
+		if r.Code != 3 || !strings.Contains(r.Stderr, tc.msg) || r.Stdout != "" {
+			t.Errorf("%q: exit %d, stderr %q (want 3 and %q), stdout %q", tc.args, r.Code, r.Stderr, tc.msg, r.Stdout)
+		}
+	}
 }
