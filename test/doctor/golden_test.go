@@ -86,7 +86,7 @@ var goldenCases = []goldenCase{
 			}
 		}},
 	{name: "slow", exit: 2,
-		args: func(w *world) []string { return []string{"-config", w.plainCfg, "slow.example"} },
+		args: func(w *world) []string { return []string{"-config", w.slowCfg, "slow.example"} },
 		check: func(t *testing.T, reps []*doctor.Report) {
 			rep := one(t, reps, "slow.example")
 			f := need(t, rep, "dmarc-dns-error", "")

@@ -45,7 +45,11 @@ type world struct {
 	dns      *testdns.Server
 	acmeCfg  string
 	plainCfg string
-	sock     string
+	// slowCfg is plainCfg with a 1 s DNS timeout, for the timeout case;
+	// the others wait 5 s, so that a busy machine does not turn a slow
+	// answer into a timeout that the golden files do not have.
+	slowCfg string
+	sock    string
 	// ownRecord is our key's record value, whose p= is normalised in the
 	// golden files (a new key is made each run).
 	ownRecord string
@@ -66,8 +70,9 @@ func newWorld(t *testing.T) *world {
 
 	dir := t.TempDir()
 	w.sock = filepath.Join(dir, "authmilter.sock")
-	w.acmeCfg = writeConfig(t, filepath.Join(dir, "acme"), w.dns.Addr(), w.sock, `ips = ["`+ownMTA+`"]`)
-	w.plainCfg = writeConfig(t, filepath.Join(dir, "plain"), w.dns.Addr(), filepath.Join(dir, "plain.sock"), "")
+	w.acmeCfg = writeConfig(t, filepath.Join(dir, "acme"), w.dns.Addr(), "5s", w.sock, `ips = ["`+ownMTA+`"]`)
+	w.plainCfg = writeConfig(t, filepath.Join(dir, "plain"), w.dns.Addr(), "5s", filepath.Join(dir, "plain.sock"), "")
+	w.slowCfg = writeConfig(t, filepath.Join(dir, "slow"), w.dns.Addr(), "1s", filepath.Join(dir, "slow.sock"), "")
 	out := testbin.MustRun(t, binary, "keygen", "-config", w.acmeCfg, "-d", "acme.example", "-s", ownSelector,
 		"-a", "ed25519", "-format", "value", "-no-publish")
 	w.ownRecord = strings.TrimSpace(out)
@@ -78,11 +83,11 @@ func newWorld(t *testing.T) *world {
 	return w
 }
 
-// writeConfig writes a config into dir: DNS from dnsAddr with a short
-// timeout (the timeout case must not take long), a key table of its own,
+// writeConfig writes a config into dir: DNS from dnsAddr with
+// dnsTimeout, a key table of its own,
 // a unix socket, outbound mail only from 127.0.0.1 (so every test IP is
 // inbound), no report recording, and outboundExtra under [outbound].
-func writeConfig(t *testing.T, dir, dnsAddr, sock, outboundExtra string) string {
+func writeConfig(t *testing.T, dir, dnsAddr, dnsTimeout, sock, outboundExtra string) string {
 	t.Helper()
 	keysDir := filepath.Join(dir, "keys")
 	if err := os.MkdirAll(keysDir, 0o700); err != nil {
@@ -94,7 +99,7 @@ shutdown_timeout = "10s"
 
 [dns]
 servers = [%q]
-timeout = "1s"
+timeout = %q
 
 [outbound]
 networks = ["127.0.0.1/32"]
@@ -110,7 +115,7 @@ record = false
 
 [metrics]
 listen = ""
-`, sock, authservID, dnsAddr, outboundExtra, keysDir)
+`, sock, authservID, dnsAddr, dnsTimeout, outboundExtra, keysDir)
 	p := filepath.Join(dir, "authmilter.toml")
 	if err := os.WriteFile(p, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
