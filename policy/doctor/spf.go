@@ -188,7 +188,7 @@ func (w *spfWalker) checkTree(rep *SPFReport, root *spfTreeNode) {
 			"remove the terms whose names do not exist: "+spfList(w.void))
 	}
 	for _, p := range w.ptrs {
-		w.add(Warn, "spf-ptr", p, p+": ptr is slow and unreliable and RFC 7208 §5.5 says not to use it; many receivers skip it",
+		w.add(Warn, "spf-ptr", p, "ptr is slow and unreliable, RFC 7208 §5.5 says not to use it, and many receivers skip it",
 			"replace "+p+" with ip4/ip6 ranges or a: terms")
 	}
 	all := root.effectiveAll()
@@ -273,7 +273,7 @@ func (w *spfWalker) hostFinding(h *SPFHostResult, domain string, ip netip.Addr, 
 			"fix the DNS failure in the SPF tree of "+domain+" or retry later")
 	case "permerror":
 		at := ""
-		if spfTermPhrase(h.Term) != h.Term {
+		if strings.HasPrefix(spfTermPhrase(h.Term), "matched ") {
 			at = " at " + h.Term
 		}
 		w.add(Error, "spf-host-permerror", h.IP, fmt.Sprintf("SPF for %s gives permerror: %s%s", h.IP, spfOr(h.Reason, "the record is invalid"), at),
@@ -295,8 +295,12 @@ func (w *spfWalker) hostFinding(h *SPFHostResult, domain string, ip netip.Addr, 
 // the reason no term is known.
 func spfTermPhrase(term string) string {
 	switch term {
-	case "", "no term matched", "term not determined", "unknown", spfPTRUnknown:
+	case "", "no term matched", "term not determined":
 		return term
+	case "unknown":
+		return "term not known statically"
+	case spfPTRUnknown:
+		return "term not known: ptr is not evaluated statically"
 	}
 	return "matched " + term
 }

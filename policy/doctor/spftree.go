@@ -199,7 +199,7 @@ func (w *spfWalker) walkRecord(n *spfTreeNode, text, via string, ancestors []str
 	n.rec = rec
 	ancestors = append(slices.Clip(ancestors), n.domain)
 	if rec.All != nil && rec.All.Qualifier == '+' && n.node.Term != "" {
-		w.add(Error, "spf-pass-all", n.node.Term, fmt.Sprintf("%s ends in %s: every host on the Internet passes through it", n.node.Term, rec.All.Text),
+		w.add(Error, "spf-pass-all", n.node.Term, fmt.Sprintf("the record of %s ends in %s: every host on the Internet passes through this include", n.domain, rec.All.Text),
 			"remove "+n.node.Term+" or ask its owner to end it in ~all or -all")
 	}
 	for i := range rec.Terms {
@@ -263,7 +263,7 @@ func (w *spfWalker) walkTerm(n *spfTreeNode, tt *spfTreeTerm, label, via string,
 		if t.Kind == spfInclude || t.Kind == spfRedirect {
 			sev, why = Warn, "its name depends on the message, so doctor cannot follow it: the lookups of the records it reaches are not counted"
 		}
-		w.add(sev, "spf-macro-unexpanded", label, fmt.Sprintf("%s has macros: %s", label, why), spfFixIf(sev, "make sure the records it reaches stay within the lookup limit"))
+		w.add(sev, "spf-macro-unexpanded", label, "the name has macros: "+why, spfFixIf(sev, "make sure the records it reaches stay within the lookup limit"))
 		return
 	}
 	switch t.Kind {
@@ -331,7 +331,7 @@ func spfDomain(spec string) string {
 // dnsError records a DNS failure at a term: receivers get temperror.
 func (w *spfWalker) dnsError(tt *spfTreeTerm, label, name string, err error) {
 	tt.failure, tt.reason = "temperror", fmt.Sprintf("DNS lookup of %s failed: %v", name, err)
-	w.add(Error, "spf-dns-error", label, fmt.Sprintf("%s: %s (%s): receivers get temperror", label, spfDNSFailure(err), name),
+	w.add(Error, "spf-dns-error", label, fmt.Sprintf("%s at %s: receivers get temperror", spfDNSFailure(err), name),
 		"fix the DNS servers of "+name+" or retry later")
 }
 
@@ -388,7 +388,7 @@ func (w *spfWalker) resolveMX(n *spfTreeNode, tt *spfTreeTerm, label, name strin
 	if len(mxs) > spfMXHostLimit {
 		// RFC 7208 §4.6.4: more than 10 MX hosts is permerror.
 		tt.failure, tt.reason = "permerror", fmt.Sprintf("%s has %d MX hosts, more than %d", name, len(mxs), spfMXHostLimit)
-		w.add(Error, "spf-mx-too-many-hosts", label, fmt.Sprintf("%s: %s has %d MX hosts, limit %d: receivers return permerror", label, name, len(mxs), spfMXHostLimit),
+		w.add(Error, "spf-mx-too-many-hosts", label, fmt.Sprintf("%s has %d MX hosts, limit %d: receivers return permerror", name, len(mxs), spfMXHostLimit),
 			"replace "+tt.term.Text+" with ip4/ip6 ranges of the hosts that send")
 		return
 	}
@@ -424,7 +424,7 @@ func (w *spfWalker) walkTarget(term, domain, via string, ancestors []string, dep
 	label := subVia
 	if slices.Contains(ancestors, domain) {
 		n.failure, n.node.Error = "permerror", "loop: "+domain+" is already being evaluated above"
-		w.add(Error, "spf-include-loop", label, fmt.Sprintf("%s leads back to %s, which is already being evaluated: receivers run out of lookups and return permerror", label, domain),
+		w.add(Error, "spf-include-loop", label, fmt.Sprintf("a loop: %s is already being evaluated above: receivers run out of lookups and return permerror", domain),
 			"remove "+term+" from the record that leads back to it")
 		return n
 	}
@@ -444,7 +444,7 @@ func (w *spfWalker) walkTarget(term, domain, via string, ancestors []string, dep
 	txts, err := w.r.LookupTXT(w.ctx, domain)
 	if err != nil && !resolve.IsNotFound(err) {
 		n.failure, n.node.Error = "temperror", fmt.Sprintf("TXT lookup of %s failed: %v", domain, err)
-		w.add(Error, "spf-dns-error", label, fmt.Sprintf("%s: %s looking up the SPF record of %s: receivers get temperror", label, spfDNSFailure(err), domain),
+		w.add(Error, "spf-dns-error", label, fmt.Sprintf("%s looking up the SPF record of %s: receivers get temperror", spfDNSFailure(err), domain),
 			"fix the DNS servers of "+domain+" or retry later")
 		return n
 	}
@@ -464,7 +464,7 @@ func (w *spfWalker) walkTarget(term, domain, via string, ancestors []string, dep
 		// RFC 7208 §5.2, §6.1: an include or redirect to a domain with no
 		// SPF record is permerror.
 		n.failure, n.node.Error = "permerror", "no SPF record at "+domain
-		w.add(Error, "spf-target-no-record", label, fmt.Sprintf("%s: %s has no SPF record: receivers return permerror", label, domain),
+		w.add(Error, "spf-target-no-record", label, fmt.Sprintf("%s has no SPF record: receivers return permerror", domain),
 			"remove "+term+" or publish an SPF record at "+domain)
 		return n
 	case 1:
@@ -472,7 +472,7 @@ func (w *spfWalker) walkTarget(term, domain, via string, ancestors []string, dep
 		return n
 	default:
 		n.failure, n.node.Error = "permerror", fmt.Sprintf("%d SPF records at %s", len(recs), domain)
-		w.add(Error, "spf-multiple", label, fmt.Sprintf("%s: %s has %d SPF records: receivers return permerror", label, domain, len(recs)),
+		w.add(Error, "spf-multiple", label, fmt.Sprintf("%s has %d SPF records: receivers return permerror", domain, len(recs)),
 			"ask the owner of "+domain+" to publish one SPF record")
 		return n
 	}
