@@ -13,16 +13,16 @@ import (
 // answeredHere reports whether negotiatingConn handles command code itself
 // instead of handing it to go-milter. go-milter v0.5.0 allocates a copy of
 // every packet, a map per macro packet and a 4 KiB write buffer for every
-// reply: with ten or more commands per message that was half of the
-// garbage a signed message makes, and with a 100,000-domain key table in
-// the heap each collection costs a pass over the whole table. Only what
-// needs go-milter's Modifier (the end of the message, where header fields
-// are inserted) or its own state (option negotiation, quit) goes to it.
+// reply: with ten or more commands and replies per message that was most
+// of the garbage a signed message makes, and with a 100,000-domain key
+// table in the heap each collection costs a pass over the whole table.
+// Only option negotiation (go-milter's reply, which negotiatingConn
+// amends) and quit go to it.
 func answeredHere(code byte) bool {
 	switch gomilter.Code(code) {
 	case gomilter.CodeConn, gomilter.CodeHelo, gomilter.CodeMail, gomilter.CodeRcpt,
-		gomilter.CodeData, gomilter.CodeEOH, gomilter.CodeBody, gomilter.CodeMacro,
-		gomilter.CodeAbort:
+		gomilter.CodeData, gomilter.CodeEOH, gomilter.CodeBody, gomilter.CodeEOB,
+		gomilter.CodeMacro, gomilter.CodeAbort:
 		return true
 	}
 	return false
@@ -59,6 +59,8 @@ func (ss *session) command(code byte, data []byte) (gomilter.Response, error) {
 		return ss.Headers(nil, nil)
 	case gomilter.CodeBody:
 		return ss.BodyChunk(data, nil)
+	case gomilter.CodeEOB:
+		return ss.endOfMessage(connModifier{ss.conn})
 	case gomilter.CodeAbort:
 		return nil, ss.Abort(nil)
 	}

@@ -40,12 +40,12 @@ import (
 //     answer malformed header packets with replies the MTA did not ask for,
 //     desynchronising the stream under SMFIP_NR_HDR. A malformed header
 //     packet closes the connection.
-//   - Commands whose reply does not need go-milter (connect, HELO, MAIL,
-//     RCPT, DATA, end of header, body chunks, macros, abort: see
-//     answeredHere) are parsed as go-milter would and answered here,
+//   - Every other command of a transaction (connect, HELO, MAIL, RCPT,
+//     DATA, end of header, body chunks, end of message, macros, abort: see
+//     answeredHere) is parsed as go-milter would and answered here, and
+//     the end of message's modifications are written by connModifier,
 //     without go-milter's per-packet copy and per-reply write buffer.
-//     go-milter sees option negotiation, the end of the message (its
-//     Modifier inserts the header fields) and quit.
+//     go-milter sees option negotiation and quit.
 //
 // go-milter reads and writes from the session goroutine only, one packet at
 // a time, so the hooks run in the session goroutine between callbacks.
@@ -60,6 +60,8 @@ type negotiatingConn struct {
 	// reused for packets up to reuseLimit.
 	pending []byte
 	buf     []byte
+	// wbuf is reused for the replies written here (see writePacket).
+	wbuf []byte
 
 	negotiatedOnce bool
 
@@ -310,10 +312,18 @@ func (c *negotiatingConn) command(code byte, data []byte) error {
 		return err
 	}
 	msg := resp.Response()
-	pkt := make([]byte, 5, 5+len(msg.Data))
-	binary.BigEndian.PutUint32(pkt, uint32(1+len(msg.Data)))
-	pkt[4] = msg.Code
-	_, err = c.writeRaw(append(pkt, msg.Data...))
+	return c.writePacket(msg.Code, func(b []byte) []byte { return append(b, msg.Data...) })
+}
+
+// writePacket writes one reply: code and what fill appends, framed, built
+// in a buffer the connection keeps.
+func (c *negotiatingConn) writePacket(code byte, fill func([]byte) []byte) error {
+	b := fill(append(c.wbuf[:0], 0, 0, 0, 0, code))
+	binary.BigEndian.PutUint32(b, uint32(len(b)-4))
+	if cap(b) <= reuseLimit {
+		c.wbuf = b
+	}
+	_, err := c.writeRaw(b)
 	return err
 }
 
@@ -385,7 +395,7 @@ func (c *negotiatingConn) Close() error {
 		if hook != nil {
 			hook()
 		}
-		c.pending, c.buf = nil, nil
+		c.pending, c.buf, c.wbuf = nil, nil, nil
 		c.srv.event("close")
 		c.srv.connClosed()
 	}

@@ -331,8 +331,15 @@ func (ss *session) BodyChunk(chunk []byte, m *gomilter.Modifier) (resp gomilter.
 	return gomilter.RespContinue, nil
 }
 
-// Body is the end of the message: the policy decides and we apply.
-func (ss *session) Body(m *gomilter.Modifier) (resp gomilter.Response, err error) {
+// Body is go-milter's end-of-message callback. go-milter never calls it
+// for a connection that negotiatingConn wraps (see answeredHere).
+func (ss *session) Body(m *gomilter.Modifier) (gomilter.Response, error) {
+	return ss.endOfMessage(m)
+}
+
+// endOfMessage is the end of the message: the policy decides and we apply
+// the decision with m.
+func (ss *session) endOfMessage(m fieldModifier) (resp gomilter.Response, err error) {
 	defer ss.guard("eom", &resp)
 	if r := ss.takeFailure(); r != nil {
 		return r, nil
@@ -383,7 +390,7 @@ func (tx *transaction) unevaluated(reason, detail string) policy.Unevaluated {
 // apply turns a decision into milter actions. Fields are inserted at index 0
 // one by one from the bottom up so the first ends on top, above even the
 // MTA's own Received field (Postfix counts it in insert indexes).
-func (ss *session) apply(d *policy.Decision, m *gomilter.Modifier) (gomilter.Response, error) {
+func (ss *session) apply(d *policy.Decision, m fieldModifier) (gomilter.Response, error) {
 	for i := len(d.DeleteAuthResults) - 1; i >= 0; i-- {
 		if err := m.ChangeHeader(d.DeleteAuthResults[i], "Authentication-Results", ""); err != nil {
 			return nil, fmt.Errorf("delete header: %w", err)
@@ -393,7 +400,7 @@ func (ss *session) apply(d *policy.Decision, m *gomilter.Modifier) (gomilter.Res
 		f := d.Prepend[i]
 		// With SMFIP_HDR_LEADSPC the MTA writes "name:" + value verbatim
 		// (observed with Postfix 3.7); without it, it writes "name: " + value.
-		// Either way the field arrives as the policy signed it. go-milter
+		// Either way the field arrives as the policy signed it. connModifier
 		// turns CRLF into LF.
 		value := f.Value
 		if !ss.leadingSpace() {
