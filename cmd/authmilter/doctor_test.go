@@ -234,3 +234,23 @@ func TestRunDoctorPool(t *testing.T) {
 		t.Errorf("no domains: %v", got)
 	}
 }
+
+// FuzzParseDoctorDomains: whatever the file holds, the result is a list
+// of trimmed, non-empty names without comments, each at most 253 bytes,
+// or an error.
+func FuzzParseDoctorDomains(f *testing.F) {
+	f.Add("acme.example\n# c\n\n b.example # x\r\n")
+	f.Add(strings.Repeat("a", 300))
+	f.Add("\x00\xff#\n\t")
+	f.Fuzz(func(t *testing.T, in string) {
+		got, err := parseDoctorDomains(strings.NewReader(in), "fuzz")
+		if err != nil {
+			return
+		}
+		for _, d := range got {
+			if d == "" || len(d) > doctorMaxNameLen || strings.Contains(d, "#") || strings.TrimSpace(d) != d || strings.Contains(d, "\n") {
+				t.Fatalf("bad name %q from %q", d, in)
+			}
+		}
+	})
+}
