@@ -74,10 +74,13 @@ func cmdDoctor(args []string) error {
 // config and the key table; it writes nothing.
 func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	a, err := parseDoctorArgs(args, stderr)
-	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) && !errors.Is(err, errDoctorFlag) {
-			fmt.Fprintln(stderr, "authmilter doctor:", err)
-		}
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return nil // -h: the usage is printed
+	case errors.Is(err, errDoctorFlag):
+		return exitError(doctorExitUsage) // the flag package said why
+	case err != nil:
+		fmt.Fprintln(stderr, "authmilter doctor:", err)
 		return exitError(doctorExitUsage)
 	}
 	opt, domains, err := doctorSetup(ctx, a, stderr)

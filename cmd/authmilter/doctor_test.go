@@ -176,6 +176,17 @@ func writeDoctorConfig(t *testing.T) string {
 	return p
 }
 
+// TestDoctorHelp: -h prints the usage with the exit statuses, and exits 0.
+func TestDoctorHelp(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if err := runDoctor(context.Background(), []string{"-h"}, &stdout, &stderr); err != nil {
+		t.Errorf("-h: %v", err)
+	}
+	if !strings.Contains(stderr.String(), "usage: authmilter doctor DOMAIN...") || !strings.Contains(stderr.String(), "3 bad command line or config") {
+		t.Errorf("-h printed %q", stderr.String())
+	}
+}
+
 func TestDoctorExit(t *testing.T) {
 	for _, tc := range []struct {
 		statuses []doctor.Severity
