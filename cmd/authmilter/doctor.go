@@ -20,7 +20,8 @@ import (
 
 // Exit statuses of authmilter doctor. The worst finding gives 0, 1 or 2
 // (doctor.Severity), so monitoring can run it; a command line or config
-// that cannot be used gives doctorExitUsage, which no report gives.
+// that cannot be used, or a report that cannot be written, gives
+// doctorExitUsage, which no report gives.
 const (
 	doctorExitWarn  = 1
 	doctorExitError = 2
@@ -98,7 +99,9 @@ func runDoctor(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		err = doctor.WriteText(stdout, reports)
 	}
 	if err != nil {
-		return fmt.Errorf("write the report: %w", err)
+		// Not 1: that would read as "warnings" to monitoring.
+		fmt.Fprintln(stderr, "authmilter doctor: write the report:", err)
+		return exitError(doctorExitUsage)
 	}
 	return doctorExit(reports)
 }
@@ -122,7 +125,7 @@ func parseDoctorArgs(args []string, stderr io.Writer) (*doctorArgs, error) {
 	timeout := fs.Duration("timeout", doctor.DefaultTimeout, "bound the checks of one domain")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: authmilter doctor DOMAIN... [-ip IP]... [-selector S]... [-config FILE] [-json|-csv] [-f FILE] [-timeout D]")
-		fmt.Fprintln(stderr, "exit status: 0 all ok, 1 warnings, 2 errors, 3 bad command line or config")
+		fmt.Fprintln(stderr, "exit status: 0 all ok, 1 warnings, 2 errors, 3 bad command line or config, or output failed")
 		fs.PrintDefaults()
 	}
 	for {

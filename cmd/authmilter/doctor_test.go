@@ -182,10 +182,26 @@ func TestDoctorHelp(t *testing.T) {
 	if err := runDoctor(context.Background(), []string{"-h"}, &stdout, &stderr); err != nil {
 		t.Errorf("-h: %v", err)
 	}
-	if !strings.Contains(stderr.String(), "usage: authmilter doctor DOMAIN...") || !strings.Contains(stderr.String(), "3 bad command line or config") {
+	if !strings.Contains(stderr.String(), "usage: authmilter doctor DOMAIN...") || !strings.Contains(stderr.String(), "3 bad command line or config, or output failed") {
 		t.Errorf("-h printed %q", stderr.String())
 	}
 }
+
+// TestDoctorWriteError: a report that cannot be written exits 3, not 1
+// (warnings) or 0.
+func TestDoctorWriteError(t *testing.T) {
+	var stderr bytes.Buffer
+	err := runDoctor(context.Background(), []string{"-config", writeDoctorConfig(t), "not a domain"}, failingWriter{}, &stderr)
+	var ee exitError
+	if !errors.As(err, &ee) || ee != doctorExitUsage || !strings.Contains(stderr.String(), "write the report") {
+		t.Errorf("err %v, stderr %q", err, stderr.String())
+	}
+}
+
+// failingWriter fails every write, like a closed pipe.
+type failingWriter struct{}
+
+func (failingWriter) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
 
 func TestDoctorExit(t *testing.T) {
 	for _, tc := range []struct {

@@ -43,7 +43,7 @@ Commands:
                                           check domains' SPF, DMARC, DKIM, sending hosts, MX,
                                           MTA-STS and TLS reporting as receivers see them (with
                                           -config and no domain: the key table's); exit 0 ok,
-                                          1 warnings, 2 errors, 3 bad command line or config
+                                          1 warnings, 2 errors, 3 bad command line, config or output
   version                                 print the version
 
 Every command reads the same TOML config; see README.md for its keys.
