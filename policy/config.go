@@ -49,6 +49,7 @@ type Config struct {
 	Log      LogConfig      `toml:"log"`
 	KeyDNS   KeyDNSConfig   `toml:"keydns"`
 	Reports  ReportsConfig  `toml:"reports"`
+	ARC      ARCConfig      `toml:"arc"`
 }
 
 // KeyDNSConfig is [keydns]: the built-in authoritative DNS server that
@@ -334,6 +335,23 @@ type DMARCConfig struct {
 	Mode string `toml:"mode"`
 	// RejectText is the SMTP text of a DMARC rejection.
 	RejectText string `toml:"reject_text"`
+	// TrustedARCSealers are ARC sealing domains (d= of an ARC-Seal) whose
+	// word we take: a DMARC failure of a message whose ARC chain passes
+	// and that such a sealer saw with dmarc=pass is not enforced, and the
+	// override is reported. Default none.
+	TrustedARCSealers []string `toml:"trusted_arc_sealers"`
+}
+
+// ARCConfig is [arc]: sealing the mail we relay (RFC 8617). Inbound ARC
+// chains are always verified.
+type ARCConfig struct {
+	// Seal adds an ARC set (ARC-Seal, ARC-Message-Signature,
+	// ARC-Authentication-Results) to inbound mail, with our
+	// Authentication-Results as its content. Default false.
+	Seal bool `toml:"seal"`
+	// Domain is the sealing domain (d=); its newest active key in the key
+	// table seals. Required when Seal is set.
+	Domain string `toml:"domain"`
 }
 
 // MetricsConfig configures the Prometheus endpoint.
@@ -803,6 +821,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.WriteTimeout.Duration < 100*time.Millisecond {
 		bad("limits.write_timeout", "must be at least 100ms")
+	}
+	for _, d := range c.DMARC.TrustedARCSealers {
+		if !keys.ValidDomain(strings.ToLower(strings.TrimSuffix(d, "."))) {
+			bad("dmarc.trusted_arc_sealers", "%q is not a domain name", d)
+		}
+	}
+	if c.ARC.Seal && !keys.ValidDomain(strings.ToLower(strings.TrimSuffix(c.ARC.Domain, "."))) {
+		bad("arc.domain", "must be the sealing domain (one with a key in the key table) when arc.seal is on, got %q", c.ARC.Domain)
 	}
 	switch c.DMARC.Mode {
 	case "treewalk", "psl":

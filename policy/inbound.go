@@ -43,6 +43,9 @@ func (m *Message) beginInbound() {
 	m.in = in
 	in.ctx, in.cancel = context.WithTimeout(context.Background(), p.cfg.Inbound.MessageTimeout.Duration)
 
+	m.startIPRev()
+	m.startARC()
+
 	hasSig := false
 	for _, f := range m.header {
 		if isDKIMSignature(f.Name) {
@@ -259,8 +262,15 @@ func (m *Message) finishInbound(d *Decision) {
 
 	dmarcEntry, dres := m.evaluateDMARC(dmarcDKIM, spfRes)
 	results = append(results, dmarcEntry)
+	if e, ok := m.iprevEntry(); ok {
+		results = append(results, e)
+	}
+	if e, ok := m.arcEntry(); ok {
+		results = append(results, e)
+	}
 
-	d.Prepend = append(d.Prepend, HeaderField{Name: "Authentication-Results", Value: " " + formatAuthResults(p.cfg.AuthservID, results)})
+	arValue := formatAuthResults(p.cfg.AuthservID, results)
+	d.Prepend = append(d.Prepend, HeaderField{Name: "Authentication-Results", Value: " " + arValue})
 	d.SPF, d.DMARC = spfRes.result, string(dmarcEntry.result.(*authres.DMARCResult).Value)
 	dmarcLog := dmarcAttr(d.DMARC, "", "", false)
 	if dres != nil {
@@ -270,7 +280,11 @@ func (m *Message) finishInbound(d *Decision) {
 		dmarcLog = dmarcAttr(d.DMARC, dres.Policy, dres.Disposition, dres.Testing)
 	}
 	d.Log = append(d.Log, slog.Any("dkim", dkimEntries), spfAttr(spfRes), dmarcLog)
-	if dres != nil && p.cfg.DMARC.Enforce && dres.Outcome == dmarc.OutcomeFail {
+	arcOverride, overridden := m.arcOverride()
+	if overridden {
+		d.Log = append(d.Log, slog.String("override", arcOverride.Comment))
+	}
+	if dres != nil && p.cfg.DMARC.Enforce && dres.Outcome == dmarc.OutcomeFail && !overridden {
 		switch dres.Disposition {
 		case dmarc.PolicyReject:
 			d.Action, d.SMTPCode, d.SMTPStatus = Reject, 550, "5.7.1"
@@ -290,6 +304,10 @@ func (m *Message) finishInbound(d *Decision) {
 		applied = dmarc.PolicyQuarantine
 	}
 	d.Evaluation = m.newEvaluation(dres, sigs, spfRes, applied, time.Now())
+	if d.Evaluation != nil && overridden {
+		d.Evaluation.Overrides = append(d.Evaluation.Overrides, arcOverride)
+	}
+	m.sealARC(d, arValue)
 }
 
 // evaluateDMARC runs DMARC for the single From domain. A message without

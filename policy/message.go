@@ -327,6 +327,7 @@ func (m *Message) Write(chunk []byte) (int, error) {
 	}
 	if m.in != nil {
 		m.in.write(chunk)
+		m.arcWrite(chunk)
 	}
 	return len(chunk), nil
 }
