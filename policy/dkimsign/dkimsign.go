@@ -346,3 +346,21 @@ func foldBase64(s string, start int) string {
 	}
 	return b.String()
 }
+
+// CanonicalizeField returns the field name:value in canonical form c
+// (RFC 6376 §3.4.1, §3.4.2), ending with CRLF when crlf is set. ARC
+// (policy/arc) hashes its header fields the same way.
+func CanonicalizeField(c Canon, name, value string, crlf bool) string {
+	return canonicalizeField(c, name, value, crlf)
+}
+
+// SelectFields returns the fields that h= names, in h= order, each name
+// taking the last field of that name not taken yet (RFC 6376 §5.4.2), as
+// ARC-Message-Signature selects them too (RFC 8617 §4.1.2).
+func SelectFields(header []Field, names []string) []Field {
+	return selectFields(header, names)
+}
+
+// FoldBase64 folds a base64 value (b=) that starts at column start of a
+// line beginning with a tab, as Sign does.
+func FoldBase64(s string, start int) string { return foldBase64(s, start) }
