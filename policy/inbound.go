@@ -262,7 +262,7 @@ func (m *Message) finishInbound(d *Decision) {
 
 	dmarcEntry, dres := m.evaluateDMARC(dmarcDKIM, spfRes)
 	results = append(results, dmarcEntry)
-	if e, ok := m.iprevEntry(); ok {
+	if e, ok := m.iprevEntry(d); ok {
 		results = append(results, e)
 	}
 	if e, ok := m.arcEntry(); ok {

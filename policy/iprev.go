@@ -6,6 +6,7 @@ package policy
 // inbound evaluation begins, so that its DNS work overlaps the body.
 func (m *Message) startIPRev() {}
 
-// iprevEntry returns the iprev resinfo of our Authentication-Results;
-// ok is false when there is none to write.
-func (m *Message) iprevEntry() (e arEntry, ok bool) { return arEntry{}, false }
+// iprevEntry returns the iprev resinfo of our Authentication-Results and
+// adds the result to d's decision line; ok is false when there is none to
+// write.
+func (m *Message) iprevEntry(d *Decision) (e arEntry, ok bool) { return arEntry{}, false }
