@@ -10,6 +10,7 @@ import (
 
 	"github.com/authmilter/authmilter/policy"
 	"github.com/authmilter/authmilter/policy/resolve"
+	"github.com/authmilter/authmilter/policy/spf"
 )
 
 // spfMaxUDPAnswer is the largest DNS answer a receiver without EDNS0 gets
@@ -92,7 +93,7 @@ func (w *spfWalker) checkRecord(rep *SPFReport, domain string) *spfTreeNode {
 	}
 	var recs []string
 	for _, t := range txts {
-		if isSPFRecord(t) {
+		if spf.IsRecord(t) {
 			recs = append(recs, t)
 		}
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/authmilter/authmilter/policy/resolve"
+	"github.com/authmilter/authmilter/policy/spf"
 )
 
 // Limits of RFC 7208 §4.6.4, and of the walk itself: a hostile record
@@ -63,7 +64,7 @@ const spfPTRUnknown = "ptr (not evaluated statically)"
 type spfTreeNode struct {
 	node   *SPFNode
 	domain string
-	rec    *spfRecord
+	rec    *spf.Record
 	terms  []*spfTreeTerm
 	// failure is the result a receiver reaching this record gets
 	// ("permerror", "temperror"), "" when the record is usable.
@@ -74,7 +75,7 @@ type spfTreeNode struct {
 
 // spfTreeTerm is one evaluated mechanism or the redirect of a record.
 type spfTreeTerm struct {
-	term *spfTerm
+	term *spf.Term
 	// addrs are the addresses an a or mx term resolved to.
 	addrs []netip.Addr
 	// exists says an exists term's name has an A record.
@@ -187,9 +188,9 @@ func (w *spfWalker) walkRecord(n *spfTreeNode, text, via string, ancestors []str
 		}
 		return n.node.Term + ": " + t
 	}
-	rec, err := parseSPFRecord(text)
+	rec, err := spf.ParseRecord(text)
 	if err != nil {
-		var se *spfSyntaxError
+		var se *spf.SyntaxError
 		errors.As(err, &se)
 		n.failure, n.node.Error = "permerror", err.Error()
 		w.add(Error, "spf-syntax", subject(se.Term), fmt.Sprintf("SPF syntax error in %q at the record of %s: %s", se.Term, n.domain, se.Reason),
@@ -204,17 +205,17 @@ func (w *spfWalker) walkRecord(n *spfTreeNode, text, via string, ancestors []str
 	}
 	for i := range rec.Terms {
 		t := &rec.Terms[i]
-		if !t.isMechanism() {
+		if !t.IsMechanism() {
 			continue
 		}
 		tt := &spfTreeTerm{term: t}
 		n.terms = append(n.terms, tt)
 		label := t.Text + spfWithin(via)
-		if t.countsLookup() {
+		if t.CountsLookup() {
 			w.count(n, label)
 		}
 		w.walkTerm(n, tt, label, via, ancestors, depth)
-		if t.Kind == spfAll {
+		if t.Kind == spf.KindAll {
 			// RFC 7208 §4.6.2: evaluation ends at all; receivers never
 			// reach what follows.
 			break
@@ -257,20 +258,20 @@ func (w *spfWalker) markVoid(n *spfTreeNode, tt *spfTreeTerm, label string) {
 // walkTerm resolves what one mechanism or redirect needs.
 func (w *spfWalker) walkTerm(n *spfTreeNode, tt *spfTreeTerm, label, via string, ancestors []string, depth int) {
 	t := tt.term
-	if t.HasMacros && t.Kind != spfPTR {
+	if t.HasMacros && t.Kind != spf.KindPTR {
 		tt.unknown = "unknown"
 		sev, why := OK, "its name depends on the message, so doctor cannot follow it; it still counts as one lookup"
-		if t.Kind == spfInclude || t.Kind == spfRedirect {
+		if t.Kind == spf.KindInclude || t.Kind == spf.KindRedirect {
 			sev, why = Warn, "its name depends on the message, so doctor cannot follow it: the lookups of the records it reaches are not counted"
 		}
 		w.add(sev, "spf-macro-unexpanded", label, "the name has macros: "+why, spfFixIf(sev, "make sure the records it reaches stay within the lookup limit"))
 		return
 	}
 	switch t.Kind {
-	case spfPTR:
+	case spf.KindPTR:
 		tt.unknown = spfPTRUnknown
 		w.ptrs = append(w.ptrs, label)
-	case spfInclude, spfRedirect:
+	case spf.KindInclude, spf.KindRedirect:
 		if w.nodes >= spfMaxNodes {
 			tt.unknown = "unknown"
 			if !w.limitHit {
@@ -283,11 +284,11 @@ func (w *spfWalker) walkTerm(n *spfTreeNode, tt *spfTreeTerm, label, via string,
 		w.nodes++
 		tt.child = w.walkTarget(t.Text, spfDomain(t.Domain), via, ancestors, depth+1)
 		n.node.Children = append(n.node.Children, tt.child.node)
-	case spfA:
+	case spf.KindA:
 		w.resolveAddrs(n, tt, label, spfDomain(spfOr(t.Domain, n.domain)))
-	case spfMX:
+	case spf.KindMX:
 		w.resolveMX(n, tt, label, spfDomain(spfOr(t.Domain, n.domain)))
-	case spfExists:
+	case spf.KindExists:
 		name := spfDomain(t.Domain)
 		if !w.spend(name) {
 			tt.unknown = "unknown"
@@ -455,7 +456,7 @@ func (w *spfWalker) walkTarget(term, domain, via string, ancestors []string, dep
 	}
 	var recs []string
 	for _, t := range txts {
-		if isSPFRecord(t) {
+		if spf.IsRecord(t) {
 			recs = append(recs, t)
 		}
 	}
@@ -507,7 +508,7 @@ func (n *spfTreeNode) evaluate(ip netip.Addr, st *spfEvalState, via string) spfM
 	for _, tt := range n.terms {
 		t := tt.term
 		label := t.Text + spfWithin(via)
-		if t.countsLookup() {
+		if t.CountsLookup() {
 			if st.lookups++; st.lookups > spfLookupLimit {
 				return spfMatch{result: "permerror", term: fmt.Sprintf("%s (DNS lookup %d, over the limit)", label, st.lookups)}
 			}
@@ -525,15 +526,15 @@ func (n *spfTreeNode) evaluate(ip netip.Addr, st *spfEvalState, via string) spfM
 		}
 		matched, term := false, label
 		switch t.Kind {
-		case spfAll:
+		case spf.KindAll:
 			matched = true
-		case spfIP4, spfIP6:
+		case spf.KindIP4, spf.KindIP6:
 			matched = t.Prefix.Contains(ip)
-		case spfA, spfMX:
+		case spf.KindA, spf.KindMX:
 			matched = slices.ContainsFunc(tt.addrs, func(a netip.Addr) bool { return spfCIDRMatch(a, ip, t) })
-		case spfExists:
+		case spf.KindExists:
 			matched = tt.exists
-		case spfInclude:
+		case spf.KindInclude:
 			sub := tt.child.evaluate(ip, st, label)
 			switch sub.result {
 			case "pass":
@@ -542,7 +543,7 @@ func (n *spfTreeNode) evaluate(ip netip.Addr, st *spfEvalState, via string) spfM
 			default: // undetermined, permerror, temperror
 				return sub
 			}
-		case spfRedirect:
+		case spf.KindRedirect:
 			// RFC 7208 §6.1: the result is the target's ("none", a
 			// missing record, is already permerror here).
 			return tt.child.evaluate(ip, st, label)
@@ -556,7 +557,7 @@ func (n *spfTreeNode) evaluate(ip netip.Addr, st *spfEvalState, via string) spfM
 
 // spfCIDRMatch reports whether ip is in the network of addr with the
 // term's CIDR length for its family.
-func spfCIDRMatch(addr, ip netip.Addr, t *spfTerm) bool {
+func spfCIDRMatch(addr, ip netip.Addr, t *spf.Term) bool {
 	if addr.Is4() != ip.Is4() {
 		return false
 	}
@@ -586,14 +587,14 @@ func spfQualifierResult(q byte) string {
 
 // effectiveAll returns the all term that ends evaluation of n, following
 // redirects, or nil.
-func (n *spfTreeNode) effectiveAll() *spfTerm {
+func (n *spfTreeNode) effectiveAll() *spf.Term {
 	for depth := 0; n != nil && n.rec != nil && depth <= spfMaxDepth; depth++ {
 		if n.rec.All != nil {
 			return n.rec.All
 		}
 		var next *spfTreeNode
 		for _, tt := range n.terms {
-			if tt.term.Kind == spfRedirect {
+			if tt.term.Kind == spf.KindRedirect {
 				next = tt.child
 			}
 		}
@@ -613,7 +614,7 @@ type spfContribution struct {
 func (n *spfTreeNode) contributions() []spfContribution {
 	var out []spfContribution
 	for _, tt := range n.terms {
-		if !tt.term.countsLookup() {
+		if !tt.term.CountsLookup() {
 			continue
 		}
 		c := spfContribution{term: tt.term.Text, lookups: 1}

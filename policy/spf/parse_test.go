@@ -1,4 +1,4 @@
-package doctor
+package spf
 
 import (
 	"errors"
@@ -7,24 +7,24 @@ import (
 	"testing"
 )
 
-// TestSPFSyntaxValid parses records every receiver must accept and checks
+// TestParseRecordValid parses records every receiver must accept and checks
 // the typed terms.
-func TestSPFSyntaxValid(t *testing.T) {
+func TestParseRecordValid(t *testing.T) {
 	for _, tc := range []struct {
 		record string
-		check  func(t *testing.T, r *spfRecord)
+		check  func(t *testing.T, r *Record)
 	}{
-		{"v=spf1", func(t *testing.T, r *spfRecord) {
+		{"v=spf1", func(t *testing.T, r *Record) {
 			if len(r.Terms) != 0 {
 				t.Errorf("terms %v", r.Terms)
 			}
 		}},
-		{"V=SPF1   -ALL  ", func(t *testing.T, r *spfRecord) {
+		{"V=SPF1   -ALL  ", func(t *testing.T, r *Record) {
 			if r.All == nil || r.All.Qualifier != '-' {
 				t.Errorf("all %+v", r.All)
 			}
 		}},
-		{"v=spf1 ip4:192.0.2.1/24 ip6:2001:db8::/32 ip4:198.51.100.7 ip6:::ffff:1.2.3.4 -all", func(t *testing.T, r *spfRecord) {
+		{"v=spf1 ip4:192.0.2.1/24 ip6:2001:db8::/32 ip4:198.51.100.7 ip6:::ffff:1.2.3.4 -all", func(t *testing.T, r *Record) {
 			want := []string{"192.0.2.0/24", "2001:db8::/32", "198.51.100.7/32", "::ffff:1.2.3.4/128"}
 			for i, w := range want {
 				if got := r.Terms[i].Prefix; got != netip.MustParsePrefix(w) {
@@ -32,13 +32,13 @@ func TestSPFSyntaxValid(t *testing.T) {
 				}
 			}
 		}},
-		{"v=spf1 a mx a:mail.example.com/24 mx:example.org//64 a/0 mx/24//48 ~all", func(t *testing.T, r *spfRecord) {
+		{"v=spf1 a mx a:mail.example.com/24 mx:example.org//64 a/0 mx/24//48 ~all", func(t *testing.T, r *Record) {
 			type c struct {
-				kind   spfKind
+				kind   Kind
 				domain string
 				c4, c6 int
 			}
-			want := []c{{spfA, "", -1, -1}, {spfMX, "", -1, -1}, {spfA, "mail.example.com", 24, -1}, {spfMX, "example.org", -1, 64}, {spfA, "", 0, -1}, {spfMX, "", 24, 48}}
+			want := []c{{KindA, "", -1, -1}, {KindMX, "", -1, -1}, {KindA, "mail.example.com", 24, -1}, {KindMX, "example.org", -1, 64}, {KindA, "", 0, -1}, {KindMX, "", 24, 48}}
 			for i, w := range want {
 				tm := r.Terms[i]
 				if (c{tm.Kind, tm.Domain, tm.CIDR4, tm.CIDR6}) != w {
@@ -46,12 +46,12 @@ func TestSPFSyntaxValid(t *testing.T) {
 				}
 			}
 		}},
-		{"v=spf1 include:_spf.google.com include:sendgrid.net. ?include:x.example -all", func(t *testing.T, r *spfRecord) {
-			if r.Terms[0].Kind != spfInclude || r.Terms[0].Domain != "_spf.google.com" || r.Terms[2].Qualifier != '?' {
+		{"v=spf1 include:_spf.google.com include:sendgrid.net. ?include:x.example -all", func(t *testing.T, r *Record) {
+			if r.Terms[0].Kind != KindInclude || r.Terms[0].Domain != "_spf.google.com" || r.Terms[2].Qualifier != '?' {
 				t.Errorf("terms %+v", r.Terms)
 			}
 		}},
-		{"v=spf1 exists:%{i}._spf.%{d} a:%{l1r-}.example.com exists:%{ir}.%{v}._spf.%{d2} a:%{d}/24 -all", func(t *testing.T, r *spfRecord) {
+		{"v=spf1 exists:%{i}._spf.%{d} a:%{l1r-}.example.com exists:%{ir}.%{v}._spf.%{d2} a:%{d}/24 -all", func(t *testing.T, r *Record) {
 			for i := range 4 {
 				if !r.Terms[i].HasMacros {
 					t.Errorf("term %q: HasMacros false", r.Terms[i].Text)
@@ -61,18 +61,30 @@ func TestSPFSyntaxValid(t *testing.T) {
 				t.Errorf("a:%%{d}/24 = %+v", r.Terms[3])
 			}
 		}},
-		{"v=spf1 a:%{d/}.example.com/24", func(t *testing.T, r *spfRecord) {
+		// RFC 7208 §7.1: "/" and ":" are visible characters of a name; only
+		// a trailing "/" 1*DIGIT is a CIDR length.
+		{"v=spf1 a:foo:bar/baz.example.com/24 mx:foo:bar/baz.example.com//64 a:x.example/ab.com", func(t *testing.T, r *Record) {
+			for i, want := range []struct {
+				domain       string
+				cidr4, cidr6 int
+			}{{"foo:bar/baz.example.com", 24, -1}, {"foo:bar/baz.example.com", -1, 64}, {"x.example/ab.com", -1, -1}} {
+				if tm := r.Terms[i]; tm.Domain != want.domain || tm.CIDR4 != want.cidr4 || tm.CIDR6 != want.cidr6 {
+					t.Errorf("term %d: %q /%d //%d, want %q /%d //%d", i, tm.Domain, tm.CIDR4, tm.CIDR6, want.domain, want.cidr4, want.cidr6)
+				}
+			}
+		}},
+		{"v=spf1 a:%{d/}.example.com/24", func(t *testing.T, r *Record) {
 			if r.Terms[0].Domain != "%{d/}.example.com" || r.Terms[0].CIDR4 != 24 {
 				t.Errorf("%+v", r.Terms[0])
 			}
 		}},
-		{"v=spf1 redirect=_spf.example.com", func(t *testing.T, r *spfRecord) {
+		{"v=spf1 redirect=_spf.example.com", func(t *testing.T, r *Record) {
 			if r.Redirect == nil || r.Redirect.Domain != "_spf.example.com" || r.All != nil {
 				t.Errorf("redirect %+v", r.Redirect)
 			}
 		}},
-		{"v=spf1 -all exp=explain._spf.%{d} foo=bar moo.cow-far_out=man:dog/cat default=+ x=%{c}", func(t *testing.T, r *spfRecord) {
-			if r.Exp == nil || r.Terms[2].Kind != spfUnknownModifier || r.Terms[2].Name != "foo" {
+		{"v=spf1 -all exp=explain._spf.%{d} foo=bar moo.cow-far_out=man:dog/cat default=+ x=%{c}", func(t *testing.T, r *Record) {
+			if r.Exp == nil || r.Terms[2].Kind != KindUnknownModifier || r.Terms[2].Name != "foo" {
 				t.Errorf("%+v", r.Terms)
 			}
 		}},
@@ -85,7 +97,7 @@ func TestSPFSyntaxValid(t *testing.T) {
 		{"v=spf1 exists:%{S}.%{L2R+}.%{O}.%{D}.%{I}.%{P}.%{H}.%{V}.example.com", nil},
 	} {
 		t.Run(tc.record, func(t *testing.T) {
-			r, err := parseSPFRecord(tc.record)
+			r, err := ParseRecord(tc.record)
 			if err != nil {
 				t.Fatalf("parse: %v", err)
 			}
@@ -96,10 +108,10 @@ func TestSPFSyntaxValid(t *testing.T) {
 	}
 }
 
-// TestSPFSyntaxInvalid checks that each broken record is refused with the
+// TestParseRecordInvalid checks that each broken record is refused with the
 // exact offending term (the OpenSPF suite's record-syntax classics among
 // them).
-func TestSPFSyntaxInvalid(t *testing.T) {
+func TestParseRecordInvalid(t *testing.T) {
 	for _, tc := range []struct {
 		record, term, reason string
 	}{
@@ -127,7 +139,7 @@ func TestSPFSyntaxInvalid(t *testing.T) {
 		{"v=spf1 mx//129", "mx//129", "over 128"},
 		{"v=spf1 mx/24/64", "mx/24/64", "not a number"},
 		{"v=spf1 a//", "a//", "empty"},
-		{"v=spf1 a:example.com/", "a:example.com/", "empty"},
+		{"v=spf1 a:example.com/", "a:example.com/", "top label"}, // "/" is part of the name (RFC 7208 §7.1), not a CIDR length
 		{"v=spf1 include:", "include:", "empty domain"},
 		{"v=spf1 include", "include", "needs a domain"},
 		{"v=spf1 exists", "exists", "needs a domain"},
@@ -162,8 +174,8 @@ func TestSPFSyntaxInvalid(t *testing.T) {
 		{"spf1 -all", "spf1", "not an SPF record"},
 	} {
 		t.Run(tc.record, func(t *testing.T) {
-			_, err := parseSPFRecord(tc.record)
-			var se *spfSyntaxError
+			_, err := ParseRecord(tc.record)
+			var se *SyntaxError
 			if !errors.As(err, &se) {
 				t.Fatalf("err = %v, want a syntax error", err)
 			}
@@ -174,9 +186,9 @@ func TestSPFSyntaxInvalid(t *testing.T) {
 	}
 }
 
-// TestSPFSyntaxHostile feeds the parser long and odd records: it must
+// TestParseRecordHostile feeds the parser long and odd records: it must
 // answer, with a bounded error, without panicking.
-func TestSPFSyntaxHostile(t *testing.T) {
+func TestParseRecordHostile(t *testing.T) {
 	for _, rec := range []string{
 		"v=spf1 " + strings.Repeat("a ", 100000),
 		"v=spf1 exists:" + strings.Repeat("%{d}", 10000),
@@ -186,7 +198,7 @@ func TestSPFSyntaxHostile(t *testing.T) {
 		"v=spf1 a/" + strings.Repeat("9", 10000),
 		"v=spf1 exists:%{d" + strings.Repeat("9", 1000) + "}.x.com",
 	} {
-		r, err := parseSPFRecord(rec)
+		r, err := ParseRecord(rec)
 		if err != nil && len(err.Error()) > len(rec)+300 {
 			t.Errorf("error of %d bytes", len(err.Error()))
 		}
@@ -194,15 +206,15 @@ func TestSPFSyntaxHostile(t *testing.T) {
 	}
 }
 
-// TestIsSPFRecord checks which TXT records are SPF records (RFC 7208 §4.5).
-func TestIsSPFRecord(t *testing.T) {
+// TestIsRecord checks which TXT records are SPF records (RFC 7208 §4.5).
+func TestIsRecord(t *testing.T) {
 	for txt, want := range map[string]bool{
 		"v=spf1": true, "v=spf1 -all": true, "V=SpF1 mx": true,
 		"v=spf10": false, "v=spf1\t-all": false, " v=spf1": false, "v=spf": false,
 		"spf2.0/pra": false, "": false,
 	} {
-		if got := isSPFRecord(txt); got != want {
-			t.Errorf("isSPFRecord(%q) = %v, want %v", txt, got, want)
+		if got := IsRecord(txt); got != want {
+			t.Errorf("IsRecord(%q) = %v, want %v", txt, got, want)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package doctor
+package spf
 
 import (
 	"errors"
@@ -6,11 +6,11 @@ import (
 	"testing"
 )
 
-// FuzzSPFSyntax checks that the parser never panics, that every error is
+// FuzzParseRecord checks that the parser never panics, that every error is
 // a syntax error naming a term of the record, and that what it accepts
 // is consistent: macros only where HasMacros says, CIDR lengths in range,
 // at most one redirect and one exp.
-func FuzzSPFSyntax(f *testing.F) {
+func FuzzParseRecord(f *testing.F) {
 	for _, s := range []string{
 		"v=spf1 -all",
 		"v=spf1 ip4:192.0.2.0/24 ip6:2001:db8::/32 a mx/24//64 ~all",
@@ -22,9 +22,9 @@ func FuzzSPFSyntax(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, rec string) {
-		r, err := parseSPFRecord(rec)
+		r, err := ParseRecord(rec)
 		if err != nil {
-			var se *spfSyntaxError
+			var se *SyntaxError
 			if !errors.As(err, &se) {
 				t.Fatalf("error %v is not a syntax error", err)
 			}
@@ -42,15 +42,15 @@ func FuzzSPFSyntax(f *testing.F) {
 				t.Fatalf("%q: CIDR %d/%d", tm.Text, tm.CIDR4, tm.CIDR6)
 			}
 			switch tm.Kind {
-			case spfRedirect:
+			case KindRedirect:
 				redirects++
-			case spfExp:
+			case KindExp:
 				exps++
-			case spfIP4:
+			case KindIP4:
 				if !tm.Prefix.Addr().Is4() {
 					t.Fatalf("%q: ip4 prefix %v", tm.Text, tm.Prefix)
 				}
-			case spfInclude, spfExists:
+			case KindInclude, KindExists:
 				if tm.Domain == "" {
 					t.Fatalf("%q: no domain", tm.Text)
 				}
