@@ -10,3 +10,6 @@ func (m *Message) startIPRev() {}
 // adds the result to d's decision line; ok is false when there is none to
 // write.
 func (m *Message) iprevEntry(d *Decision) (e arEntry, ok bool) { return arEntry{}, false }
+
+// iprevOutcome is the result of one iprev check.
+type iprevOutcome struct{}

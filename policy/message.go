@@ -98,6 +98,9 @@ type Message struct {
 	// body canonicalization).
 	bodyHash *dkimsign.BodyHasher
 	in       *inbound // nil when the message is not authenticated
+	// iprev delivers the iprev check's outcome (iprev.go); nil when none
+	// was started.
+	iprev chan iprevOutcome
 
 	// missing lists "d/algorithm" pairs of the signing domains that have
 	// keys but no active key, for the log.
