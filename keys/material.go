@@ -310,7 +310,18 @@ func (m *material) build() (crypto.Signer, error) {
 	if err := k.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid RSA key: %w", err)
 	}
-	return k, nil
+	// libcrypto's signer when the binary has it (signer_openssl.go), k
+	// itself otherwise (signer_go.go); a key libcrypto refuses is refused
+	// here, with its reason.
+	return newRSASigner(k)
+}
+
+// closeSigner frees what a signer holds outside Go's heap (libcrypto's
+// copy of an RSA key), if anything: a signer leaving the cache.
+func closeSigner(s crypto.Signer) {
+	if c, ok := s.(interface{ Close() error }); ok {
+		c.Close() // frees memory; it cannot fail in a way to act on
+	}
 }
 
 // DefaultKeyCache is the size of a SignerCache made without one (the
@@ -359,7 +370,8 @@ func (c *SignerCache) Len() int {
 }
 
 // get returns m's signer, building it on a miss. Two transactions that
-// miss on one key at once both build it; the second result is dropped.
+// miss on one key at once both build it; the second result is dropped
+// (and closed).
 func (c *SignerCache) get(m *material) (crypto.Signer, error) {
 	c.mu.Lock()
 	if e, ok := c.items[m]; ok {
@@ -379,17 +391,22 @@ func (c *SignerCache) get(m *material) (crypto.Signer, error) {
 		c.items[m] = c.order.PushFront(m)
 		c.built[m] = s
 		c.evict()
+		return s, nil
 	}
-	return s, nil
+	closeSigner(s)
+	return c.built[m], nil
 }
 
-// evict drops the least recently used keys beyond the size. Callers hold mu.
+// evict drops the least recently used keys beyond the size and closes
+// their signers: a transaction that still holds one gets its signature
+// from crypto/rsa (see opensslRSA.Close). Callers hold mu.
 func (c *SignerCache) evict() {
 	for len(c.items) > c.size {
 		e := c.order.Back()
 		m := e.Value.(*material)
 		c.order.Remove(e)
 		delete(c.items, m)
+		closeSigner(c.built[m])
 		delete(c.built, m)
 	}
 }

@@ -26,7 +26,7 @@ func signWith(t *testing.T, s crypto.Signer) []byte {
 	digest := sha256.Sum256([]byte("authmilter"))
 	var sig []byte
 	var err error
-	if _, ok := s.(*rsa.PrivateKey); ok {
+	if _, ok := s.Public().(*rsa.PublicKey); ok { // crypto/rsa's key or libcrypto's signer
 		sig, err = s.Sign(rand.Reader, digest[:], crypto.SHA256)
 	} else {
 		sig, err = s.Sign(rand.Reader, digest[:], crypto.Hash(0))
