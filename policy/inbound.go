@@ -11,11 +11,11 @@ import (
 	"strings"
 	"time"
 
-	"blitiri.com.ar/go/spf"
 	"github.com/emersion/go-msgauth/authres"
 
 	"github.com/authmilter/authmilter/policy/dmarc"
 	"github.com/authmilter/authmilter/policy/mailaddr"
+	"github.com/authmilter/authmilter/policy/spf"
 )
 
 // inbound is the authentication of one message: DKIM verification fed by
@@ -152,11 +152,10 @@ func checkSPF(ctx context.Context, r Resolver, env *Envelope) spfOutcome {
 		out.result, out.reason = "none", "no HELO name"
 		return out
 	}
-	// One resolver per evaluation: it asks only for the client's address
-	// family and holds the RFC 7208 §4.6.4 budget (see spfResolver).
-	dnsr := newSPFResolver(r, env.ClientIP)
-	res, err := spf.CheckHostWithSender(net.IP(env.ClientIP.AsSlice()), env.Helo, sender,
-		spf.WithResolver(dnsr), spf.WithContext(ctx))
+	// One resolver per evaluation: it holds the per-message DNS budget
+	// (see spfResolver).
+	dnsr := newSPFResolver(r)
+	res, err := spf.CheckHost(ctx, dnsr, env.ClientIP, out.domain, sender, env.Helo)
 	out.result = string(res)
 	if err != nil && res != spf.Pass {
 		out.reason = spfReason(err)
@@ -184,8 +183,8 @@ func spfReason(err error) string {
 // the MTA accepted it (macros expand it, RFC 7208 §7.3), even when our
 // strict address parser would refuse it (an unquoted space, say), except
 // that an empty one becomes "postmaster" (RFC 7208 §4.3), and so does one
-// that contains "@" (a quoted local part): the SPF library splits <sender>
-// at its first "@" and would check the wrong domain.
+// that contains "@" (a quoted local part), whose macro expansions (%{l},
+// %{s}) would otherwise be ambiguous.
 func spfSender(mailFrom string) (sender, domain string, ok bool) {
 	s := strings.TrimSpace(mailFrom)
 	if strings.HasPrefix(s, "<") && strings.HasSuffix(s, ">") {

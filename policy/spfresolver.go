@@ -3,9 +3,6 @@ package policy
 import (
 	"context"
 	"net"
-	"net/netip"
-	"runtime"
-	"strings"
 	"sync"
 )
 
@@ -13,9 +10,9 @@ import (
 // record of the checked domain, then at most ten terms that cause DNS
 // lookups (RFC 7208 §4.6.4), each one lookup, plus, for "mx" and "ptr", at
 // most ten address lookups of one family (§4.6.4: "MUST NOT result in
-// querying more than 10 address records"). The SPF library enforces the
-// term, void-lookup and MX-count limits itself; the budget is the backstop
-// that holds even if it did not.
+// querying more than 10 address records"). The evaluator enforces the
+// term, void-lookup and MX-count limits itself (policy/spf); the budget is
+// the backstop that holds even if it did not.
 const spfQueryBudget = 1 + 10*(1+10)
 
 // ipLookuper is the single-family address lookup that *resolve.Resolver
@@ -24,37 +21,31 @@ type ipLookuper interface {
 	LookupIP(ctx context.Context, network, host string) ([]net.IP, error)
 }
 
-// spfResolver is the resolver of one SPF evaluation. It knows the client's
-// address family and asks only for that family's address records: an IPv4
-// client can only match A records and an IPv6 client AAAA records (RFC 7208
-// §5.3, §5.4, §5.5), so the other family's records are never queried. The
-// exception is "exists", which asks for A records whatever the client
-// (§5.7). It counts lookups and refuses those beyond spfQueryBudget.
+// spfResolver is the resolver (spf.Resolver) of one SPF evaluation. Its
+// LookupIP asks for one address family only: the evaluator asks for the
+// client's, as an IPv4 client can only match A records and an IPv6 client
+// AAAA records (RFC 7208 §5.3, §5.4, §5.5), and for A records for
+// "exists" (§5.7). It counts lookups and refuses those beyond
+// spfQueryBudget.
 //
-// Without it, the SPF library's LookupIPAddr asked for A and AAAA records
-// of every "a" domain, MX host and PTR name: one message whose record had
-// ten mx terms of ten hosts each made 211 queries instead of 111.
+// Asking both families of every "a" domain, MX host and PTR name, as the
+// SPF library we used before did, one message whose record had ten mx
+// terms of ten hosts each made 211 queries instead of 111.
 type spfResolver struct {
-	r       Resolver
-	network string // "ip4" or "ip6", the client's family
-	budget  int
+	r      Resolver
+	budget int
 
 	mu        sync.Mutex
 	lookups   int
 	exhausted bool
 }
 
-func newSPFResolver(r Resolver, client netip.Addr) *spfResolver {
-	network := "ip6"
-	if client.Unmap().Is4() {
-		// The SPF library takes an IPv4-mapped address for IPv4 too.
-		network = "ip4"
-	}
+func newSPFResolver(r Resolver) *spfResolver {
 	budget := spfQueryBudget
 	if spfBudgetForTest > 0 {
 		budget = spfBudgetForTest
 	}
-	return &spfResolver{r: r, network: network, budget: budget}
+	return &spfResolver{r: r, budget: budget}
 }
 
 // spfBudgetForTest, when positive, replaces spfQueryBudget in tests.
@@ -74,7 +65,7 @@ func (s *spfResolver) spend(name string) error {
 }
 
 // Exhausted reports whether a lookup was refused because the budget was
-// spent; the evaluation is then a permerror, whatever the library made of
+// spent; the evaluation is then a permerror, whatever the evaluator made of
 // the refusal.
 func (s *spfResolver) Exhausted() bool {
 	s.mu.Lock()
@@ -110,15 +101,12 @@ func (s *spfResolver) LookupAddr(ctx context.Context, addr string) ([]string, er
 	return s.r.LookupAddr(ctx, addr)
 }
 
-// LookupIPAddr returns the addresses of host of the client's family (of
-// IPv4 for an "exists" term). No address of that family is a "not found"
-// error, which the library takes as a void lookup, as RFC 7208 §4.6.4 does
-// for an A or AAAA query with no answer.
-func (s *spfResolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error) {
-	network := s.network
-	if network == "ip6" && calledFromExists() {
-		network = "ip4"
-	}
+// LookupIP returns the addresses of host of one family, network "ip4" or
+// "ip6" (the evaluator asks for the client's family, and for IPv4 for an
+// "exists" term). No address of that family is a "not found" error, which
+// the evaluator takes as a void lookup, as RFC 7208 §4.6.4 does for an A
+// or AAAA query with no answer.
+func (s *spfResolver) LookupIP(ctx context.Context, network, host string) ([]net.IP, error) {
 	if err := s.spend(host); err != nil {
 		return nil, err
 	}
@@ -142,35 +130,7 @@ func (s *spfResolver) LookupIPAddr(ctx context.Context, host string) ([]net.IPAd
 		}
 	}
 	if len(ips) == 0 {
-		return nil, &net.DNSError{Err: "no address of the client's family", Name: host, IsNotFound: true}
+		return nil, &net.DNSError{Err: "no address of the family asked", Name: host, IsNotFound: true}
 	}
-	out := make([]net.IPAddr, len(ips))
-	for i, ip := range ips {
-		out[i] = net.IPAddr{IP: ip}
-	}
-	return out, nil
-}
-
-// spfLibrary is the package path of blitiri.com.ar/go/spf in function names.
-const spfLibrary = "blitiri.com.ar/go/spf."
-
-// calledFromExists reports whether the SPF library asks for addresses to
-// evaluate an "exists" term. The library calls LookupIPAddr for "a", "mx",
-// "ptr" and "exists" alike and says nothing of why, so its caller is read
-// from the stack: the first frame in the library is the term's evaluator.
-// The OpenSPF suite's exists-ip6 cases and TestSPFQueryAmplification fail
-// if a new version of the library names it otherwise.
-func calledFromExists() bool {
-	var pcs [16]uintptr
-	n := runtime.Callers(2, pcs[:])
-	frames := runtime.CallersFrames(pcs[:n])
-	for {
-		f, more := frames.Next()
-		if strings.HasPrefix(f.Function, spfLibrary) {
-			return strings.HasSuffix(f.Function, ".existsField")
-		}
-		if !more {
-			return false
-		}
-	}
+	return ips, nil
 }

@@ -31,6 +31,22 @@ const (
 	KindUnknownModifier
 )
 
+// String returns the mechanism or modifier name of a kind.
+func (k Kind) String() string {
+	for name, kind := range mechanisms {
+		if kind == k {
+			return name
+		}
+	}
+	switch k {
+	case KindRedirect:
+		return "redirect"
+	case KindExp:
+		return "exp"
+	}
+	return "modifier"
+}
+
 // mechanisms maps mechanism names (lowercase) to kinds.
 var mechanisms = map[string]Kind{
 	"all": KindAll, "include": KindInclude, "a": KindA, "mx": KindMX,
