@@ -279,7 +279,7 @@ func (m *Message) finishInbound(d *Decision) {
 		dmarcLog = dmarcAttr(d.DMARC, dres.Policy, dres.Disposition, dres.Testing)
 	}
 	d.Log = append(d.Log, slog.Any("dkim", dkimEntries), spfAttr(spfRes), dmarcLog)
-	arcOverride, overridden := m.arcOverride()
+	arcOverride, overridden := m.arcOverride(dres)
 	if overridden {
 		d.Log = append(d.Log, slog.String("override", arcOverride.Comment))
 	}

@@ -97,7 +97,8 @@ type Message struct {
 	// bodyHash hashes the body once for all signatures (they share the
 	// body canonicalization).
 	bodyHash *dkimsign.BodyHasher
-	in       *inbound // nil when the message is not authenticated
+	in       *inbound  // nil when the message is not authenticated
+	arc      *arcState // ARC verification and sealing (arc.go); nil when not authenticated
 	// iprev delivers the iprev check's outcome (iprev.go); nil when none
 	// was started.
 	iprev chan iprevOutcome
