@@ -395,9 +395,11 @@ func (r *Resolver) resolve(ctx context.Context, display, qname string, qtype uin
 // canonicalName validates name (with or without the trailing dot) and
 // returns it lowercased and fully qualified, in the presentation form
 // miekg/dns uses for names it unpacks, so that it compares equal to the
-// names in answers. Labels must be 1 to 63 printable ASCII bytes other than
-// backslash (IDNA is the caller's job); the whole name at most 253 bytes
-// (255 in wire form).
+// names in answers. Labels must be 1 to 63 printable ASCII bytes or spaces,
+// other than backslash (IDNA is the caller's job); the whole name at most
+// 253 bytes (255 in wire form). A label may hold any byte on the wire (RFC
+// 2181 §11), and SPF macros make names with spaces (RFC 7208 §7.3: "%_"),
+// so a space is accepted, escaped as miekg/dns writes it.
 func canonicalName(name string) (string, bool) {
 	name = strings.TrimSuffix(name, ".")
 	if name == "" || len(name) > 253 {
@@ -411,9 +413,9 @@ func canonicalName(name string) (string, bool) {
 		for i := 0; i < len(label); i++ {
 			c := label[i]
 			switch {
-			case c <= ' ' || c > '~' || c == '\\':
+			case c < ' ' || c > '~' || c == '\\':
 				return "", false
-			case c == '\'' || c == '@' || c == ';' || c == '(' || c == ')' || c == '"':
+			case c == ' ' || c == '\'' || c == '@' || c == ';' || c == '(' || c == ')' || c == '"':
 				b.WriteByte('\\') // escaped by miekg/dns when it unpacks a name
 			case 'A' <= c && c <= 'Z':
 				c += 'a' - 'A'

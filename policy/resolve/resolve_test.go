@@ -670,7 +670,11 @@ func TestCanonicalName(t *testing.T) {
 		{strings.Repeat("a", 64) + ".com", "", false},
 		{strings.Repeat("a.", 126) + "a", strings.Repeat("a.", 126) + "a.", true}, // 253 bytes
 		{strings.Repeat("a.", 126) + "ab", "", false},
-		{"sp ace.com", "", false},
+		// RFC 7208 §7.3: SPF's "%_" macro expands to a space.
+		{"Sp ace.com", `sp\ ace.com.`, true},
+		{"macro%percent  space%20url-space.example.com", `macro%percent\ \ space%20url-space.example.com.`, true},
+		{"tab\tname.com", "", false},
+		{"nul\x00.com", "", false},
 		{`back\slash.com`, "", false},
 		{"caf\u00e9.com", "", false},
 	}
