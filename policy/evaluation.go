@@ -156,7 +156,9 @@ func (m *Message) newEvaluation(res *dmarc.Result, sigs []DKIMResult, spfRes spf
 	for _, s := range sigs {
 		e.DKIM = append(e.DKIM, DKIMEvaluation{Domain: s.Domain, Selector: s.Selector, Result: s.Result, HumanResult: s.Reason})
 	}
-	if res.Outcome == dmarc.OutcomeFail && res.Disposition != applied {
+	// With enforcement on, a lower disposition comes from an override
+	// (ARC) that inbound.go reports itself.
+	if res.Outcome == dmarc.OutcomeFail && res.Disposition != applied && !m.p.cfg.DMARC.Enforce {
 		e.Overrides = append(e.Overrides, Override{Type: OverrideLocalPolicy, Comment: "DMARC enforcement is off (dmarc.enforce = false)"})
 	}
 	if res.Outcome == dmarc.OutcomeFail && res.Testing && res.Policy != "none" {
