@@ -3,8 +3,8 @@ package interop_test
 import (
 	"bytes"
 	"context"
-	"os"
 	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
