@@ -5,6 +5,8 @@ package main
 import (
 	"fmt"
 	"os"
+
+	"github.com/authmilter/authmilter/keys"
 )
 
 const usage = `usage: authmilter <command> [flags]
@@ -82,6 +84,7 @@ func main() {
 		err = cmdDoctor(args)
 	case "version", "-version", "--version":
 		fmt.Println("authmilter", version)
+		fmt.Println("signer:", keys.SignerImplementation())
 	case "help", "-h", "-help", "--help":
 		fmt.Print(usage)
 	default:
