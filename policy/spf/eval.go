@@ -103,7 +103,9 @@ func (e *evaluation) checkHost(domain string) (Result, error) {
 	}
 	res, err = e.checkHost(target)
 	if res == None {
-		return PermError, fmt.Errorf("redirect=%s: %w", target, ErrIncludeNone)
+		// §6.1: a redirect target without a record is a permerror; the
+		// error says why it has none.
+		return PermError, err
 	}
 	return res, err
 }
@@ -183,7 +185,8 @@ func (e *evaluation) include(target string) (bool, Result, error) {
 	case Fail, SoftFail, Neutral:
 		return false, "", nil
 	case None:
-		return false, PermError, fmt.Errorf("include:%s: %w", target, ErrIncludeNone)
+		// §5.2: an include target without a record is a permerror.
+		return false, PermError, err
 	}
 	return false, res, err
 }

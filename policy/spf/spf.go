@@ -44,7 +44,8 @@ const (
 // Errors that explain a result. They read well in an
 // Authentication-Results comment.
 var (
-	// ErrNoRecord: the domain has no SPF record (none).
+	// ErrNoRecord: the domain has no SPF record (none; permerror for an
+	// include or redirect target, §5.2, §6.1).
 	ErrNoRecord = errors.New("no DNS record found")
 	// ErrInvalidDomain: the domain is not a valid multi-label domain name
 	// (none, RFC 7208 §4.3).
@@ -60,9 +61,6 @@ var (
 	// ErrTooManyMX: an mx term's domain has more than ten MX hosts
 	// (permerror, §4.6.4).
 	ErrTooManyMX = errors.New("too many MX records")
-	// ErrIncludeNone: an include or redirect target has no SPF record
-	// (permerror, §5.2, §6.1).
-	ErrIncludeNone = errors.New("no SPF record at an include or redirect target")
 )
 
 // Limits of RFC 7208 §4.6.4.
