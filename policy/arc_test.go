@@ -164,6 +164,9 @@ func TestARCTrustedSealerOverride(t *testing.T) {
 			if d.Evaluation == nil || len(d.Evaluation.Overrides) != 1 {
 				t.Fatalf("evaluation overrides: %+v", d.Evaluation)
 			}
+			if ar := authResults(t, d); !strings.Contains(ar, "dmarc=fail (p=reject dis=reject, override trusted_forwarder: arc=pass, sealed by lists.example with dmarc=pass) header.from=example.org") {
+				t.Errorf("A-R does not report the override: %q", ar)
+			}
 			o := d.Evaluation.Overrides[0]
 			if o.Type != OverrideTrustedForwarder || o.Comment != "arc=pass, sealed by lists.example with dmarc=pass" {
 				t.Errorf("override %+v", o)

@@ -260,6 +260,11 @@ func (m *Message) finishInbound(d *Decision) {
 	results = append(results, arEntry{result: spfAR, comment: spfRes.reason})
 
 	dmarcEntry, dres := m.evaluateDMARC(dmarcDKIM, spfRes)
+	arcOverride, overridden := m.arcOverride(dres)
+	if overridden {
+		// Say in the dmarc resinfo why a failure was not enforced.
+		dmarcEntry.comment += ", override " + arcOverride.Type + ": " + arcOverride.Comment
+	}
 	results = append(results, dmarcEntry)
 	if e, ok := m.iprevEntry(d); ok {
 		results = append(results, e)
@@ -279,7 +284,6 @@ func (m *Message) finishInbound(d *Decision) {
 		dmarcLog = dmarcAttr(d.DMARC, dres.Policy, dres.Disposition, dres.Testing)
 	}
 	d.Log = append(d.Log, slog.Any("dkim", dkimEntries), spfAttr(spfRes), dmarcLog)
-	arcOverride, overridden := m.arcOverride(dres)
 	if overridden {
 		d.Log = append(d.Log, slog.String("override", arcOverride.Comment))
 	}
