@@ -159,13 +159,23 @@ func (m *Message) trustedSealer(d string) bool {
 	return false
 }
 
-// sealARC adds our ARC set to d when [arc] seal is on; authResults is the
+// sealARC adds our ARC set to d when [arc] seal is on, and the chain's
+// result to the decision line (arc.result, arc.i, arc.reason) when the
+// message has one; authResults is the
 // value of our Authentication-Results field. The set goes above it
 // (ARC-Seal on top, as dkimpy writes it). A chain already marked
 // cv=fail, a malformed one or one at instance 50 is not sealed (RFC 8617
 // §5.1.2); a chain that fails here is sealed with cv=fail.
 func (m *Message) sealARC(d *Decision, authResults string) {
 	st := m.arc
+	if st != nil && st.chain != nil {
+		r := m.arcResult()
+		attrs := []any{slog.String("result", string(r.Status)), slog.Int("i", r.Instance)}
+		if r.Reason != "" {
+			attrs = append(attrs, slog.String("reason", logText(r.Reason, maxLogField)))
+		}
+		d.Log = append(d.Log, slog.Group("arc", attrs...))
+	}
 	if st == nil || !m.sealsARC() {
 		return
 	}

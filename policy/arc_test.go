@@ -119,6 +119,13 @@ func TestARCAuthResults(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			d, _, _ := runARC(t, pol, arcMessage(t, tc.file, tc.edit))
+			logged := false
+			for _, a := range d.Log {
+				logged = logged || (a.Key == "arc" && strings.Contains(a.Value.String(), "result="))
+			}
+			if !logged {
+				t.Errorf("no arc group in the decision line: %v", d.Log)
+			}
 			ar := authResults(t, d)
 			if !strings.Contains(ar, tc.want) {
 				t.Errorf("A-R %q, want it to contain %q", ar, tc.want)
