@@ -7,6 +7,7 @@ package policy
 import (
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,13 +30,14 @@ const OverrideTrustedForwarder = "trusted_forwarder"
 type arcState struct {
 	header []dkimsign.Field
 	chain  *arc.Chain // nil: the message has no ARC field
-	// verifyHash hashes the body with the newest AMS's canonicalization;
-	// sealHash relaxed for our AMS. They are the same hasher when both
-	// are relaxed, and nil when not needed.
-	verifyHash, sealHash *dkimsign.BodyHasher
-	// sealSum is the relaxed body hash when it was taken from verifyHash.
-	sealSum []byte
+	// hashers hash the body with each canonicalization the chain's
+	// ARC-Message-Signatures use, and relaxed for our seal; nil where
+	// unused. sums are their hashes once the body is complete.
+	hashers [2]*dkimsign.BodyHasher
+	sums    [2][]byte
 	result  *arc.Result
+	// oldestPass is RFC 8617's header.oldest-pass of a passing chain.
+	oldestPass int
 }
 
 // startARC starts the ARC verification of an inbound message once its
@@ -46,17 +48,23 @@ func (m *Message) startARC() {
 		st.header[i] = dkimsign.Field{Name: f.Name, Value: f.Value}
 	}
 	st.chain = arc.ParseChain(st.header)
-	if st.chain != nil && st.chain.Err == nil {
-		st.verifyHash = dkimsign.NewBodyHasher(st.chain.BodyCanon())
+	for _, c := range st.chain.BodyCanons() {
+		st.hashers[c] = dkimsign.NewBodyHasher(c)
 	}
-	if m.sealsARC() {
-		if st.verifyHash != nil && st.chain.BodyCanon() == dkimsign.Relaxed {
-			st.sealHash = st.verifyHash
-		} else {
-			st.sealHash = dkimsign.NewBodyHasher(dkimsign.Relaxed)
-		}
+	if m.sealsARC() && st.hashers[dkimsign.Relaxed] == nil {
+		st.hashers[dkimsign.Relaxed] = dkimsign.NewBodyHasher(dkimsign.Relaxed)
 	}
 	m.arc = st
+}
+
+// bodyHash returns the body hash with canonicalization c (nil if it was
+// not computed), ending its hasher the first time.
+func (st *arcState) bodyHash(c dkimsign.Canon) []byte {
+	if st.sums[c] == nil && st.hashers[c] != nil {
+		st.sums[c] = st.hashers[c].Sum()
+		st.hashers[c] = nil
+	}
+	return st.sums[c]
 }
 
 // sealsARC reports whether this message gets our ARC set: [arc] seal is
@@ -65,31 +73,25 @@ func (m *Message) sealsARC() bool { return m.p.cfg.ARC.Seal && !m.outbound }
 
 // arcWrite feeds a body chunk to the ARC verification and sealing.
 func (m *Message) arcWrite(chunk []byte) {
-	st := m.arc
-	if st == nil {
+	if m.arc == nil {
 		return
 	}
-	if st.verifyHash != nil {
-		st.verifyHash.Write(chunk)
-	}
-	if st.sealHash != nil && st.sealHash != st.verifyHash {
-		st.sealHash.Write(chunk)
+	for _, h := range m.arc.hashers {
+		if h != nil {
+			h.Write(chunk)
+		}
 	}
 }
 
-// arcResult verifies the chain once, when the body is complete.
+// arcResult verifies the chain once, when the body is complete, and for
+// a chain that passes, how far back its message signatures still verify.
 func (m *Message) arcResult() *arc.Result {
 	st := m.arc
 	if st.result == nil {
-		var bh []byte
-		if st.verifyHash != nil {
-			bh = st.verifyHash.Sum()
-			if st.sealHash == st.verifyHash {
-				st.sealHash = nil // Sum ends a hasher; sealARC uses sealSum
-				st.sealSum = bh
-			}
+		r := arc.Verify(m.in.ctx, m.p.resolver, st.header, st.chain, st.bodyHash(st.chain.BodyCanon()))
+		if r.Status == arc.Pass {
+			st.oldestPass = arc.OldestPass(m.in.ctx, m.p.resolver, st.header, st.chain, st.bodyHash)
 		}
-		r := arc.Verify(m.in.ctx, m.p.resolver, st.header, st.chain, bh)
 		st.result = &r
 	}
 	return st.result
@@ -100,9 +102,11 @@ func (m *Message) arcResult() *arc.Result {
 // message without ARC fields gets no arc resinfo (RFC 8617 does not ask
 // for arc=none, and it would only lengthen every header).
 //
-// pass: arc=pass (i=2, sealers a.example b.example) smtp.remote-ip=...,
-// the address the last sealer recorded in its ARC-Authentication-Results
-// (RFC 8617 §7.2 registers smtp.remote-ip for arc). fail: the reason
+// pass: arc=pass (i=2, sealers a.example b.example) header.oldest-pass=0
+// smtp.remote-ip=..., the oldest instance whose AMS still verifies (0: all
+// do) and the address the last sealer recorded in its
+// ARC-Authentication-Results (the two properties RFC 8617 registers for
+// arc). fail: the reason
 // (instance and what failed) in the comment, and no properties, since a
 // failed chain's AAR cannot be trusted.
 func (m *Message) arcEntry() (e arEntry, ok bool) {
@@ -111,10 +115,11 @@ func (m *Message) arcEntry() (e arEntry, ok bool) {
 	}
 	r := m.arcResult()
 	g := &authres.GenericResult{Method: "arc", Value: authres.ResultValue(r.Status), Params: map[string]string{}}
-	e = arEntry{result: g, order: []string{"smtp.remote-ip"}}
+	e = arEntry{result: g, order: []string{"header.oldest-pass", "smtp.remote-ip"}}
 	switch r.Status {
 	case arc.Pass:
 		e.comment = fmt.Sprintf("i=%d, sealers %s", r.Instance, strings.Join(r.Sealers, " "))
+		g.Params["header.oldest-pass"] = strconv.Itoa(m.arc.oldestPass)
 		g.Params["smtp.remote-ip"] = r.RemoteIP
 	case arc.Fail:
 		e.comment = r.Reason
@@ -190,10 +195,7 @@ func (m *Message) sealARC(d *Decision, authResults string) {
 		return
 	}
 	status := m.arcResult().Status
-	bh := st.sealSum
-	if bh == nil {
-		bh = st.sealHash.Sum()
-	}
+	bh := st.bodyHash(dkimsign.Relaxed)
 	set, err := arc.Seal(arc.SealParams{
 		Domain: k.Domain, Selector: k.Selector, Signer: signer,
 		HeaderKeys: m.p.arcHeaderKeys(m.header), AuthResults: authResults, Time: time.Now(),

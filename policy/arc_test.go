@@ -110,8 +110,10 @@ func TestARCAuthResults(t *testing.T) {
 		edit       func(string) string
 		want       string
 	}{
-		{"pass i=2", "chain2.eml", nil, "arc=pass (i=2, sealers fwd.example lists.example) smtp.remote-ip=192.0.2.2"},
-		{"pass i=3", "chain3.eml", nil, "arc=pass (i=3, sealers fwd.example lists.example relay.example) smtp.remote-ip=192.0.2.3"},
+		{"pass i=2", "chain2.eml", nil, "arc=pass (i=2, sealers fwd.example lists.example) header.oldest-pass=0 smtp.remote-ip=192.0.2.2"},
+		{"pass i=3", "chain3.eml", nil, "arc=pass (i=3, sealers fwd.example lists.example relay.example) header.oldest-pass=0 smtp.remote-ip=192.0.2.3"},
+		// relay.example added a footer before sealing: only its AMS verifies.
+		{"oldest-pass", "footer.eml", nil, "arc=pass (i=3, sealers fwd.example lists.example relay.example) header.oldest-pass=3 smtp.remote-ip=192.0.2.3"},
 		{"broken middle", "brokenmiddle.eml", nil, "arc=fail (i=2 ARC-Seal: signature does not verify with wrong._domainkey.lists.example)"},
 		{"cv=fail", "cvfail.eml", nil, "arc=fail (i=3 ARC-Seal has cv=fail)"},
 		{"malformed", "chain2.eml", func(s string) string { return strings.Replace(s, "ARC-Seal: i=1;", "ARC-Seal: i=x;", 1) },

@@ -423,3 +423,29 @@ func TestResultsPass(t *testing.T) {
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+func TestOldestPass(t *testing.T) {
+	r := keyServer(t)
+	for _, tc := range []struct {
+		file string
+		want int
+	}{
+		{"chain1.eml", 0},
+		{"chain3.eml", 0},
+		{"footer.eml", 3},
+	} {
+		fields, body := readCase(t, tc.file)
+		c := ParseChain(fields)
+		if res := verifyMessage(r, fields, body); res.Status != Pass {
+			t.Fatalf("%s: %s (%s)", tc.file, res.Status, res.Reason)
+		}
+		hash := func(canon dkimsign.Canon) []byte {
+			h := dkimsign.NewBodyHasher(canon)
+			h.Write(body)
+			return h.Sum()
+		}
+		if got := OldestPass(context.Background(), r, fields, c, hash); got != tc.want {
+			t.Errorf("%s: oldest-pass %d, want %d", tc.file, got, tc.want)
+		}
+	}
+}

@@ -368,3 +368,49 @@ func stripComments(s string) string {
 	}
 	return b.String()
 }
+
+// BodyCanons lists the body canonicalizations of the chain's
+// ARC-Message-Signatures (at most simple and relaxed), for OldestPass.
+func (c *Chain) BodyCanons() []dkimsign.Canon {
+	var seen [2]bool
+	var out []dkimsign.Canon
+	if c == nil || c.Err != nil {
+		return nil
+	}
+	for _, s := range c.Sets {
+		tags, err := ParseTags(s.Message)
+		if err != nil {
+			continue
+		}
+		if _, body, err := parseCanon(tags["c"]); err == nil && !seen[body] {
+			seen[body] = true
+			out = append(out, body)
+		}
+	}
+	return out
+}
+
+// OldestPass is RFC 8617 §5.2 step 5 for a chain that passed: the older
+// ARC-Message-Signatures are verified from N-1 down, and the result is
+// the oldest instance whose AMS still verifies when every newer one does,
+// or 0 when all of them verify (the message is as the first sealer saw
+// it). bodyHash returns the body hashed with a canonicalization of
+// BodyCanons.
+func OldestPass(ctx context.Context, r Resolver, header []dkimsign.Field, c *Chain, bodyHash func(dkimsign.Canon) []byte) int {
+	n := len(c.Sets)
+	for k := n - 1; k >= 1; k-- {
+		s := c.Sets[k-1]
+		tags, err := ParseTags(s.Message)
+		if err != nil {
+			return k + 1
+		}
+		_, body, err := parseCanon(tags["c"])
+		if err != nil {
+			return k + 1
+		}
+		if verifyMessageSignature(ctx, r, header, s, bodyHash(body)) != nil {
+			return k + 1
+		}
+	}
+	return 0
+}

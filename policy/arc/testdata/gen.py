@@ -39,9 +39,11 @@ def seal(msg, k, arc_result, sel=SEL):
         raise SystemExit("arc_sign returned nothing at hop %d" % k)
     return b"".join(fields) + msg
 
-def chain(n, last_result="pass", broken=-1):
+def chain(n, last_result="pass", broken=-1, footer_at=-1):
     msg = BASE
     for k in range(n):
+        if k == footer_at:
+            msg += b"-- \r\nlist footer\r\n"
         res = None if k == 0 else (last_result if k == n - 1 else "pass")
         # A broken instance signs with a selector whose record holds
         # another domain's key: its seal and AMS never verify.
@@ -63,3 +65,6 @@ for n in (1, 2, 3):
     write("chain%d.eml" % n, chain(n))
 write("cvfail.eml", chain(3, last_result="fail"))
 write("brokenmiddle.eml", chain(3, broken=1))
+# The third hop changed the body before sealing: the chain passes, but
+# only the AMS of i=3 still verifies (oldest-pass 3).
+write("footer.eml", chain(3, footer_at=2))
