@@ -89,7 +89,10 @@ func TestDecisionLogInbound(t *testing.T) {
 	const dnsAuth = "$TTL 300\n" +
 		"example.com. IN TXT \"v=spf1 ip4:192.0.2.0/24 -all\"\n" +
 		"_dmarc.example.com. IN TXT \"v=DMARC1; p=reject\"\n" +
-		"helo.example. IN TXT \"v=spf1 -all\"\n"
+		"helo.example. IN TXT \"v=spf1 -all\"\n" +
+		// iprev: 192.0.2.25 is mail.example.com, confirmed.
+		"25.2.0.192.in-addr.arpa. IN PTR mail.example.com.\n" +
+		"mail.example.com. IN A 192.0.2.25\n"
 	base := filepath.Join(dkimDir, "04-two-signatures-one-bad")
 	raw := []byte(readTestFile(t, base+".eml"))
 	srv := testdns.Start(t)
@@ -112,12 +115,13 @@ func TestDecisionLogInbound(t *testing.T) {
 			raw:      raw,
 			decision: Decision{DKIM: []string{"fail", "pass"}, SPF: "pass", DMARC: "pass"},
 			text: []string{
-				"msg=message queue=4Xk2 dir=in client=192.0.2.25 mail_from=alice@example.com msgid=<04-two-signatures-one-bad@example.com> from=example.com ",
+				"msg=message queue=4Xk2 dir=in client=192.0.2.25 mail_from=alice@example.com msgid=<04-two-signatures-one-bad@example.com> iprev.result=pass iprev.name=mail.example.com from=example.com ",
 				" dkim=fail(esp.example/esp1),pass(example.com/sel) spf.result=pass spf.domain=example.com dmarc.result=pass dmarc.policy=reject dmarc.disposition=none ms=",
 			},
 			fields: map[string]any{
 				"queue": "4Xk2", "dir": "in", "client": "192.0.2.25", "mail_from": "alice@example.com",
 				"msgid": "<04-two-signatures-one-bad@example.com>", "from": "example.com",
+				"iprev": map[string]any{"result": "pass", "name": "mail.example.com"},
 				"dkim": []any{
 					map[string]any{"result": "fail", "d": "esp.example", "s": "esp1", "a": "rsa-sha256", "reason": "signature did not verify"},
 					map[string]any{"result": "pass", "d": "example.com", "s": "sel", "a": "rsa-sha256"},
@@ -133,11 +137,12 @@ func TestDecisionLogInbound(t *testing.T) {
 			raw:      []byte("From: bob@example.com\r\nMessage-ID: <x\r\n\ty@z>\r\n\r\nbody\r\n"),
 			decision: Decision{DKIM: []string{"none"}, SPF: "fail", DMARC: "fail"},
 			text: []string{
-				" client=198.51.100.7 mail_from=<> msgid=<xy@z> ",
+				" client=198.51.100.7 mail_from=<> msgid=<xy@z> iprev.result=permerror ",
 				" dkim=none spf.result=fail spf.domain=helo.example spf.identity=helo dmarc.result=fail dmarc.policy=reject dmarc.disposition=reject ",
 			},
 			fields: map[string]any{
 				"client": "198.51.100.7", "mail_from": "<>", "msgid": "<xy@z>",
+				"iprev": map[string]any{"result": "permerror"},
 				"dkim":  []any{},
 				"spf":   map[string]any{"result": "fail", "domain": "helo.example", "identity": "helo"},
 				"dmarc": map[string]any{"result": "fail", "policy": "reject", "disposition": "reject"},
@@ -150,9 +155,9 @@ func TestDecisionLogInbound(t *testing.T) {
 			decision: Decision{DKIM: []string{"none"}, SPF: "none", DMARC: "permerror"},
 			text:     []string{" dmarc.result=permerror ms="},
 			fields: map[string]any{
-				"dmarc": map[string]any{"result": "permerror"}, "client": nil, "msgid": nil, "from": nil,
+				"dmarc": map[string]any{"result": "permerror"}, "client": nil, "msgid": nil, "from": nil, "iprev": nil,
 			},
-			textAbsnt: []string{"queue=", "client=", "msgid="},
+			textAbsnt: []string{"queue=", "client=", "msgid=", "iprev."},
 		},
 	}
 	for _, tt := range tests {

@@ -16,31 +16,34 @@ import (
 func TestInboundAuthResultsDKIM(t *testing.T) {
 	const dnsAuth = "$TTL 300\n" +
 		"example.com. IN TXT \"v=spf1 ip4:192.0.2.0/24 -all\"\n" +
-		"_dmarc.example.com. IN TXT \"v=DMARC1; p=reject\"\n"
-	// DMARC's resinfo is the same in every case.
-	const dmarcPass = "\tdmarc=pass (p=reject dis=none) header.from=example.com"
+		"_dmarc.example.com. IN TXT \"v=DMARC1; p=reject\"\n" +
+		"25.2.0.192.in-addr.arpa. IN PTR mail.example.com.\n" +
+		"mail.example.com. IN A 192.0.2.25\n"
+	// DMARC's and iprev's resinfos are the same in every case.
+	const dmarcIPRevPass = "\tdmarc=pass (p=reject dis=none) header.from=example.com;\r\n" +
+		"\tiprev=pass (mail.example.com) smtp.remote-ip=192.0.2.25 policy.iprev=192.0.2.25"
 	tests := []struct{ fixture, want string }{
 		{"01-pass-rsa2048", " mx.test;\r\n" +
 			"\tdkim=pass header.d=example.com header.s=sel header.a=rsa-sha256 header.b=eRGF+6dt;\r\n" +
 			"\tspf=pass smtp.mailfrom=alice@example.com;\r\n" +
-			dmarcPass},
+			dmarcIPRevPass},
 		{"04-two-signatures-one-bad", " mx.test;\r\n" +
 			"\tdkim=fail (signature did not verify) header.d=esp.example header.s=esp1 header.a=rsa-sha256 header.b=Pjp5d68K;\r\n" +
 			"\tdkim=pass header.d=example.com header.s=sel header.a=rsa-sha256 header.b=CgwS8NKD;\r\n" +
 			"\tspf=pass smtp.mailfrom=alice@example.com;\r\n" +
-			dmarcPass},
+			dmarcIPRevPass},
 		{"17-key-timeout", " mx.test;\r\n" +
 			"\tdkim=temperror (key unavailable: i/o timeout) header.d=example.com header.s=sel header.a=rsa-sha256 header.b=OnIP/VgM;\r\n" +
 			"\tspf=pass smtp.mailfrom=alice@example.com;\r\n" +
-			dmarcPass},
+			dmarcIPRevPass},
 		{"22-key-t-y-pass", " mx.test;\r\n" +
 			"\tdkim=pass (testing mode) header.d=example.com header.s=sel header.a=rsa-sha256 header.b=hooLxZnC;\r\n" +
 			"\tspf=pass smtp.mailfrom=alice@example.com;\r\n" +
-			dmarcPass},
+			dmarcIPRevPass},
 		{"31-body-length-l", " mx.test;\r\n" +
 			"\tdkim=policy (body length limit l= not accepted, RFC 6376 section 8.2) header.d=example.com header.s=sel header.a=rsa-sha256 header.b=LLF3G4Wa;\r\n" +
 			"\tspf=pass smtp.mailfrom=alice@example.com;\r\n" +
-			dmarcPass},
+			dmarcIPRevPass},
 	}
 	for _, tt := range tests {
 		t.Run(tt.fixture, func(t *testing.T) {
