@@ -250,11 +250,36 @@ func TestFiftyOneInstances(t *testing.T) {
 		{"51 sets", many},
 		{"i=51 alone", many[:3]},
 		{"i=999", []dkimsign.Field{{Name: SealField, Value: " i=999; cv=none"}}},
+		{"i=+1", []dkimsign.Field{{Name: SealField, Value: " i=+1; cv=none"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res := Verify(context.Background(), failingResolver{t}, tc.fields, ParseChain(tc.fields), nil)
 			if res.Status != Fail || !strings.Contains(res.Reason, "1..50") {
 				t.Fatalf("got %s %q, want fail naming the 1..50 limit", res.Status, res.Reason)
+			}
+		})
+	}
+}
+
+// TestHugeField attacks the field size bound: an ARC field over 64 KiB
+// fails the chain before it is parsed further or hashed.
+func TestHugeField(t *testing.T) {
+	fields := []dkimsign.Field{
+		{Name: SealField, Value: " i=1; cv=none; a=rsa-sha256; d=x.example; s=s; b=AA=="},
+		{Name: MessageField, Value: " i=1; a=rsa-sha256; d=x.example; s=s; h=from; bh=AA==; b=AA=="},
+		{Name: ResultsField, Value: " i=1; x.example; arc=none"},
+	}
+	for _, name := range []string{SealField, MessageField, ResultsField} {
+		t.Run(name, func(t *testing.T) {
+			f := append([]dkimsign.Field(nil), fields...)
+			for i := range f {
+				if f[i].Name == name {
+					f[i].Value += strings.Repeat(" ", maxFieldLen)
+				}
+			}
+			res := Verify(context.Background(), failingResolver{t}, f, ParseChain(f), nil)
+			if res.Status != Fail || !strings.Contains(res.Reason, "longer than") {
+				t.Fatalf("got %s %q, want fail for the size", res.Status, res.Reason)
 			}
 		})
 	}
@@ -447,5 +472,41 @@ func TestOldestPass(t *testing.T) {
 		if got := OldestPass(context.Background(), r, fields, c, hash); got != tc.want {
 			t.Errorf("%s: oldest-pass %d, want %d", tc.file, got, tc.want)
 		}
+	}
+}
+
+// TestFiftySeals builds a real chain of 50 sets (Ed25519, fast): it
+// passes, and a 51st set is refused, both by Seal and, when forced onto
+// the message by hand, by Verify.
+func TestFiftySeals(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(nil)
+	s := testdns.Start(t)
+	s.SetTXT("ed._domainkey.ed.example", "v=DKIM1; k=ed25519; p="+b64(pub))
+	r, err := resolve.New(resolve.Config{Servers: []string{s.Addr()}, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &SealParams{Domain: "ed.example", Selector: "ed", Signer: priv, HeaderKeys: []string{"From"}, Time: time.Unix(1764979200, 0)}
+	msg := []byte("From: a@example.org\r\n\r\nbody\r\n")
+	for i := 1; i <= MaxInstance; i++ {
+		fields, body := splitMessage(t, msg)
+		if msg, err = sealMessage(t, r, p, fields, body, "ed.example; arc=pass"); err != nil {
+			t.Fatalf("seal %d: %v", i, err)
+		}
+	}
+	if res := verifyRaw(t, r, msg); res.Status != Pass || res.Instance != MaxInstance {
+		t.Fatalf("50 sets: %s i=%d (%s)", res.Status, res.Instance, res.Reason)
+	}
+	fields, body := splitMessage(t, msg)
+	if _, err := sealMessage(t, r, p, fields, body, "ed.example; arc=pass"); err != ErrNotSealable {
+		t.Fatalf("51st seal: err %v, want ErrNotSealable", err)
+	}
+	forged := append([]dkimsign.Field{
+		{Name: SealField, Value: " i=51; cv=pass; a=ed25519-sha256; d=ed.example; s=ed; b=AA=="},
+		{Name: MessageField, Value: " i=51; a=ed25519-sha256; d=ed.example; s=ed; h=from; bh=AA==; b=AA=="},
+		{Name: ResultsField, Value: " i=51; ed.example; arc=pass"},
+	}, fields...)
+	if res := verifyMessage(r, forged, body); res.Status != Fail || !strings.Contains(res.Reason, "1..50") {
+		t.Fatalf("51 sets: %s %q", res.Status, res.Reason)
 	}
 }

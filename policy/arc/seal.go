@@ -117,8 +117,11 @@ func Seal(p SealParams, header []dkimsign.Field, c *Chain, cv Status, bodyHash [
 		sets = nil
 	}
 	sets = append(sets, Set{Instance: instance, Results: aar, Message: ams, Seal: seal})
-	sum := sha256.Sum256(sealInput(sets))
-	if b, err = sign(sum[:]); err != nil {
+	digests, err := sealDigests(sets)
+	if err != nil {
+		return nil, err
+	}
+	if b, err = sign(digests[len(digests)-1]); err != nil {
 		return nil, err
 	}
 	seal += b

@@ -6,9 +6,11 @@ import (
 	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/sha256"
+	"encoding"
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -139,9 +141,16 @@ func Verify(ctx context.Context, r Resolver, header []dkimsign.Field, c *Chain, 
 		res.Reason = fmt.Sprintf("i=%d ARC-Message-Signature: %v", n, err)
 		return res
 	}
-	// Step 6: every seal, newest first.
+	// Step 6: every seal, newest first. Their digests share a growing
+	// prefix (the sets before them), hashed once: the work stays linear
+	// in the header size, whatever the number of sets.
+	digests, err := sealDigests(c.Sets)
+	if err != nil {
+		res.Reason = err.Error()
+		return res
+	}
 	for k := n - 1; k >= 0; k-- {
-		if err := verifySeal(ctx, r, c.Sets[:k+1], seals[k]); err != nil {
+		if err := verifySeal(ctx, r, seals[k], digests[k]); err != nil {
 			res.Reason = fmt.Sprintf("i=%d ARC-Seal: %v", k+1, err)
 			return res
 		}
@@ -193,35 +202,46 @@ func verifyMessageSignature(ctx context.Context, r Resolver, header []dkimsign.F
 	return checkSignature(ctx, r, tags, h.Sum(nil))
 }
 
-// verifySeal checks the ARC-Seal of the last set of sets: its signing
-// input is every set up to it, oldest first, each as
-// ARC-Authentication-Results, ARC-Message-Signature, ARC-Seal, relaxed, with
-// this seal's b= empty (RFC 8617 §5.1.1).
-func verifySeal(ctx context.Context, r Resolver, sets []Set, tags map[string]string) error {
+// verifySeal checks an ARC-Seal whose signing input hashed to digest.
+func verifySeal(ctx context.Context, r Resolver, tags map[string]string, digest []byte) error {
 	for _, t := range []string{"a", "b", "d", "s"} {
 		if tags[t] == "" {
 			return fmt.Errorf("missing %s= tag", t)
 		}
 	}
-	h := sha256.New()
-	h.Write(sealInput(sets))
-	return checkSignature(ctx, r, tags, h.Sum(nil))
+	return checkSignature(ctx, r, tags, digest)
 }
 
-// sealInput is the canonical signing input of the last seal of sets.
-func sealInput(sets []Set) []byte {
-	var b strings.Builder
-	last := len(sets) - 1
+// sealDigests returns, for each set, the SHA-256 of its seal's signing
+// input: every set up to it, oldest first, each as
+// ARC-Authentication-Results, ARC-Message-Signature, ARC-Seal, relaxed,
+// with that seal's b= empty and no final CRLF (RFC 8617 §5.1.1).
+func sealDigests(sets []Set) ([][]byte, error) {
+	prefix := sha256.New()
+	out := make([][]byte, len(sets))
 	for k, s := range sets {
-		b.WriteString(dkimsign.CanonicalizeField(dkimsign.Relaxed, ResultsField, s.Results, true))
-		b.WriteString(dkimsign.CanonicalizeField(dkimsign.Relaxed, MessageField, s.Message, true))
-		if k < last {
-			b.WriteString(dkimsign.CanonicalizeField(dkimsign.Relaxed, SealField, s.Seal, true))
-		} else {
-			b.WriteString(dkimsign.CanonicalizeField(dkimsign.Relaxed, SealField, stripSignature(s.Seal), false))
+		state, err := prefix.(encoding.BinaryMarshaler).MarshalBinary()
+		if err != nil {
+			return nil, fmt.Errorf("arc: hash state: %w", err)
 		}
+		h := sha256.New()
+		if err := h.(encoding.BinaryUnmarshaler).UnmarshalBinary(state); err != nil {
+			return nil, fmt.Errorf("arc: hash state: %w", err)
+		}
+		writeSetHead(h, s)
+		h.Write([]byte(dkimsign.CanonicalizeField(dkimsign.Relaxed, SealField, stripSignature(s.Seal), false)))
+		out[k] = h.Sum(nil)
+		writeSetHead(prefix, s)
+		prefix.Write([]byte(dkimsign.CanonicalizeField(dkimsign.Relaxed, SealField, s.Seal, true)))
 	}
-	return []byte(b.String())
+	return out, nil
+}
+
+// writeSetHead hashes a set's ARC-Authentication-Results and
+// ARC-Message-Signature as a seal's signing input has them.
+func writeSetHead(h io.Writer, s Set) {
+	io.WriteString(h, dkimsign.CanonicalizeField(dkimsign.Relaxed, ResultsField, s.Results, true))
+	io.WriteString(h, dkimsign.CanonicalizeField(dkimsign.Relaxed, MessageField, s.Message, true))
 }
 
 // checkSignature fetches the key of d= and s= (selector._domainkey.d TXT,
