@@ -106,9 +106,8 @@ func (m *Message) arcResult() *arc.Result {
 // smtp.remote-ip=..., the oldest instance whose AMS still verifies (0: all
 // do) and the address the last sealer recorded in its
 // ARC-Authentication-Results (the two properties RFC 8617 registers for
-// arc). fail: the reason
-// (instance and what failed) in the comment, and no properties, since a
-// failed chain's AAR cannot be trusted.
+// arc). fail: the reason (instance and what failed) in the comment, and no
+// properties, since a failed chain's AAR cannot be trusted.
 func (m *Message) arcEntry() (e arEntry, ok bool) {
 	if m.arc == nil || m.arc.chain == nil {
 		return arEntry{}, false
@@ -130,8 +129,8 @@ func (m *Message) arcEntry() (e arEntry, ok bool) {
 // arcOverride reports whether a DMARC failure is not enforced because a
 // trusted sealer (dmarc.trusted_arc_sealers) saw the message pass, and
 // with which Override: the chain must pass and one of its sealers must be
-// trusted and have recorded dmarc=pass in its own ARC-Authentication-Results
-// (RFC 9989 §5.7.3 leaves this local policy to the receiver; RFC 8617 §7.2).
+// trusted and have recorded dmarc=pass in its own ARC-Authentication-Results.
+// Which sealers to trust is the receiver's local policy (RFC 8617 §7).
 func (m *Message) arcOverride(dres *dmarc.Result) (o Override, ok bool) {
 	if dres == nil || dres.Outcome != dmarc.OutcomeFail || m.arc == nil || m.arc.chain == nil ||
 		len(m.p.cfg.DMARC.TrustedARCSealers) == 0 {
