@@ -10,7 +10,7 @@ package policy
 //   - pass: a PTR name resolves back to the client;
 //   - fail: the PTR names have addresses, or none at all (NXDOMAIN,
 //     NODATA), but none is the client's;
-//   - temperror: the PTR lookup failed for a reason likely to pass (a
+//   - temperror: the PTR lookup failed for a reason likely to go away (a
 //     timeout, SERVFAIL), or a forward lookup did and no name passed;
 //   - permerror: no PTR data are published for the client (NXDOMAIN,
 //     NODATA), or none of the PTR names is a host name that can be looked
