@@ -8,14 +8,13 @@ package policy
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"sort"
 	"strings"
 	"time"
 	"weak"
-
-	"blitiri.com.ar/go/spf"
 
 	"github.com/authmilter/authmilter/keys"
 	"github.com/authmilter/authmilter/policy/dkimsign"
@@ -63,7 +62,10 @@ type Policy struct {
 // DMARC. *resolve.Resolver implements it; errors are *net.DNSError so that
 // "no record" and "try later" stay distinguishable.
 type Resolver interface {
-	spf.DNSResolver
+	LookupTXT(ctx context.Context, name string) ([]string, error)
+	LookupMX(ctx context.Context, name string) ([]*net.MX, error)
+	LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error)
+	LookupAddr(ctx context.Context, addr string) (names []string, err error)
 }
 
 // Compile builds a snapshot: it loads the key table and, when

@@ -3,13 +3,13 @@
 // classifies every failure as permanent or temporary.
 //
 // Its lookup methods have the signatures of *net.Resolver, so a *Resolver
-// can be given to blitiri.com.ar/go/spf (spf.WithResolver) and used for
+// can be given to the SPF evaluator (policy/spf) and used for
 // DKIM key and DMARC record lookups alike.
 //
 // # Errors
 //
-// Every error is a *net.DNSError, returned unwrapped (the SPF library
-// type-asserts it), with Name (the name or address the caller asked for),
+// Every error is a *net.DNSError, returned unwrapped (callers
+// type-assert it), with Name (the name or address the caller asked for),
 // Server (when one answered or failed) and Err set, and exactly one of:
 //
 //   - IsNotFound: a permanent answer. NXDOMAIN (Err "no such host"), NODATA
