@@ -5,8 +5,21 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
 .PHONY: build run test test-unit vet deps bench fuzz soak clean
 
+# RSA signatures are made by OpenSSL's libcrypto (cgo; needs libssl-dev,
+# pkg-config and a C compiler) when the machine has it, by Go's crypto/rsa
+# (-tags purego) otherwise: `make run` works before `make deps`.
+PKG_CONFIG ?= pkg-config
 build:
-	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/authmilter
+	@tags=; cgo=; cc=$$($(GO) env CC); \
+	if [ "$$($(GO) env CGO_ENABLED)" != 1 ] || ! command -v "$${cc%% *}" >/dev/null 2>&1; then \
+		tags="-tags purego"; cgo=CGO_ENABLED=0; \
+		echo "note: cgo is off (no C compiler, or CGO_ENABLED=0): building with the Go RSA signer"; \
+	elif ! $(PKG_CONFIG) --exists libcrypto 2>/dev/null; then \
+		tags="-tags purego"; \
+		echo "note: libcrypto not found (apt-get install libssl-dev pkg-config): building with the Go RSA signer"; \
+	fi; \
+	echo "$${cgo:+$$cgo }$(GO) build $$tags -o $(BIN) ./cmd/authmilter"; \
+	env $$cgo $(GO) build $$tags -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/authmilter
 
 # Builds and starts the daemon with the built-in defaults (or
 # /etc/authmilter/authmilter.toml if present); CONFIG=file to choose.
