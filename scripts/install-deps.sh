@@ -8,12 +8,15 @@
 #    test/esp: Knot DNS servers and an unbound recursive resolver), and
 #    systemd's tools and passwd (useradd) for the tests of contrib/
 #    (test/contrib), PostgreSQL (the reports store a fleet shares) and
-#    xmllint (DMARC reports are validated against the RFC 9990 schema).
+#    xmllint (DMARC reports are validated against the RFC 9990 schema);
+#  - libssl-dev, pkg-config and gcc: the build signs RSA with OpenSSL's
+#    libcrypto through cgo (the binary then needs libssl3 at run time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
-extra=(knot knot-dnsutils unbound procps iproute2 systemd passwd postgresql libxml2-utils)
+extra=(knot knot-dnsutils unbound procps iproute2 systemd passwd postgresql libxml2-utils
+       libssl-dev pkg-config gcc libc6-dev)
 
 have_all() {
   for p in postfix dovecot-core opendkim opendkim-tools miltertest python3-dkim python3-dnspython \
