@@ -75,6 +75,15 @@ type opts struct {
 	opendkim string
 	keep     bool
 	reps     int
+	size     int // of the signing message, in bytes
+}
+
+// sizeLabel is the signing message's size as the report says it.
+func (o *opts) sizeLabel() string {
+	if o.size%1024 == 0 {
+		return fmt.Sprintf("%d KiB", o.size/1024)
+	}
+	return fmt.Sprintf("%d bytes", o.size)
 }
 
 func main() {
@@ -93,6 +102,7 @@ func main() {
 	flag.BoolVar(&o.goBench, "gobench", true, "run the Go RSA-limit benchmark (go test in ./policy)")
 	flag.StringVar(&o.opendkim, "opendkim", "/usr/sbin/opendkim", "OpenDKIM binary")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (configs, keys, logs)")
+	flag.IntVar(&o.size, "size", 4<<10, "size in bytes of the message signed (and verified); the memory point always uses 1 MiB")
 	flag.IntVar(&o.reps, "reps", 2, "repetitions of each point, alternating the milters; the best throughput of each is reported")
 	flag.Parse()
 	if o.bin == "" {
@@ -365,10 +375,10 @@ mail.example.com.     IN TXT "v=spf1 a -all"
 		return err
 	}
 
-	// Messages: the same 4 KiB and 1 MiB messages for both milters.
+	// Messages: the same -size and 1 MiB messages for both milters.
 	r.msg4k = filepath.Join(r.work, "msg-4k.eml")
 	r.msg1m = filepath.Join(r.work, "msg-1m.eml")
-	if err := os.WriteFile(r.msg4k, loadmsg.Generate(4<<10, "compare", "example.com", "example.org"), 0o644); err != nil {
+	if err := os.WriteFile(r.msg4k, loadmsg.Generate(r.o.size, "compare", "example.com", "example.org"), 0o644); err != nil {
 		return err
 	}
 	if err := os.WriteFile(r.msg1m, loadmsg.Generate(1<<20, "compare", "example.com", "example.org"), 0o644); err != nil {
@@ -1030,7 +1040,7 @@ func (r *runner) report() string {
 	w("\n")
 
 	r.summary(&b)
-	w("## Signing, 4 KiB message, TCP (inet:127.0.0.1)\n\n")
+	w("## Signing, %s message, TCP (inet:127.0.0.1)\n\n", r.o.sizeLabel())
 	r.table(&b, r.sign)
 	if r.noQuickack != nil {
 		w("\nWithout TCP_QUICKACK on the client (c=8): authmilter %.0f msgs/s, p99 %.1f ms; OpenDKIM %.0f msgs/s, p99 %.1f ms. "+
@@ -1040,7 +1050,7 @@ func (r *runner) report() string {
 			r.noQuickack.am.Res.MsgsPerSec, r.noQuickack.am.Res.Latency.P99, r.noQuickack.od.Res.MsgsPerSec, r.noQuickack.od.Res.Latency.P99)
 	}
 	if len(r.signUnix) > 0 {
-		w("\n## Signing, 4 KiB message, unix socket\n\n")
+		w("\n## Signing, %s message, unix socket\n\n", r.o.sizeLabel())
 		r.table(&b, r.signUnix)
 	}
 	if r.mem != nil {
@@ -1057,7 +1067,7 @@ func (r *runner) report() string {
 		}
 	}
 	if len(r.verifyRes) > 0 {
-		w("\n## Verification, the 4 KiB message signed by authmilter, TCP, inbound client 192.0.2.25\n\n")
+		w("\n## Verification, the %s message signed by authmilter, TCP, inbound client 192.0.2.25\n\n", r.o.sizeLabel())
 		w("OpenDKIM `Mode v` (DKIM only); authmilter inbound does DKIM, SPF and DMARC and writes one Authentication-Results field. " +
 			"Keys, SPF and DMARC records come from the testdnsd server (both milters cache answers).\n\n")
 		r.table(&b, r.verifyRes)
@@ -1243,7 +1253,7 @@ func goVersion() string {
 
 func (r *runner) authmilterVersion() string {
 	v, _ := exec.Command(filepath.Join(r.o.bin, "authmilter"), "version").Output()
-	s := strings.TrimSpace(string(v))
+	s := strings.ReplaceAll(strings.TrimSpace(string(v)), "\n", ", ") // with the signer line
 	// Read-only look at the checkout, if there is one.
 	if rev, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output(); err == nil {
 		s += ", checkout " + strings.TrimSpace(string(rev))
