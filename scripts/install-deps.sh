@@ -10,13 +10,14 @@
 #    (test/contrib), PostgreSQL (the reports store a fleet shares) and
 #    xmllint (DMARC reports are validated against the RFC 9990 schema);
 #  - libssl-dev, pkg-config and gcc: the build signs RSA with OpenSSL's
-#    libcrypto through cgo (the binary then needs libssl3 at run time).
+#    libcrypto through cgo (the binary then needs libssl3 at run time);
+#  - python3-authres: dkimpy's ARC signer (the ARC interop tests) needs it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
 extra=(knot knot-dnsutils unbound procps iproute2 systemd passwd postgresql libxml2-utils
-       libssl-dev pkg-config gcc libc6-dev)
+       libssl-dev pkg-config gcc libc6-dev python3-authres)
 
 have_all() {
   for p in postfix dovecot-core opendkim opendkim-tools miltertest python3-dkim python3-dnspython \
