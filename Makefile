@@ -7,17 +7,19 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 
 # RSA signatures are made by OpenSSL's libcrypto (cgo; needs libssl-dev,
 # pkg-config and a C compiler) when the machine has it, by Go's crypto/rsa
-# (-tags purego) otherwise: `make run` works before `make deps`. Go's own
-# linker, as for a pure Go binary: with the external one (cgo's default)
-# the daemon starts with about 7 MiB more resident (bench/RESULTS.md).
+# otherwise (-tags nolibcrypto, or CGO_ENABLED=0; not -tags purego, which
+# also turns off the assembly of Go's crypto and doubles its RSA cost), so
+# that `make run` works before `make deps`. Linked by Go's own linker, as a
+# pure Go binary is: with the external one (cgo's default) the daemon starts
+# with about 7 MiB more resident (bench/RESULTS.md).
 PKG_CONFIG ?= pkg-config
 build:
 	@tags=; cgo=; cc=$$($(GO) env CC); \
 	if [ "$$($(GO) env CGO_ENABLED)" != 1 ] || ! command -v "$${cc%% *}" >/dev/null 2>&1; then \
-		tags="-tags purego"; cgo=CGO_ENABLED=0; \
+		cgo=CGO_ENABLED=0; \
 		echo "note: cgo is off (no C compiler, or CGO_ENABLED=0): building with the Go RSA signer"; \
 	elif ! $(PKG_CONFIG) --exists libcrypto 2>/dev/null; then \
-		tags="-tags purego"; \
+		tags="-tags nolibcrypto"; \
 		echo "note: libcrypto not found (apt-get install libssl-dev pkg-config): building with the Go RSA signer"; \
 	fi; \
 	echo "$${cgo:+$$cgo }$(GO) build $$tags -o $(BIN) ./cmd/authmilter"; \

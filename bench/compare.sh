@@ -13,5 +13,6 @@ cd "$(dirname "$0")/.."
 command -v go >/dev/null 2>&1 || PATH=$PATH:/usr/local/go/bin
 bin=$(mktemp -d "${TMPDIR:-/tmp}/authmilter-bench-bin.XXXXXX")
 trap 'rm -rf "$bin"' EXIT INT TERM
-go build -o "$bin/" ./cmd/authmilter ./cmd/milterload ./internal/testdns/testdnsd ./bench/compare
+# Linked as `make build` links (Go's linker; see the Makefile).
+go build -ldflags=-linkmode=internal -o "$bin/" ./cmd/authmilter ./cmd/milterload ./internal/testdns/testdnsd ./bench/compare
 "$bin/compare" -bin "$bin" "$@"

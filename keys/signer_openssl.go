@@ -1,4 +1,4 @@
-//go:build cgo && !purego
+//go:build cgo && !purego && !nolibcrypto
 
 package keys
 
@@ -16,7 +16,7 @@ package keys
 #include <openssl/rsa.h>
 
 #if OPENSSL_VERSION_MAJOR < 3
-#error "authmilter's libcrypto signer needs OpenSSL 3 (Debian: libssl-dev); build with -tags purego for the Go signer"
+#error "authmilter's libcrypto signer needs OpenSSL 3 (Debian: libssl-dev); build with -tags nolibcrypto for the Go signer"
 #endif
 
 // am_errstr writes the reason of the last error in this thread's queue

@@ -17,9 +17,9 @@ import (
 const signingTests = "^(TestOurSignaturesVerifyWithPeers|TestARCInterop|TestARCLiveChainThroughMilter)$"
 
 // TestSignaturesWithGoSigner runs the signing tests once more, built with
-// -tags purego (crypto/rsa), when this test binary signs with libcrypto:
+// -tags nolibcrypto (crypto/rsa), when this test binary signs with libcrypto:
 // `go test ./...` (make test) then checks both signers against the peers.
-// A binary built with CGO_ENABLED=0 or -tags purego already signs with
+// A binary built with CGO_ENABLED=0 or -tags nolibcrypto already signs with
 // crypto/rsa, and the test has nothing more to do.
 // AUTHMILTER_TEST_SIGNERS=default turns the second run off.
 func TestSignaturesWithGoSigner(t *testing.T) {
@@ -34,10 +34,10 @@ func TestSignaturesWithGoSigner(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "test", "-count=1", "-tags", "purego", "-run", signingTests, ".")
+	cmd := exec.CommandContext(ctx, "go", "test", "-count=1", "-tags", "nolibcrypto", "-run", signingTests, ".")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("signing tests with the Go signer (go test -tags purego -run '%s' ./test/interop): %v\n%s", signingTests, err, out)
+		t.Fatalf("signing tests with the Go signer (go test -tags nolibcrypto -run '%s' ./test/interop): %v\n%s", signingTests, err, out)
 	}
 	t.Logf("with the Go signer: %s", strings.TrimSpace(string(out)))
 }
