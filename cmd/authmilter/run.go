@@ -114,9 +114,6 @@ func cmdRun(args []string) error {
 	if err := srv.Listen(cfg.Listen, perm, cfg.SocketGroup); err != nil {
 		return err
 	}
-	for _, a := range srv.Addrs() {
-		d.log.Info("listening", "addr", a.Network()+":"+a.String())
-	}
 	if d.metricsSrv, err = startMetrics(cfg.Metrics.Listen, d); err != nil {
 		srv.Close()
 		return err
@@ -126,6 +123,11 @@ func cmdRun(args []string) error {
 		return err
 	}
 	defer d.keyDNS.stop()
+	// Said once every listener is bound, /metrics and the key DNS server
+	// included: scripts and tests wait for this line, then use them all.
+	for _, a := range srv.Addrs() {
+		d.log.Info("listening", "addr", a.Network()+":"+a.String())
+	}
 
 	first, firstGen, err := d.start(cfg, sigs)
 	if err != nil {
