@@ -20,52 +20,80 @@ type MTASTSReport struct {
 // checkMTASTS checks the _mta-sts record.
 func checkMTASTS(ctx context.Context, e *env) (*MTASTSReport, []Finding) {
 	name := "_mta-sts." + e.domain
-	recs, fs, ok := versionedTXT(ctx, e, CheckMTASTS, "mta-sts", name, "v=STSv1")
-	if !ok {
+	rec, fs, st := stsRecord.lookup(ctx, e, name)
+	switch st {
+	case recordDNSError:
 		return nil, fs
-	}
-	add := func(sev Severity, code, msg, fix string) {
-		fs = append(fs, Finding{Check: CheckMTASTS, Severity: sev, Code: code, Message: msg, Fix: fix})
-	}
-	switch len(recs) {
-	case 0:
-		add(OK, "mta-sts-absent", fmt.Sprintf("no MTA-STS policy (optional): no v=STSv1 record at %s", name), "")
-		return &MTASTSReport{}, fs
-	case 1:
-	default:
-		// RFC 8461 §3.1: senders then assume there is no policy.
-		add(Error, "mta-sts-multiple", fmt.Sprintf("%d v=STSv1 records at %s: senders ignore MTA-STS", len(recs), name), "keep exactly one record at "+name)
+	case recordNotOne:
 		return &MTASTSReport{}, fs
 	}
-	rep := &MTASTSReport{Record: recs[0]}
-	id, err := parseSTSRecord(recs[0])
+	rep := &MTASTSReport{Record: rec}
+	id, err := parseSTSRecord(rec)
 	if err != nil {
-		add(Error, "mta-sts-syntax", fmt.Sprintf("the record at %s is invalid: %s; senders ignore MTA-STS", name, err),
-			fmt.Sprintf("publish %s TXT \"v=STSv1; id=20260101000000\" (id: 1 to 32 letters and digits, changed with each policy)", name))
+		fs = append(fs, stsRecord.invalid(name, err,
+			fmt.Sprintf("publish %s TXT \"v=STSv1; id=20260101000000\" (id: 1 to 32 letters and digits, changed with each policy)", name)))
 		return rep, fs
 	}
 	rep.ID = id
-	add(OK, "mta-sts-ok", fmt.Sprintf("MTA-STS record at %s, id=%s (the policy at https://mta-sts.%s/.well-known/mta-sts.txt is not fetched)", name, id, e.domain), "")
+	fs = append(fs, Finding{Check: CheckMTASTS, Severity: OK, Code: "mta-sts-ok",
+		Message: fmt.Sprintf("MTA-STS record at %s, id=%s (the policy at https://mta-sts.%s/.well-known/mta-sts.txt is not fetched)", name, id, e.domain)})
 	return rep, fs
 }
 
-// versionedTXT returns the TXT records at name that begin with version
-// (others are discarded, RFC 8461 §3.1, RFC 8460 §3); ok is false after a
-// DNS failure, reported in fs.
-func versionedTXT(ctx context.Context, e *env, check, prefix, name, version string) (recs []string, fs []Finding, ok bool) {
+// stsRecord is the _mta-sts record: RFC 8461 §3.1 has senders assume
+// there is no policy unless exactly one valid record is published.
+var stsRecord = versionedRecord{check: CheckMTASTS, prefix: "mta-sts", version: "v=STSv1",
+	absent: "no MTA-STS policy (optional)", ignored: "senders ignore MTA-STS"}
+
+// versionedRecord is a TXT record that counts only when it is the one
+// record of its version at its name (MTA-STS, TLS reporting).
+type versionedRecord struct {
+	check, prefix, version string
+	// absent says what no record means; ignored what senders do when
+	// there are several or the one is invalid.
+	absent, ignored string
+}
+
+// recordState is what versionedRecord.lookup found.
+type recordState int
+
+const (
+	recordOne      recordState = iota // exactly one record
+	recordNotOne                      // none or several, reported
+	recordDNSError                    // no answer, reported
+)
+
+// lookup returns the one record of v's version at name. Other TXT records
+// there are discarded (RFC 8461 §3.1, RFC 8460 §3). Without exactly one,
+// fs says why: none is ok (both are optional), several is an error.
+func (v versionedRecord) lookup(ctx context.Context, e *env, name string) (rec string, fs []Finding, st recordState) {
 	txts, err := e.r.LookupTXT(ctx, name)
-	if err != nil {
-		if resolve.IsNotFound(err) {
-			return nil, nil, true
-		}
-		return nil, []Finding{dnsFailure(check, prefix+"-dns-error", "", "TXT "+name, err)}, false
+	if err != nil && !resolve.IsNotFound(err) {
+		return "", []Finding{dnsFailure(v.check, v.prefix+"-dns-error", "", "TXT "+name, err)}, recordDNSError
 	}
+	var recs []string
 	for _, t := range txts {
-		if t == version || strings.HasPrefix(t, version+";") || strings.HasPrefix(t, version+" ") || strings.HasPrefix(t, version+"\t") {
+		if t == v.version || strings.HasPrefix(t, v.version+";") || strings.HasPrefix(t, v.version+" ") || strings.HasPrefix(t, v.version+"\t") {
 			recs = append(recs, t)
 		}
 	}
-	return recs, nil, true
+	switch len(recs) {
+	case 1:
+		return recs[0], nil, recordOne
+	case 0:
+		return "", []Finding{{Check: v.check, Severity: OK, Code: v.prefix + "-absent",
+			Message: fmt.Sprintf("%s: no %s record at %s", v.absent, v.version, name)}}, recordNotOne
+	}
+	return "", []Finding{{Check: v.check, Severity: Error, Code: v.prefix + "-multiple",
+		Message: fmt.Sprintf("%d %s records at %s: %s", len(recs), v.version, name, v.ignored),
+		Fix:     "keep exactly one record at " + name}}, recordNotOne
+}
+
+// invalid is the finding for the one record at name when it does not
+// parse.
+func (v versionedRecord) invalid(name string, err error, fix string) Finding {
+	return Finding{Check: v.check, Severity: Error, Code: v.prefix + "-syntax",
+		Message: fmt.Sprintf("the record at %s is invalid: %s; %s", name, err, v.ignored), Fix: fix}
 }
 
 // parseSTSRecord checks an MTA-STS TXT record (RFC 8461 §3.1) and returns

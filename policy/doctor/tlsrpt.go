@@ -17,34 +17,31 @@ type TLSRPTReport struct {
 // checkTLSRPT checks the _smtp._tls record.
 func checkTLSRPT(ctx context.Context, e *env) (*TLSRPTReport, []Finding) {
 	name := "_smtp._tls." + e.domain
-	recs, fs, ok := versionedTXT(ctx, e, CheckTLSRPT, "tls-rpt", name, "v=TLSRPTv1")
-	if !ok {
+	rec, fs, st := tlsrptRecord.lookup(ctx, e, name)
+	switch st {
+	case recordDNSError:
 		return nil, fs
-	}
-	add := func(sev Severity, code, msg, fix string) {
-		fs = append(fs, Finding{Check: CheckTLSRPT, Severity: sev, Code: code, Message: msg, Fix: fix})
-	}
-	switch len(recs) {
-	case 0:
-		add(OK, "tls-rpt-absent", fmt.Sprintf("no TLS reporting (optional): no v=TLSRPTv1 record at %s", name), "")
-		return &TLSRPTReport{}, fs
-	case 1:
-	default:
-		// RFC 8460 §3: senders then assume the domain has no TLS reporting.
-		add(Error, "tls-rpt-multiple", fmt.Sprintf("%d v=TLSRPTv1 records at %s: senders send no TLS reports", len(recs), name), "keep exactly one record at "+name)
+	case recordNotOne:
 		return &TLSRPTReport{}, fs
 	}
-	rep := &TLSRPTReport{Record: recs[0]}
-	rua, err := parseTLSRPTRecord(recs[0])
+	rep := &TLSRPTReport{Record: rec}
+	rua, err := parseTLSRPTRecord(rec)
 	if err != nil {
-		add(Error, "tls-rpt-syntax", fmt.Sprintf("the record at %s is invalid: %s; senders send no TLS reports", name, err),
-			fmt.Sprintf("publish %s TXT \"v=TLSRPTv1; rua=mailto:tls-reports@%s\"", name, e.domain))
+		fs = append(fs, tlsrptRecord.invalid(name, err,
+			fmt.Sprintf("publish %s TXT \"v=TLSRPTv1; rua=mailto:tls-reports@%s\"", name, e.domain)))
 		return rep, fs
 	}
 	rep.RUA = rua
-	add(OK, "tls-rpt-ok", fmt.Sprintf("TLS reports for %s go to %s", e.domain, clipText(strings.Join(rua, ", "))), "")
+	fs = append(fs, Finding{Check: CheckTLSRPT, Severity: OK, Code: "tls-rpt-ok",
+		Message: fmt.Sprintf("TLS reports for %s go to %s", e.domain, clipText(strings.Join(rua, ", ")))})
 	return rep, fs
 }
+
+// tlsrptRecord is the _smtp._tls record: RFC 8460 §3 has senders assume
+// the domain has no TLS reporting unless exactly one valid record is
+// published.
+var tlsrptRecord = versionedRecord{check: CheckTLSRPT, prefix: "tls-rpt", version: "v=TLSRPTv1",
+	absent: "no TLS reporting (optional)", ignored: "senders send no TLS reports"}
 
 // maxTLSRPTURIs bounds the rua URIs kept from one record.
 const maxTLSRPTURIs = 20
