@@ -52,6 +52,46 @@ type iprevOutcome struct {
 	// reason explains any other result, for our Authentication-Results
 	// comment.
 	reason string
+	// names are the PTR names checked (valid host names, sorted, at most
+	// iprevMaxNames).
+	names []string
+	// err is the DNS error behind a temperror, and errName the name whose
+	// address lookup failed ("" for the PTR lookup).
+	err     error
+	errName string
+}
+
+// IPRev is the outcome of an iprev check (RFC 8601 §3) as inbound
+// verification computes it, for other tools (authmilter doctor).
+type IPRev struct {
+	// Result is pass, fail, temperror or permerror.
+	Result string
+	// Name is the PTR name that resolved back to the client (pass).
+	Name string
+	// Names are the PTR names checked: the valid host names among the
+	// PTR records, sorted, at most IPRevMaxNames.
+	Names []string
+	// Reason explains any other result, as our Authentication-Results
+	// comment does.
+	Reason string
+	// Err is the DNS error behind a temperror, ErrName the name whose
+	// address lookup failed ("" when the PTR lookup did).
+	Err     error
+	ErrName string
+}
+
+// IPRevNoPTR is the Reason of a permerror for a client with no PTR
+// record at all (NXDOMAIN, NODATA).
+const IPRevNoPTR = "no PTR record"
+
+// IPRevMaxNames is the most PTR names an iprev check confirms.
+const IPRevMaxNames = iprevMaxNames
+
+// CheckIPRev runs the iprev check of client with r, exactly as inbound
+// verification does.
+func CheckIPRev(ctx context.Context, r Resolver, client netip.Addr) IPRev {
+	o := checkIPRev(ctx, r, client.Unmap().WithZone(""))
+	return IPRev{Result: o.result, Name: o.name, Names: o.names, Reason: o.reason, Err: o.err, ErrName: o.errName}
 }
 
 // startIPRev starts the iprev check of the client when the message's
@@ -127,13 +167,14 @@ func checkIPRev(ctx context.Context, r Resolver, client netip.Addr) iprevOutcome
 	ptrs, err := r.LookupAddr(ctx, client.String())
 	if err != nil {
 		if resolve.IsNotFound(err) {
-			out.result, out.reason = "permerror", "no PTR record"
+			out.result, out.reason = "permerror", IPRevNoPTR
 		} else {
-			out.result, out.reason = "temperror", "PTR lookup: "+iprevErrText(err)
+			out.result, out.reason, out.err = "temperror", "PTR lookup: "+iprevErrText(err), err
 		}
 		return out
 	}
 	names, valid := iprevNames(ptrs)
+	out.names = names
 	if len(names) == 0 {
 		out.result, out.reason = "permerror", "no PTR name is a valid host name"
 		return out
@@ -148,6 +189,7 @@ func checkIPRev(ctx context.Context, r Resolver, client netip.Addr) iprevOutcome
 	for _, f := range fwd {
 		if f.err != nil && !resolve.IsNotFound(f.err) {
 			out.result, out.reason = "temperror", "lookup "+f.name+": "+iprevErrText(f.err)
+			out.err, out.errName = f.err, f.name
 			return out
 		}
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/authmilter/authmilter/internal/testdns"
+	"github.com/authmilter/authmilter/policy"
 	"github.com/authmilter/authmilter/policy/resolve"
 )
 
@@ -301,6 +302,11 @@ func TestHostsCheck(t *testing.T) {
 		{name: "no PTR", opt: ip("192.0.2.13"), want: []string{"hosts-no-ptr@192.0.2.13", "hosts-dmarc-needs-dkim@192.0.2.13"}},
 		{name: "PTR name without address", opt: ip("192.0.2.11"), want: []string{"hosts-not-fcrdns@192.0.2.11"}},
 		{name: "PTR name elsewhere", opt: ip("192.0.2.12"), want: []string{"hosts-not-fcrdns@192.0.2.12", "hosts-dmarc-needs-dkim@192.0.2.12"}},
+		// A PTR name that is an address would "confirm" itself (the resolver
+		// returns a literal without asking); inbound iprev calls it a
+		// permerror, and so must doctor.
+		{name: "PTR name that is an address", opt: ip("192.0.2.16"), want: []string{"hosts-not-fcrdns@192.0.2.16"},
+			never: []string{"hosts-fcrdns"}},
 		{name: "PTR timeout", opt: ip("192.0.2.14"), drop: []string{"14.2.0.192.in-addr.arpa"},
 			want: []string{"hosts-dns-error@192.0.2.14"}, never: []string{"hosts-no-ptr"}},
 		{name: "PTR SERVFAIL", opt: ip("192.0.2.15"), fail: []string{"15.2.0.192.in-addr.arpa"},
@@ -342,14 +348,14 @@ func TestHostsReport(t *testing.T) {
 	}
 }
 
-// TestHostsPTRLimit attacks the number of PTR names: at most maxPTRNames
+// TestHostsPTRLimit attacks the number of PTR names: at most policy.IPRevMaxNames
 // are kept and forward-checked.
 func TestHostsPTRLimit(t *testing.T) {
 	w := newChecksWorld(t)
 	e := w.env("hosts.test", Options{IPs: []netip.Addr{netip.MustParseAddr("192.0.2.20")}})
 	reps, fs := checkHosts(context.Background(), e, nil, nil)
-	if len(reps) != 1 || len(reps[0].PTR) != maxPTRNames {
-		t.Errorf("host reports = %+v, want one with %d PTR names", reps, maxPTRNames)
+	if len(reps) != 1 || len(reps[0].PTR) != policy.IPRevMaxNames {
+		t.Errorf("host reports = %+v, want one with %d PTR names", reps, policy.IPRevMaxNames)
 	}
 	checkCodes(t, CheckHosts, fs, checkCase{want: []string{"hosts-not-fcrdns@192.0.2.20"}})
 }

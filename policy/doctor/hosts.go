@@ -8,7 +8,6 @@ import (
 
 	"github.com/authmilter/authmilter/policy"
 	"github.com/authmilter/authmilter/policy/dmarc"
-	"github.com/authmilter/authmilter/policy/resolve"
 )
 
 // HostReport is one sending host of a report.
@@ -31,9 +30,6 @@ type HostReport struct {
 	DMARCDisposition string `json:"dmarc_disposition,omitempty"`
 }
 
-// maxPTRNames bounds the reverse names forward-checked per host.
-const maxPTRNames = 10
-
 // checkHosts checks each sending host: reverse DNS, forward confirmation,
 // SPF and the DMARC verdict for its mail.
 func checkHosts(ctx context.Context, e *env, spf *SPFReport, dm *DMARCReport) ([]HostReport, []Finding) {
@@ -49,49 +45,31 @@ func checkHosts(ctx context.Context, e *env, spf *SPFReport, dm *DMARCReport) ([
 	return reps, fs
 }
 
-// checkReverseDNS looks up the PTR names of ip and whether one of them
-// resolves back to it, filling h.
+// checkReverseDNS runs the iprev check of inbound verification
+// (policy.CheckIPRev: PTR names confirmed by forward lookups) for ip,
+// filling h, so that doctor says what our own verifier concludes.
 func checkReverseDNS(ctx context.Context, e *env, ip netip.Addr, h *HostReport) []Finding {
 	subject := ip.String()
 	f := func(sev Severity, code, msg, fix string) Finding {
 		return Finding{Check: CheckHosts, Severity: sev, Code: code, Subject: subject, Message: msg, Fix: fix}
 	}
-	names, err := e.r.LookupAddr(ctx, subject)
+	rev := policy.CheckIPRev(ctx, e.r, ip)
+	h.PTR = rev.Names
 	switch {
-	case resolve.IsNotFound(err) || err == nil && len(names) == 0:
+	case rev.Result == "pass":
+		h.FCrDNS = true
+		return []Finding{f(OK, "hosts-fcrdns", fmt.Sprintf("%s is %s, which resolves back to it", subject, clipText(rev.Name)), "")}
+	case rev.Result == "temperror" && rev.ErrName == "":
+		return []Finding{dnsFailure(CheckHosts, "hosts-dns-error", subject, "PTR "+subject, rev.Err)}
+	case rev.Result == "temperror":
+		// A name could not be checked: no verdict.
+		return []Finding{dnsFailure(CheckHosts, "hosts-dns-error", subject, "address of "+clipText(rev.ErrName), rev.Err)}
+	case rev.Result == "permerror" && rev.Reason == policy.IPRevNoPTR:
 		return []Finding{f(Error, "hosts-no-ptr", fmt.Sprintf("%s has no reverse DNS (PTR): many receivers refuse mail from hosts without it", subject),
 			fmt.Sprintf("ask whoever holds %s (your provider) for a PTR record naming the host, e.g. mail.%s, with an A/AAAA record back to %s", subject, e.domain, subject))}
-	case err != nil:
-		return []Finding{dnsFailure(CheckHosts, "hosts-dns-error", subject, "PTR "+subject, err)}
-	}
-	if len(names) > maxPTRNames {
-		names = names[:maxPTRNames]
-	}
-	network := "ip4"
-	if ip.Is6() {
-		network = "ip6"
-	}
-	var failures []Finding
-	for _, n := range names {
-		name := strings.TrimSuffix(n, ".")
-		h.PTR = append(h.PTR, name)
-		if h.FCrDNS {
-			continue
-		}
-		ips, err := e.r.LookupIP(ctx, network, name)
-		if err != nil && !resolve.IsNotFound(err) {
-			failures = append(failures, dnsFailure(CheckHosts, "hosts-dns-error", subject, "address of "+clipText(name), err))
-			continue
-		}
-		for _, a := range ips {
-			if addr, ok := netip.AddrFromSlice(a); ok && addr.Unmap() == ip {
-				h.FCrDNS = true
-				return []Finding{f(OK, "hosts-fcrdns", fmt.Sprintf("%s is %s, which resolves back to it", subject, clipText(name)), "")}
-			}
-		}
-	}
-	if len(failures) > 0 {
-		return failures // a name could not be checked: no verdict
+	case rev.Result == "permerror":
+		return []Finding{f(Error, "hosts-not-fcrdns", fmt.Sprintf("%s has PTR records, but none names a host that can be looked up (%s): receivers treat it as no reverse DNS", subject, rev.Reason),
+			fmt.Sprintf("have the PTR of %s changed to a host name, e.g. mail.%s, with an A/AAAA record back to %s", subject, e.domain, subject))}
 	}
 	return []Finding{f(Error, "hosts-not-fcrdns", fmt.Sprintf("%s has reverse DNS %s, but no such name resolves back to %s: receivers treat it as no reverse DNS", subject, clipText(strings.Join(h.PTR, ", ")), subject),
 		fmt.Sprintf("publish an A/AAAA record for %s pointing to %s, or have the PTR changed to a name that does", clipText(h.PTR[0]), subject))}
