@@ -293,7 +293,7 @@ func (c *negotiatingConn) header(data []byte) error {
 		return nil
 	}
 	// Without SMFIP_NR_HDR the MTA waits for an answer to each field.
-	_, err := c.writeRaw([]byte{0, 0, 0, 1, byte(gomilter.ActContinue)})
+	_, err := c.writeRaw(continueReply[:])
 	return err
 }
 
