@@ -50,6 +50,7 @@ type Config struct {
 	KeyDNS   KeyDNSConfig   `toml:"keydns"`
 	Reports  ReportsConfig  `toml:"reports"`
 	ARC      ARCConfig      `toml:"arc"`
+	Web      WebConfig      `toml:"web"`
 }
 
 // KeyDNSConfig is [keydns]: the built-in authoritative DNS server that
@@ -471,6 +472,7 @@ func DefaultConfig() *Config {
 		},
 		Metrics: MetricsConfig{Listen: "127.0.0.1:9891"},
 		Reports: DefaultReportsConfig(),
+		Web:     DefaultWebConfig(),
 		Log:     LogConfig{Level: "info", Format: "text"},
 	}
 }
@@ -632,6 +634,7 @@ func (c *Config) Validate() error {
 	}
 	errs = append(errs, c.KeyDNS.validate()...)
 	errs = append(errs, c.Reports.validate()...)
+	errs = append(errs, c.Web.validate()...)
 	if c.Keys.Reverify.Duration < 10*time.Second {
 		bad("keys.reverify", "must be at least 10s")
 	}

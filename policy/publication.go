@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/authmilter/authmilter/keys"
@@ -77,4 +78,63 @@ func WaitingDetail(since, at time.Time, hold, activateAfter time.Duration) strin
 	}
 	return fmt.Sprintf("published everywhere since %s; active from %s (%s)",
 		since.UTC().Format(time.RFC3339), at.UTC().Format(time.RFC3339), why)
+}
+
+// InactiveReason explains why k does not sign under this snapshot, for
+// `authmilter keys` and the status pages: a pin, its DNS state (when
+// keys.require_published is on; pub is the state shown, activeFrom when a
+// waiting key becomes usable, zero if unknown), a newer key, or no rule
+// using it.
+func (p *Policy) InactiveReason(k *keys.Key, pub keys.Publication, activeFrom time.Time) string {
+	if pins := p.pins(k.Domain); len(pins) > 0 {
+		pinned := false
+		for _, s := range pins {
+			pinned = pinned || strings.EqualFold(s, k.Selector)
+		}
+		if !pinned {
+			return "keys.pin selects " + strings.Join(pins, ", ")
+		}
+	}
+	if p.cfg.Keys.RequirePublished {
+		switch pub.State {
+		case keys.Missing:
+			return "DNS record missing"
+		case keys.Mismatch:
+			return "DNS record does not match the key"
+		case keys.Revoked:
+			return "revoked in DNS (empty p=)"
+		case keys.TempError:
+			return "DNS lookup failed"
+		case keys.Partial:
+			return "not on every nameserver yet"
+		case keys.DelegationMissing:
+			return "the public path does not lead to the record: the customer must add the records shown"
+		case keys.Foreign:
+			return "its selector holds someone else's record"
+		case keys.Waiting:
+			if !activeFrom.IsZero() {
+				return "published; waiting for DNS caches until " + activeFrom.UTC().Format("2006-01-02 15:04:05") + " UTC"
+			}
+			return "published; waiting for DNS caches"
+		}
+	}
+	for _, a := range p.ActiveKeys(k.Domain) {
+		if a.Algorithm == k.Algorithm && keys.Newer(a, k) {
+			return "superseded by " + a.Selector
+		}
+	}
+	if len(p.RulesUsing(k)) == 0 {
+		return "no signing rule uses it"
+	}
+	return "not chosen"
+}
+
+// pins returns the selectors keys.pin sets for domain.
+func (p *Policy) pins(domain string) []string {
+	for d, s := range p.cfg.Keys.Pin {
+		if strings.EqualFold(strings.TrimSuffix(d, "."), domain) {
+			return s
+		}
+	}
+	return nil
 }

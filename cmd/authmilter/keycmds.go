@@ -96,48 +96,7 @@ func (v *keyView) isActive(k *keys.Key) bool { return v.pol.Signs(k) }
 
 // whyInactive explains why k is not signing.
 func (v *keyView) whyInactive(k *keys.Key) string {
-	if pins := v.pins(k.Domain); len(pins) > 0 {
-		pinned := false
-		for _, s := range pins {
-			pinned = pinned || strings.EqualFold(s, k.Selector)
-		}
-		if !pinned {
-			return "keys.pin selects " + strings.Join(pins, ", ")
-		}
-	}
-	pub := v.pub[k]
-	if v.cfg.Keys.RequirePublished {
-		switch pub.State {
-		case keys.Missing:
-			return "DNS record missing"
-		case keys.Mismatch:
-			return "DNS record does not match the key"
-		case keys.Revoked:
-			return "revoked in DNS (empty p=)"
-		case keys.TempError:
-			return "DNS lookup failed"
-		case keys.Partial:
-			return "not on every nameserver yet"
-		case keys.DelegationMissing:
-			return "the public path does not lead to the record: the customer must add the records shown"
-		case keys.Foreign:
-			return "its selector holds someone else's record"
-		case keys.Waiting:
-			if at := activeFrom(v.cfg, v.last, k); !at.IsZero() {
-				return "published; waiting for DNS caches until " + at.UTC().Format("2006-01-02 15:04:05") + " UTC"
-			}
-			return "published; waiting for DNS caches"
-		}
-	}
-	for _, a := range v.pol.ActiveKeys(k.Domain) {
-		if a.Algorithm == k.Algorithm && keys.Newer(a, k) {
-			return "superseded by " + a.Selector
-		}
-	}
-	if len(v.pol.RulesUsing(k)) == 0 {
-		return "no signing rule uses it"
-	}
-	return "not chosen"
+	return v.pol.InactiveReason(k, v.pub[k], activeFrom(v.cfg, v.last, k))
 }
 
 func (v *keyView) pins(domain string) []string {
