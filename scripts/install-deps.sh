@@ -11,13 +11,16 @@
 #    xmllint (DMARC reports are validated against the RFC 9990 schema);
 #  - libssl-dev, pkg-config and gcc: the build signs RSA with OpenSSL's
 #    libcrypto through cgo (the binary then needs libssl3 at run time);
-#  - python3-authres: dkimpy's ARC signer (the ARC interop tests) needs it.
+#  - python3-authres: dkimpy's ARC signer (the ARC interop tests) needs it;
+#  - chromium and fonts-dejavu-core: test/web loads the status pages in
+#    headless Chromium (through chromedp), with a font for the screenshots
+#    and the contrast check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
 extra=(knot knot-dnsutils unbound procps iproute2 systemd passwd postgresql libxml2-utils
-       libssl-dev pkg-config gcc libc6-dev python3-authres)
+       libssl-dev pkg-config gcc libc6-dev python3-authres chromium fonts-dejavu-core)
 
 have_all() {
   for p in postfix dovecot-core opendkim opendkim-tools miltertest python3-dkim python3-dnspython \
