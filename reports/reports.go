@@ -167,6 +167,8 @@ type Store interface {
 	Prune(ctx context.Context, before time.Time) (int64, error)
 	// Close releases the database.
 	Close() error
+	// StatsReader sums rows for the status pages.
+	StatsReader
 }
 
 // DayOf is the UTC day of t, as Row.Day holds it.
