@@ -371,6 +371,14 @@ func (ss *session) endOfMessage(m fieldModifier) (resp gomilter.Response, err er
 		d.Log = append(d.Log, slog.String("error", err.Error()))
 		resp = ss.internalError()
 		err = nil
+	} else if d.InternalError {
+		// The policy failed on this message (a key's signer): its decision
+		// stands except that, where it accepts, on_internal_error answers.
+		level = slog.LevelError
+		d.Log = append(d.Log, slog.String("on_internal_error", tx.pol.Config().OnInternalError))
+		if d.Action == policy.Accept {
+			resp = ss.internalError()
+		}
 	}
 	ss.srv.Logger.LogAttrs(context.Background(), level, "message", d.Log...)
 	if ss.srv.Observer != nil {

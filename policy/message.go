@@ -72,6 +72,12 @@ type Decision struct {
 	// DMARC is the DMARC result ("pass", "fail", "none", "temperror",
 	// "permerror"); empty when not authenticated.
 	DMARC string
+	// InternalError is set when the policy itself failed on the message in
+	// a way that says nothing about the message: a key's signer failed
+	// (its libcrypto or crypto/rsa call returned an error). The reason is
+	// in Log; the milter answers with on_internal_error and counts it
+	// (authmilter_internal_errors_total), as for its own failures.
+	InternalError bool
 	// Log is the per-message decision line's attributes.
 	Log []slog.Attr
 	// Evaluation is the DMARC evaluation of an inbound message whose From
@@ -414,10 +420,13 @@ func (m *Message) finishSigning(d *Decision) {
 				failed = append(failed, err.Error())
 				continue
 			}
-			params.Domain, params.Selector, params.Signer = k.Domain, k.Selector, signer
+			params.Domain, params.Selector, params.Signer = k.Domain, k.Selector, markedSigner{signer}
 			value, err := dkimsign.Sign(params, header, bh)
 			if err != nil {
 				failed = append(failed, fmt.Sprintf("%s: %v", k.ID(), err))
+				// The key's crypto failing is ours, not the message's: the
+				// milter applies on_internal_error (issue 14).
+				d.InternalError = d.InternalError || isSignerFailure(err)
 				continue
 			}
 			d.Prepend = append(d.Prepend, HeaderField{Name: "DKIM-Signature", Value: value})
