@@ -99,30 +99,33 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				"remote", r.RemoteAddr, "status", rec.status)
 		}
 	}()
+	// Until the query is parsed, errors answer in the form the request
+	// seems to want.
+	early := guessFormat(r)
 	if len(r.RequestURI) > maxURI {
-		h.fail(rec, r, formatHTML, httpError{http.StatusRequestURITooLong, fmt.Sprintf("the request URI is %d bytes long; at most %d", len(r.RequestURI), maxURI)})
+		h.fail(rec, r, early, httpError{http.StatusRequestURITooLong, fmt.Sprintf("the request URI is %d bytes long; at most %d", len(r.RequestURI), maxURI)})
 		return
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		h.fail(rec, r, formatHTML, httpError{http.StatusMethodNotAllowed, "the status pages are read-only: GET and HEAD only"})
+		h.fail(rec, r, early, httpError{http.StatusMethodNotAllowed, "the status pages are read-only: GET and HEAD only"})
 		return
 	}
 	if status, msg := h.auth.check(r, h.log); status != 0 {
 		if status == http.StatusUnauthorized {
 			w.Header().Set("WWW-Authenticate", `Basic realm="authmilter"`)
 		}
-		h.fail(rec, r, formatHTML, httpError{status, msg})
+		h.fail(rec, r, early, httpError{status, msg})
 		return
 	}
 	q, err := parseQuery(r)
 	if err != nil {
-		h.fail(rec, r, formatHTML, err)
+		h.fail(rec, r, early, err)
 		return
 	}
 	f, err := requestFormat(r, q)
 	if err != nil {
-		h.fail(rec, r, formatHTML, err)
+		h.fail(rec, r, early, err)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.opt.Config.RequestTimeout.Duration)
@@ -182,6 +185,19 @@ func requestFormat(r *http.Request, q query) (format, error) {
 		return formatJSON, nil
 	}
 	return formatHTML, nil
+}
+
+// guessFormat is the form of an answer to a request whose query may be
+// malformed: JSON if the Accept header or a format=json asks for it.
+func guessFormat(r *http.Request) format {
+	accept := r.Header.Get("Accept")
+	if strings.Contains(accept, "application/json") && !strings.Contains(accept, "text/html") {
+		return formatJSON
+	}
+	if len(r.URL.RawQuery) <= maxURI && strings.Contains(r.URL.RawQuery, "format=json") {
+		return formatJSON
+	}
+	return formatHTML
 }
 
 // httpError is an answer with a status and a message.

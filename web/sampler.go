@@ -37,7 +37,7 @@ var sampledFamilies = map[string]bool{famMessages: true, famSignatures: true, fa
 	famSPF: true, famDMARC: true, famDNSErrors: true, famConnEvents: true}
 
 // series names one sampled series: its family and its label values
-// joined by "/" (in label-name order, e.g. "out/accept").
+// joined by "/" (see labelOf).
 type series struct{ family, label string }
 
 // sample is the counters at one time; values[i] is column i (a series
@@ -140,11 +140,20 @@ func (s *sampler) fill(vals []float64, mfs []*dto.MetricFamily) []float64 {
 	return vals
 }
 
-// labelOf joins a metric's label values in label-name order.
+// labelOf joins a metric's label values: direction first (in, out),
+// then the others in label-name order, e.g. "out/accept".
 func labelOf(m *dto.Metric) string {
+	var dir string
 	var parts []string
 	for _, l := range m.GetLabel() {
+		if l.GetName() == "direction" {
+			dir = l.GetValue()
+			continue
+		}
 		parts = append(parts, l.GetValue())
+	}
+	if dir != "" {
+		parts = append([]string{dir}, parts...)
 	}
 	return strings.Join(parts, "/")
 }
