@@ -170,6 +170,9 @@ func (h *Handler) storeErr(r *http.Request, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
 		return err
 	}
+	if errors.Is(err, reports.ErrBadStatsQuery) {
+		return badRequest{err.Error()}
+	}
 	h.log.Error("web: reports store", "path", clip(r.URL.EscapedPath()), "err", err)
 	return storeDown{err.Error()}
 }

@@ -64,14 +64,8 @@ func (l *lazyStore) get(ctx context.Context) (reports.StatsReader, error) {
 		l.lastErr = err
 		return nil, storeDown{err.Error()}
 	}
-	sr, ok := s.(reports.StatsReader)
-	if !ok {
-		_ = s.Close()
-		l.lastErr = fmt.Errorf("the store (%T) cannot sum its rows for the status pages", s)
-		return nil, storeDown{l.lastErr.Error()}
-	}
-	l.store, l.stats, l.lastErr = s, sr, nil
-	return sr, nil
+	l.store, l.stats, l.lastErr = s, s, nil
+	return s, nil
 }
 
 // close closes the store if it was opened.
