@@ -124,6 +124,15 @@ var migrations = []migration{{
 			PRIMARY KEY (report, seq)
 		)`,
 	},
+}, {
+	version: 2,
+	statements: []string{
+		// The status pages sum imported rows by day for every domain, and
+		// by policy domain for one domain's page (feedback_rows' primary
+		// key then finds each report's rows).
+		`CREATE INDEX feedback_rows_day ON feedback_rows (day)`,
+		`CREATE INDEX feedback_reports_domain ON feedback_reports (domain)`,
+	},
 }}
 
 // migrationLockKey is the PostgreSQL advisory lock that serialises
