@@ -116,7 +116,9 @@ func TestStoreBadQuery(t *testing.T) {
 func TestStoreQueryContext(t *testing.T) {
 	o := testOptions(t, newClock())
 	var deadline bool
-	o.OpenReports = func(context.Context) (reports.Store, error) { return &ctxStore{fakeStore: testStore(), saw: &deadline}, nil }
+	o.OpenReports = func(context.Context) (reports.Store, error) {
+		return &ctxStore{fakeStore: testStore(), saw: &deadline}, nil
+	}
 	h := newTestHandler(t, o)
 	if rec := get(h, "GET", "/dmarc"); rec.Code != 200 {
 		t.Fatalf("status %d", rec.Code)
