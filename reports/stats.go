@@ -59,17 +59,21 @@ type SourceTotals struct {
 // StatsReader is the read side the status pages use. sqlStore implements
 // it for SQLite and PostgreSQL; every method is one query with GROUP BY,
 // so its cost grows with the rows of the days asked, never with
-// round trips.
+// round trips. An error caused by the query itself (Since not before
+// Until, more than MaxStatsDays days, a limit outside 1 to MaxStatsLimit,
+// a negative offset, a domain or search text longer than
+// MaxStatsTextBytes or not UTF-8) wraps ErrBadStatsQuery.
 type StatsReader interface {
 	// DomainTotals returns the domains of q (q.Domain ignored) whose name
 	// contains search (case-insensitive; "" all), most messages first
 	// (then by name), offset and limit applied, and how many matched.
 	DomainTotals(ctx context.Context, q StatsQuery, search string, offset, limit int) ([]DomainTotals, int, error)
 	// DayTotals returns the sums per day (and per organisation when
-	// imported) of q.Domain, oldest day first, then by organisation.
+	// imported) of q.Domain (every domain when empty), oldest day first,
+	// then by organisation.
 	DayTotals(ctx context.Context, q StatsQuery) ([]DayTotals, error)
-	// Sources returns the sending addresses of q.Domain, those with the
-	// most messages that failed DMARC (Neither) first, then by messages,
-	// at most limit.
+	// Sources returns the sending addresses of q.Domain (every domain
+	// when empty), those with the most messages that failed DMARC
+	// (Neither) first, then by messages, at most limit.
 	Sources(ctx context.Context, q StatsQuery, limit int) ([]SourceTotals, error)
 }
