@@ -17,6 +17,8 @@ import (
 //	dns_detail, active, why_inactive, record (the TXT record's name),
 //	checked, published_since, active_from (the daemon's last check),
 //	next_rotation (the newest key of its algorithm: created + rotate_after),
+//	rotation_due (next_rotation has passed: `authmilter rotate` makes the
+//	next key on its next run),
 //	superseded, retire_after (a superseded key), warnings,
 //	dns_check (on /keys/{domain} only: path, zone, nameservers, add).
 type keyRow struct {
@@ -35,6 +37,7 @@ type keyRow struct {
 	PublishedSince *time.Time `json:"published_since,omitempty"`
 	ActiveFrom     *time.Time `json:"active_from,omitempty"`
 	NextRotation   *time.Time `json:"next_rotation,omitempty"`
+	RotationDue    bool       `json:"rotation_due,omitempty"`
 	Superseded     *time.Time `json:"superseded,omitempty"`
 	RetireAfter    *time.Time `json:"retire_after,omitempty"`
 	Warnings       []string   `json:"warnings,omitempty"`
@@ -106,6 +109,7 @@ func (v keyView) domain(d string, full bool) domainKeys {
 			row.Checked, row.PublishedSince, row.ActiveFrom = utcPtr(det.Checked), utcPtr(det.PublishedSince), utcPtr(det.ActiveFrom)
 			if full {
 				c := det
+				c.Checked, c.PublishedSince, c.ActiveFrom = c.Checked.UTC(), c.PublishedSince.UTC(), c.ActiveFrom.UTC()
 				row.Check = &c
 			}
 		}
@@ -116,7 +120,8 @@ func (v keyView) domain(d string, full bool) domainKeys {
 			}
 		}
 		if newest[k.Algorithm] == k {
-			row.NextRotation = utcPtr(k.Created.Add(cfg.Keys.RotateAfter.Duration))
+			at := k.Created.Add(cfg.Keys.RotateAfter.Duration)
+			row.NextRotation, row.RotationDue = utcPtr(at), !v.now.Before(at)
 		}
 		row.Warnings = keyWarnings(k, row.Active, pub, det)
 		out.Keys = append(out.Keys, row)
@@ -134,7 +139,11 @@ func (v keyView) domain(d string, full bool) domainKeys {
 		}
 	}
 	if full {
-		out.Retired = retired
+		out.Retired = make([]RetiredKey, 0, len(retired))
+		for _, r := range retired {
+			r.Retired, r.Checked = r.Retired.UTC(), r.Checked.UTC()
+			out.Retired = append(out.Retired, r)
+		}
 		out.DMARCURL = "/dmarc/" + d
 	}
 	return out

@@ -30,7 +30,7 @@ func TestRoutes(t *testing.T) {
 		{"/keys?state=inactive&format=json", "", 200, "application/json", []string{`"total": 3`}},
 		{"/keys?per=10&page=1", "", 200, "text/html", []string{"page 1 of 1"}},
 		{"/keys/example.com", "", 200, "text/html", []string{"<h1>Keys of example.com</h1>", `href="/dmarc/example.com"`, "2026-09", "still usable"}},
-		{"/keys/example.com?format=json", "", 200, "application/json", []string{`"dmarc_url": "/dmarc/example.com"`, `"dns_check"`, `"retired"`}},
+		{"/keys/example.com?format=json", "", 200, "application/json", []string{`"dmarc_url": "/dmarc/example.com"`, `"dns_check"`, `"retired"`, `"rotation_due": true`, `"retire_after": "2026-11-10T00:10:00Z"`}},
 		{"/keys/customer.test", "", 200, "text/html", []string{"Records the customer must add", "IN CNAME"}},
 		{"/dmarc", "", 200, "text/html", []string{"<h1>DMARC results</h1>", `<table id="domains">`, "example.com"}},
 		{"/dmarc?format=json", "", 200, "application/json", []string{`"side": "received"`, `"total": 2`}},
