@@ -135,6 +135,8 @@ func sparkline(id, title string, points []float64) svgChart {
 			pts = append(pts, fmtUnits(x)+","+fmtUnits(y))
 		}
 		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`, colourDKIM, strings.Join(pts, " "))
+	} else {
+		fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="13" fill="%s">no samples yet (one a minute)</text>`, sparkP, sparkH/2+4, colourText)
 	}
 	b.WriteString(`</svg>`)
 	return svgChart{template.HTML(b.String())}

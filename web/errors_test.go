@@ -1,8 +1,11 @@
 package web
 
 import (
+	"bytes"
 	"encoding/json"
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -85,4 +88,52 @@ func TestMethodsAndLimits(t *testing.T) {
 		t.Errorf("long URI: status %d, want 414", rec.Code)
 	}
 	checkSecurityHeaders(t, rec.Header())
+}
+
+// TestRefusalsLogged: one log line per refused request, with the method,
+// the escaped path, the remote address and the status; a failed login
+// is logged without the password.
+func TestRefusalsLogged(t *testing.T) {
+	var buf syncBuffer
+	passwd, _ := writeLoginFiles(t)
+	o := testOptions(t, newClock())
+	o.Config.PasswordFile = passwd
+	o.Logger = slog.New(slog.NewTextHandler(&buf, nil))
+	h := newTestHandler(t, o)
+	get(h, "GET", "/keys", "Authorization", basic("admin", "hunter2"))
+	get(h, "GET", "/no%20such?x=1", "Authorization", basic("admin", "secret"))
+	log := buf.String()
+	for _, want := range []string{
+		`msg="web: login failed" remote=192.0.2.1:1234 user=admin`,
+		`msg="web: refused" method=GET path=/keys remote=192.0.2.1:1234 status=401`,
+		`msg="web: refused" method=GET path=/no%20such remote=192.0.2.1:1234 status=404`,
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("no %q in the log:\n%s", want, log)
+		}
+	}
+	if strings.Contains(log, "hunter2") {
+		t.Errorf("the password is in the log:\n%s", log)
+	}
+	if n := strings.Count(log, "web: refused"); n != 2 {
+		t.Errorf("%d refusal lines, want 2", n)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
