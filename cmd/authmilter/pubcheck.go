@@ -73,6 +73,10 @@ type pubChecker struct {
 	kd     *keyDNSPlan
 	kdOnce sync.Once
 
+	// checks, when set (the daemon with [web]), keeps each check for the
+	// status pages.
+	checks *keyChecks
+
 	mu      sync.Mutex
 	results map[*keys.Key]dnscheck.Result // the last check of each key
 }
@@ -139,6 +143,9 @@ func (c *pubChecker) check(ctx context.Context, ks []*keys.Key, out map[*keys.Ke
 	}
 	for i, k := range ks {
 		out[k] = c.decide(k, results[i], now)
+		if c.checker != nil {
+			c.checks.record(k, results[i], now)
+		}
 	}
 }
 

@@ -132,7 +132,7 @@ func (d *daemon) compile(cfg *policy.Config, prev dnsState, table *keys.Table, o
 			return
 		}
 		check := &pubChecker{checker: st.checker, last: &d.lastGood, cfg: cfg, incremental: true,
-			kd: newKeyDNSPlan(cfg, st.resolver.LookupIPAddr)}
+			kd: newKeyDNSPlan(cfg, st.resolver.LookupIPAddr), checks: d.checks}
 		if offline {
 			check.checker = nil
 		}
@@ -342,6 +342,7 @@ func (d *daemon) adopt(old *policy.Policy, c compiled) bool {
 		return false
 	}
 	d.dns = c.dns
+	d.noteReload(nil)
 	if c.pol == old {
 		d.metrics.reloadKept() // nothing changed: the snapshot stays
 		return true
@@ -382,6 +383,7 @@ func (d *daemon) reload(rereadConfig bool) {
 // refused logs and counts a reload that keeps the previous snapshot.
 func (d *daemon) refused(err error) {
 	d.recompile.Store(true) // whatever the failed compile had to notice
+	d.noteReload(err)
 	d.metrics.reloadFailed()
 	d.log.Error("reload failed; keeping the previous config and keys", "error", strings.TrimPrefix(err.Error(), errRefused.Error()+": "))
 }
@@ -485,7 +487,8 @@ func (d *daemon) saveIndex(t *keys.Table) error {
 }
 
 // restartSettings are the settings a reload cannot apply: the milter
-// sockets stay open as they are (the MTA's connections live on them).
+// sockets stay open as they are (the MTA's connections live on them); the
+// status pages keep their address and login files (read once at start).
 // Everything else applies at the reload: the snapshot's settings (keys,
 // signing, outbound, inbound, dmarc, limits, authserv_id,
 // on_internal_error), dns (new resolvers), keys.recheck,
@@ -497,6 +500,7 @@ var restartSettings = []struct {
 	{"listen", func(c *policy.Config) string { return strings.Join(c.Listen, ", ") }},
 	{"socket_mode", func(c *policy.Config) string { return c.SocketMode }},
 	{"socket_group", func(c *policy.Config) string { return c.SocketGroup }},
+	{"web", func(c *policy.Config) string { return fmt.Sprintf("%+v", c.Web) }},
 }
 
 // applySettings applies cfg's daemon settings after a successful SIGHUP

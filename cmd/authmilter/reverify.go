@@ -119,7 +119,7 @@ func (r *reverifier) verify(ctx context.Context, pol *policy.Policy, batch []*ke
 		return
 	}
 	lookup := resolver.LookupIPAddr
-	pc := &pubChecker{checker: checker, last: &r.d.lastGood, cfg: pol.Config(), kd: newKeyDNSPlan(pol.Config(), lookup)}
+	pc := &pubChecker{checker: checker, last: &r.d.lastGood, cfg: pol.Config(), kd: newKeyDNSPlan(pol.Config(), lookup), checks: r.d.checks}
 	out := make(map[*keys.Key]policy.PublicationCheck, len(batch))
 	ctx, cancel := context.WithTimeout(ctx, compileTimeout)
 	defer cancel()

@@ -78,6 +78,11 @@ type daemon struct {
 	watchMu     sync.Mutex
 	watching    bool   // an Establish runs (guarded by watchMu)
 	watchFailed string // the folder that could not be watched (guarded by watchMu)
+
+	// checks keeps what the DNS checks saw, for the status pages; nil
+	// when [web] is off. lastReload is how the last reload went.
+	checks     *keyChecks
+	lastReload atomic.Pointer[reloadStatus]
 }
 
 func cmdRun(args []string) error {
@@ -123,6 +128,19 @@ func cmdRun(args []string) error {
 		return err
 	}
 	defer d.keyDNS.stop()
+	if cfg.Web.Enabled() {
+		d.checks = newKeyChecks()
+	}
+	webCtx, stopWeb := context.WithCancel(context.Background())
+	defer stopWeb()
+	webSrv, err := startWeb(webCtx, cfg, d, time.Now())
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	if webSrv != nil {
+		defer webSrv.Close()
+	}
 	// Said once every listener is bound, /metrics and the key DNS server
 	// included: scripts and tests wait for this line, then use them all.
 	for _, a := range srv.Addrs() {
@@ -274,6 +292,7 @@ func (d *daemon) install(old, pol *policy.Policy) {
 	d.keyDNS.update(pol)
 	d.reports.configChanged(pol.Config())
 	d.watchKeys(pol.Table())
+	d.checks.prune(pol.Table())
 	go tuneMemory()
 	// Per-key lines are capped per install: a provider's first start
 	// activates 100,000 keys, and a DNS outage could make as many unusable.

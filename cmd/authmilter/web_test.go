@@ -1,0 +1,191 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/authmilter/authmilter/internal/syncbuf"
+	"github.com/authmilter/authmilter/keys"
+	"github.com/authmilter/authmilter/keys/dnscheck"
+	"github.com/authmilter/authmilter/policy"
+)
+
+// TestKeyChecksBounds: the kept checks stay bounded whatever the table's
+// size: every check up to keepAllChecksUpTo, then only those of keys that
+// are not published everywhere, up to maxKeptChecks.
+func TestKeyChecksBounds(t *testing.T) {
+	c := newKeyChecks()
+	now := time.Now()
+	published := dnscheck.Result{State: keys.Published, Name: "x"}
+	missing := dnscheck.Result{State: keys.Missing, Name: "x", Detail: "no TXT record"}
+	for i := range keepAllChecksUpTo {
+		c.record(&keys.Key{Domain: fmt.Sprintf("p%d.example", i), Selector: "s"}, published, now)
+	}
+	if len(c.byKey) != keepAllChecksUpTo {
+		t.Fatalf("kept %d checks of published keys, want %d", len(c.byKey), keepAllChecksUpTo)
+	}
+	c.record(&keys.Key{Domain: "one-more.example", Selector: "s"}, published, now)
+	if len(c.byKey) != keepAllChecksUpTo {
+		t.Errorf("a published key's check was kept beyond %d: %d", keepAllChecksUpTo, len(c.byKey))
+	}
+	for i := range maxKeptChecks {
+		c.record(&keys.Key{Domain: fmt.Sprintf("m%d.example", i), Selector: "s"}, missing, now)
+	}
+	if len(c.byKey) != maxKeptChecks {
+		t.Errorf("kept %d checks, want the bound %d", len(c.byKey), maxKeptChecks)
+	}
+	// A kept key found published again (large table) loses its check.
+	var some *keys.Key
+	for k := range c.byKey {
+		some = k
+		break
+	}
+	c.record(some, published, now)
+	if _, ok := c.byKey[some]; ok {
+		t.Error("a key found published again kept its old check")
+	}
+	var nilChecks *keyChecks
+	nilChecks.record(some, missing, now) // [web] off: no panic, nothing kept
+	nilChecks.prune(nil)
+}
+
+// retiredEnv is a key table with one active and one retired key of
+// a.example, whose records a test DNS server serves.
+func retiredEnv(t *testing.T) (*keyEnv, *daemon, *syncbuf.Buffer) {
+	t.Helper()
+	e := newKeyEnv(t, "")
+	gen(t, e, "a.example", "s1", "rsa-2048")
+	old := e.publish(t, "a.example", "s1")
+	if _, err := keys.Retire(old); err != nil {
+		t.Fatal(err)
+	}
+	// As rotate records it: the table lists retired keys from the state.
+	ddir := filepath.Join(e.dir, "a.example")
+	st, err := keys.LoadState(ddir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Key("s1").Retired = time.Now()
+	if err := st.Save(ddir); err != nil {
+		t.Fatal(err)
+	}
+	gen(t, e, "a.example", "s2", "rsa-2048")
+	e.publish(t, "a.example", "s2")
+	cfg, _, err := loadConfig(e.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := newResolver(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checker, err := newChecker(cfg, r.Servers())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policy.Compile(context.Background(), cfg, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := pol.Table().Retired("a.example"); len(got) != 1 || got[0].Selector != "s1" {
+		t.Fatalf("retired keys of a.example: %+v, want s1", got)
+	}
+	logs := &syncbuf.Buffer{}
+	d := &daemon{log: slog.New(slog.NewTextHandler(logs, nil)), checks: newKeyChecks()}
+	d.dns.checker = checker
+	d.current.Store(pol)
+	return e, d, logs
+}
+
+// TestRetiredKeyChecks: the daemon checks whether a retired key's selector
+// still gives a key (a lingering record), logs it once, shows it to the
+// pages, sees the record's removal at the next check, and forgets keys
+// that leave the table.
+func TestRetiredKeyChecks(t *testing.T) {
+	e, d, logs := retiredEnv(t)
+	ctx := context.Background()
+	every := d.current.Load().Config().Keys.Reverify.Duration
+	pages := webKeys{d}
+
+	if got := pages.Retired("a.example"); len(got) != 0 {
+		t.Fatalf("retired checks before any ran: %+v", got)
+	}
+	now := time.Now()
+	d.checkRetired(ctx, d.checks, now)
+	got := pages.Retired("A.Example")
+	if len(got) != 1 || got[0].Selector != "s1" || got[0].Withdrawn || got[0].State != string(keys.Published) || got[0].Checked.IsZero() {
+		t.Fatalf("lingering retired record: got %+v, want s1 not withdrawn, published", got)
+	}
+	if n := strings.Count(logs.String(), "retired key is still usable"); n != 1 {
+		t.Errorf("warning logged %d times, want once:\n%s", n, logs.String())
+	}
+	// Not due again before keys.reverify: no new lookup, no new line.
+	d.checkRetired(ctx, d.checks, now.Add(every/2))
+	if n := strings.Count(logs.String(), "retired key is still usable"); n != 1 {
+		t.Errorf("warning logged %d times after a second pass, want once", n)
+	}
+
+	e.dns.SetTXT(keys.RecordName("a.example", "s1")) // removed
+	// (a new checker: the old one caches the answer for its TTL, as a
+	// day-long keys.reverify cycle would outlast)
+	cfg := d.current.Load().Config()
+	checker, err := newChecker(cfg, cfg.DNS.Servers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.dns.checker = checker
+	d.checkRetired(ctx, d.checks, now.Add(2*every))
+	got = pages.Retired("a.example")
+	if len(got) != 1 || !got[0].Withdrawn {
+		t.Fatalf("after the record was removed: got %+v, want withdrawn", got)
+	}
+
+	// The retired key is forgotten (state and file): its check goes.
+	ddir := filepath.Join(e.dir, "a.example")
+	st, err := keys.LoadState(ddir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(st.Keys, "s1")
+	if err := st.Save(ddir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(ddir, keys.RetiredDir)); err != nil {
+		t.Fatal(err)
+	}
+	table, err := keys.Load(e.dir, keys.LoadOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.checks.prune(table)
+	if got := pages.Retired("a.example"); len(got) != 0 {
+		t.Errorf("retired check kept after its key left the table: %+v", got)
+	}
+}
+
+// TestWebKeyDetail: the pages get a key's last check (nameservers, path)
+// and since when it has been published, and nothing for a key never
+// checked.
+func TestWebKeyDetail(t *testing.T) {
+	_, d, _ := retiredEnv(t)
+	pol := d.current.Load()
+	k := pol.ActiveKeys("a.example")[0]
+	pages := webKeys{d}
+	if _, ok := pages.Detail(k); ok {
+		t.Fatal("detail of a key never checked")
+	}
+	at := time.Now()
+	d.checks.record(k, dnscheck.Result{State: keys.Partial, Name: "s2._domainkey.a.example", CNAMEs: []string{"s2.keys.esp.example"},
+		Zone: "keys.esp.example", Nameservers: []dnscheck.Server{{Name: "ns1.esp.example", Addr: "192.0.2.53", State: keys.Missing, Detail: "no TXT record"}}}, at)
+	got, ok := pages.Detail(k)
+	if !ok || !got.Checked.Equal(at) || got.Zone != "keys.esp.example" || len(got.Path) != 2 || got.Path[1] != "s2.keys.esp.example" ||
+		len(got.Nameservers) != 1 || got.Nameservers[0].State != "missing" || got.Nameservers[0].Addr != "192.0.2.53" {
+		t.Errorf("detail: %+v, %v", got, ok)
+	}
+}
