@@ -35,6 +35,14 @@ func TestPage(t *testing.T) {
 	mux.HandleFunc("/denied", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no", http.StatusUnauthorized)
 	})
+	mux.HandleFunc("/login", func(w http.ResponseWriter, r *http.Request) {
+		if _, _, ok := r.BasicAuth(); !ok {
+			w.Header().Set("WWW-Authenticate", `Basic realm="test"`)
+			http.Error(w, "log in", http.StatusUnauthorized)
+			return
+		}
+		fmt.Fprint(w, `<!doctype html><html lang="en"><title>in</title><p id="in">logged in</p>`)
+	})
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
@@ -69,8 +77,16 @@ func TestPage(t *testing.T) {
 		}
 	}
 
-	if p := b.Open(t, srv.URL+"/denied", PageOptions{}); p.Status() != http.StatusUnauthorized {
-		t.Errorf("denied page: status %d, want 401", p.Status())
+	if p := b.Open(t, srv.URL+"/denied", PageOptions{}); p.Status() != http.StatusUnauthorized || p.LoadError != "" {
+		t.Errorf("denied page: status %d (%s), want 401 shown", p.Status(), p.LoadError)
+	}
+	// A login challenge: the status is there, and why nothing is shown.
+	if p := b.Open(t, srv.URL+"/login", PageOptions{}); p.Status() != http.StatusUnauthorized || p.LoadError == "" {
+		t.Errorf("login page without credentials: status %d, load error %q; want 401 and an error", p.Status(), p.LoadError)
+	}
+	p = b.Open(t, srv.URL+"/login", PageOptions{Header: map[string]string{"Authorization": "Basic YTpi"}})
+	if p.Status() != 200 || p.Text("#in") != "logged in" {
+		t.Errorf("login page with credentials: status %d (%s)", p.Status(), p.LoadError)
 	}
 }
 

@@ -3,6 +3,7 @@ package browsertest
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -47,6 +48,11 @@ type Page struct {
 	// URL is the address loaded; Response the answer to its document.
 	URL      string
 	Response *network.Response
+	// LoadError is why the browser did not show the document although
+	// the server answered, e.g. net::ERR_INVALID_AUTH_CREDENTIALS for a
+	// 401 with a login challenge (headless Chromium asks nobody); Response
+	// is then the answer it got. Empty when the page loaded.
+	LoadError string
 
 	t       testing.TB
 	ctx     context.Context
@@ -54,6 +60,8 @@ type Page struct {
 
 	mu       sync.Mutex
 	messages []Message
+	// document is the last answer to a document request of the tab.
+	document *network.Response
 }
 
 // Message is one thing the page wrote to its console: a call of the
@@ -108,11 +116,22 @@ func (b *Browser) Open(t testing.TB, url string, o PageOptions) *Page {
 		}
 	}
 	resp, err := run(p, chromedp.NavigateResponse(url))
-	if err != nil {
+	var loadErr *chromedp.LoadError
+	switch {
+	case errors.As(err, &loadErr) && p.documentResponse() != nil:
+		p.LoadError, resp = loadErr.ErrorText, p.documentResponse()
+	case err != nil:
 		t.Fatalf("browsertest: load %s: %v", url, err)
 	}
 	p.Response = resp
 	return p
+}
+
+// documentResponse returns the last answer to a document request.
+func (p *Page) documentResponse() *network.Response {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.document
 }
 
 // run runs a within the page's timeout.
@@ -135,6 +154,13 @@ func (p *Page) Status() int64 {
 func (p *Page) listen(ev any) {
 	var m Message
 	switch ev := ev.(type) {
+	case *network.EventResponseReceived:
+		if ev.Type == network.ResourceTypeDocument && ev.Response != nil {
+			p.mu.Lock()
+			p.document = ev.Response
+			p.mu.Unlock()
+		}
+		return
 	case *runtime.EventConsoleAPICalled:
 		m = Message{Level: consoleLevel(ev.Type), Source: "console", Text: argsText(ev.Args)}
 		if st := ev.StackTrace; st != nil && len(st.CallFrames) > 0 {
