@@ -1,6 +1,8 @@
 package web_test
 
 import (
+	"fmt"
+	"os"
 	"testing"
 
 	"github.com/authmilter/authmilter/internal/testbin"
@@ -9,4 +11,12 @@ import (
 // binary is the authmilter binary built by TestMain.
 var binary string
 
-func TestMain(m *testing.M) { testbin.Main(m, &binary) }
+// TestMain clears the screenshots of the last run, so that the folder
+// holds this run's only, and builds the binary.
+func TestMain(m *testing.M) {
+	if err := os.RemoveAll(screenshotRoot); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	testbin.Main(m, &binary)
+}
