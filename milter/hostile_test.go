@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -411,7 +410,6 @@ func TestHostileStreams(t *testing.T) {
 			e := envs[key]
 			if e == nil {
 				e = start(t, key)
-				e.srv.Logger = slog.New(slog.NewTextHandler(e.logs, nil))
 				envs[key] = e
 				t.Cleanup(func() { delete(envs, key) })
 			}
