@@ -67,16 +67,6 @@ func (d *daemon) send(t *testing.T, msgs ...mail) {
 	}
 }
 
-// metric reads one series of the daemon's /metrics.
-func (d *daemon) metric(t *testing.T, series string) float64 {
-	t.Helper()
-	v, err := daemontest.Metric(d.cfg.metrics, series)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return v
-}
-
 // get fetches path from the status pages with net/http (header, if not
 // nil, added) and returns the status and the body.
 func (d *daemon) get(t *testing.T, path string, header http.Header) (int, []byte) {

@@ -11,6 +11,24 @@
 //
 // What they show:
 //
+//   - TestStatusPages: issue 15's "done when". The key table has
+//     good.example (RSA and Ed25519 keys, published and active, and a
+//     retired key whose record is still in DNS), missing.example (no
+//     record: inactive, with a warning) and mismatch.example (the record
+//     of another key); the store has two organisations' reports about
+//     good.example (testdata/reports, dated yesterday; a failing source,
+//     203.0.113.7, with the biggest volume) and the daemon records the
+//     inbound mail the test sends through its milter. The overview shows
+//     the version, the last reload (ok, after a SIGHUP) and the messages
+//     as /metrics counts them; /keys, /keys?q=missing and
+//     /keys/good.example each key's state, "active" or why not, and the
+//     warnings; /dmarc, /dmarc/good.example (both sides) the domains, the
+//     failing source first with its volume per organisation, the
+//     organisations' charts. The JSON forms agree with what the browser
+//     showed. With [web] password_file every page is 401 without (or with
+//     a wrong) login and loads with it; with the store in a folder that
+//     does not exist the DMARC pages show p.store-error (503) while the
+//     overview and the keys work.
 //   - TestA11yCheck: the accessibility checker finds each violation of a
 //     page that breaks its rules, and none in a page that follows them.
 //
