@@ -69,6 +69,7 @@ func TestStatusPages(t *testing.T) {
 		t.Run("dmarc recorded", func(t *testing.T) { checkDMARCRecorded(t, v) })
 		t.Run("dmarc domain", func(t *testing.T) { checkDMARCDomain(t, v) })
 		t.Run("dmarc domain recorded", func(t *testing.T) { checkDMARCDomainRecorded(t, v) })
+		t.Run("csp", func(t *testing.T) { checkCSP(t, v) })
 	})
 
 	t.Run("login", func(t *testing.T) {
@@ -482,4 +483,27 @@ func checkStoreDown(t *testing.T, v *viewer, version string) {
 // evalString evaluates a JavaScript expression whose value is a string.
 func evalString(p *browsertest.Page, expr string) string {
 	return browsertest.Evaluate[string](p, expr)
+}
+
+// checkCSP: the Content-Security-Policy holds in the browser: a script
+// put into the page (as an injection would) does not run, and the
+// browser reports the violation.
+func checkCSP(t *testing.T, v *viewer) {
+	p := v.load(t, "/keys", http.StatusOK)
+	ran := browsertest.Evaluate[bool](p, `(() => {
+		const s = document.createElement("script");
+		s.textContent = "window.injected = true";
+		document.body.appendChild(s);
+		return window.injected === true;
+	})()`)
+	if ran {
+		t.Errorf("an inline script ran: the Content-Security-Policy does not forbid scripts")
+	}
+	var reported bool
+	for _, m := range p.Errors() {
+		reported = reported || (m.Source == "security" && strings.Contains(m.Text, "Content Security Policy"))
+	}
+	if !reported {
+		t.Errorf("the browser reported no Content-Security-Policy violation for the inline script: %v", p.Messages())
+	}
 }
