@@ -89,7 +89,10 @@ func (h *Handler) serveKeys(w http.ResponseWriter, r *http.Request, q query, f f
 	if err != nil {
 		return err
 	}
-	v := h.keyView(r)
+	v, err := h.keyView(r)
+	if err != nil {
+		return err
+	}
 	data, err := v.listKeys(search, state, page, per)
 	if err != nil {
 		return err
@@ -100,7 +103,10 @@ func (h *Handler) serveKeys(w http.ResponseWriter, r *http.Request, q query, f f
 // serveDomainKeys answers /keys/{domain}.
 func (h *Handler) serveDomainKeys(w http.ResponseWriter, r *http.Request, f format, domain string) error {
 	domain = strings.ToLower(strings.TrimSuffix(domain, "."))
-	v := h.keyView(r)
+	v, err := h.keyView(r)
+	if err != nil {
+		return err
+	}
 	if !keys.ValidDomain(domain) || (len(v.src.Keys(domain)) == 0 && (h.opt.Keys == nil || len(h.opt.Keys.Retired(domain)) == 0)) {
 		return notFound{"the key table has no domain " + clip(domain)}
 	}
@@ -108,9 +114,18 @@ func (h *Handler) serveDomainKeys(w http.ResponseWriter, r *http.Request, f form
 	return h.render(w, r, f, "domainkeys", "Keys of "+domain, data)
 }
 
-// keyView returns the keys pages' view of the current snapshot.
-func (h *Handler) keyView(r *http.Request) keyView {
-	return keyView{src: h.source(), details: h.opt.Keys, now: h.now(), stateErr: func(err error) {
+// errStarting answers the keys pages while the daemon has no snapshot
+// yet (it listens before its first one is built).
+var errStarting = httpError{http.StatusServiceUnavailable, "The daemon is starting: its key table is not loaded yet; try again in a few seconds"}
+
+// keyView returns the keys pages' view of the current snapshot
+// (errStarting before the first).
+func (h *Handler) keyView(r *http.Request) (keyView, error) {
+	src := h.source()
+	if src == nil {
+		return keyView{}, errStarting
+	}
+	return keyView{src: src, details: h.opt.Keys, now: h.now(), stateErr: func(err error) {
 		h.log.Warn("web: keys page", "path", r.URL.EscapedPath(), "err", err)
-	}}
+	}}, nil
 }
