@@ -28,7 +28,11 @@
 //     showed. With [web] password_file every page is 401 without (or with
 //     a wrong) login and loads with it; with the store in a folder that
 //     does not exist the DMARC pages show p.store-error (503) while the
-//     overview and the keys work.
+//     overview and the keys work. A script put into a page does not run
+//     (the Content-Security-Policy holds) and the browser reports it.
+//   - TestPagesWhileStarting: while the first snapshot waits for DNS (the
+//     key records do not answer), every page answers (the keys pages 503,
+//     "starting"); no dropped connection, no panic.
 //   - TestA11yCheck: the accessibility checker finds each violation of a
 //     page that breaks its rules, and none in a page that follows them.
 //

@@ -148,6 +148,8 @@ type daemonOptions struct {
 	database string
 	// passwordFile is [web] password_file ("" for no login).
 	passwordFile string
+	// dnsTimeout is [dns] timeout; "" is 2s.
+	dnsTimeout string
 }
 
 // daemonConfig is a written config and the addresses it names.
@@ -175,6 +177,10 @@ func (w *world) writeConfig(t *testing.T, name string, o daemonOptions) daemonCo
 	}
 	c := daemonConfig{path: filepath.Join(dir, "authmilter.toml"), sock: filepath.Join(dir, "milter.sock"),
 		metrics: freePort(t), web: freePort(t)}
+	timeout := o.dnsTimeout
+	if timeout == "" {
+		timeout = "2s"
+	}
 	var login string
 	if o.passwordFile != "" {
 		login = fmt.Sprintf("password_file = %q\n", o.passwordFile)
@@ -185,7 +191,7 @@ shutdown_timeout = "10s"
 
 [dns]
 servers = [%q]
-timeout = "2s"
+timeout = %q
 
 [outbound]
 networks = ["127.0.0.1/32"]
@@ -212,7 +218,7 @@ email = "dmarc-reports@web.test"
 
 [web]
 listen = %q
-%s`, c.sock, authservID, w.dns.Addr(), w.keyDir, c.metrics, db, c.web, login)
+%s`, c.sock, authservID, w.dns.Addr(), timeout, w.keyDir, c.metrics, db, c.web, login)
 	if err := os.WriteFile(c.path, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
