@@ -87,6 +87,11 @@ func (v *viewer) load(t *testing.T, path string, want int64) *browsertest.Page {
 		if found := a11yViolations(t, p); len(found) > 0 {
 			t.Errorf("%s at %dpx: %d accessibility violations:\n  %s", path, w, len(found), strings.Join(found, "\n  "))
 		}
+		// Responsive: the page fits the width; only wide tables scroll,
+		// inside their own box.
+		if over := browsertest.Evaluate[int](p, `document.documentElement.scrollWidth - window.innerWidth`); over > 0 {
+			t.Errorf("%s at %dpx: the page is %dpx wider than the window", path, w, over)
+		}
 	}
 	p.Resize(screenshotWidths[0], browsertest.DefaultHeight)
 	return p

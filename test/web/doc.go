@@ -29,7 +29,10 @@
 //     a wrong) login and loads with it; with the store in a folder that
 //     does not exist the DMARC pages show p.store-error (503) while the
 //     overview and the keys work. A script put into a page does not run
-//     (the Content-Security-Policy holds) and the browser reports it.
+//     (the Content-Security-Policy holds) and the browser reports it. An
+//     unknown page (404) and malformed parameters (400) give a readable,
+//     accessible error page with the reason, and the same as JSON. At 390
+//     pixels no page is wider than the window.
 //   - TestPagesWhileStarting: while the first snapshot waits for DNS (the
 //     key records do not answer), every page answers (the keys pages 503,
 //     "starting"); no dropped connection, no panic.

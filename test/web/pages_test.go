@@ -70,6 +70,7 @@ func TestStatusPages(t *testing.T) {
 		t.Run("dmarc domain", func(t *testing.T) { checkDMARCDomain(t, v) })
 		t.Run("dmarc domain recorded", func(t *testing.T) { checkDMARCDomainRecorded(t, v) })
 		t.Run("csp", func(t *testing.T) { checkCSP(t, v) })
+		t.Run("bad requests", func(t *testing.T) { checkBadRequests(t, v) })
 	})
 
 	t.Run("login", func(t *testing.T) {
@@ -505,5 +506,28 @@ func checkCSP(t *testing.T, v *viewer) {
 	}
 	if !reported {
 		t.Errorf("the browser reported no Content-Security-Policy violation for the inline script: %v", p.Messages())
+	}
+}
+
+// checkBadRequests: an unknown page is 404 and a malformed parameter 400,
+// each an error page a person can read (with the reason, accessible, no
+// console error but its own status).
+func checkBadRequests(t *testing.T, v *viewer) {
+	for _, c := range []struct {
+		path   string
+		status int64
+		says   string
+	}{
+		{"/no-such-page", http.StatusNotFound, "no page at /no-such-page"},
+		{"/keys?per=100000", http.StatusBadRequest, "per must be a number from 10 to 500"},
+		{"/dmarc?days=0", http.StatusBadRequest, "days must be a number from 1 to 90"},
+		{"/keys/unknown.example", http.StatusNotFound, "unknown.example"},
+	} {
+		p := v.load(t, c.path, c.status)
+		containsAll(t, c.path, p.Text("main p.error"), c.says)
+		status, body := v.d.get(t, c.path, http.Header{"Accept": {"application/json"}})
+		if int64(status) != c.status || !strings.Contains(string(body), c.says) {
+			t.Errorf("%s as JSON: status %d: %s", c.path, status, body)
+		}
 	}
 }
