@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -118,7 +117,7 @@ func stop(t testing.TB, cancelBrowser, cancelAlloc context.CancelFunc, proc *os.
 func ScreenshotDir(t testing.TB, dir, name string) string {
 	t.Helper()
 	path := filepath.Join(dir, safeName(name))
-	if err := os.MkdirAll(path, 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+	if err := os.MkdirAll(path, 0o755); err != nil {
 		t.Fatalf("browsertest: screenshots: %v", err)
 	}
 	return path
