@@ -26,7 +26,8 @@
 //     failing source first with its volume per organisation, the
 //     organisations' charts. The JSON forms agree with what the browser
 //     showed. With [web] password_file every page is 401 without (or with
-//     a wrong) login and loads with it; with the store in a folder that
+//     a wrong) login and loads with it, and with token_file a bearer
+//     token opens them too; with the store in a folder that
 //     does not exist the DMARC pages show p.store-error (503) while the
 //     overview and the keys work. A script put into a page does not run
 //     (the Content-Security-Policy holds) and the browser reports it. An

@@ -75,10 +75,12 @@ func TestStatusPages(t *testing.T) {
 
 	t.Run("login", func(t *testing.T) {
 		const user, password = "admin", "correct horse battery staple"
-		d := w.start(t, "login", daemonOptions{passwordFile: writePasswordFile(t, user, password)})
+		const token = "0123456789abcdef0123456789abcdef-web-test"
+		d := w.start(t, "login", daemonOptions{passwordFile: writePasswordFile(t, user, password), tokenFile: writeTokenFile(t, token)})
 		good := http.Header{"Authorization": {basicAuth(user, password)}}
 		waitKeysChecked(t, d, good)
 		checkLogin(t, b, d, user, password)
+		t.Run("token", func(t *testing.T) { checkToken(t, b, d, token) })
 	})
 
 	t.Run("store down", func(t *testing.T) {
@@ -529,5 +531,33 @@ func checkBadRequests(t *testing.T, v *viewer) {
 		if int64(status) != c.status || !strings.Contains(string(body), c.says) {
 			t.Errorf("%s as JSON: status %d: %s", c.path, status, body)
 		}
+	}
+}
+
+// writeTokenFile writes a bearer token file, mode 0600.
+func writeTokenFile(t *testing.T, token string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// checkToken: a script's bearer token opens the pages (JSON and, in the
+// browser, HTML); another token does not.
+func checkToken(t *testing.T, b *browsertest.Browser, d *daemon, token string) {
+	var js keysJSON
+	d.getJSON(t, "/keys", http.Header{"Authorization": {"Bearer " + token}}, &js)
+	if js.Total != 3 {
+		t.Errorf("/keys with the token: %d domains, want 3", js.Total)
+	}
+	if status, _ := d.get(t, "/keys?format=json", http.Header{"Authorization": {"Bearer " + strings.Repeat("x", len(token))}}); status != http.StatusUnauthorized {
+		t.Errorf("/keys with another token: status %d, want 401", status)
+	}
+	v := newViewer(b, d, map[string]string{"Authorization": "Bearer " + token})
+	p := v.load(t, "/keys", http.StatusOK)
+	if rows := readKeyRows(p); len(rows) != len(wantKeys) {
+		t.Errorf("/keys with the token shows %d keys, want %d", len(rows), len(wantKeys))
 	}
 }

@@ -146,8 +146,9 @@ func (w *world) importReports(t *testing.T) {
 type daemonOptions struct {
 	// database is [reports] database; "" is the world's store.
 	database string
-	// passwordFile is [web] password_file ("" for no login).
-	passwordFile string
+	// passwordFile and tokenFile are [web] password_file and token_file
+	// ("" for none).
+	passwordFile, tokenFile string
 	// dnsTimeout is [dns] timeout; "" is 2s.
 	dnsTimeout string
 }
@@ -183,7 +184,10 @@ func (w *world) writeConfig(t *testing.T, name string, o daemonOptions) daemonCo
 	}
 	var login string
 	if o.passwordFile != "" {
-		login = fmt.Sprintf("password_file = %q\n", o.passwordFile)
+		login += fmt.Sprintf("password_file = %q\n", o.passwordFile)
+	}
+	if o.tokenFile != "" {
+		login += fmt.Sprintf("token_file = %q\n", o.tokenFile)
 	}
 	conf := fmt.Sprintf(`listen = ["unix:%s"]
 authserv_id = %q
