@@ -2,6 +2,7 @@ package web
 
 import (
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/authmilter/authmilter/keys"
@@ -109,11 +110,20 @@ func columnsOf(ws []windowCounts, now time.Time) []string {
 			h = "Since start"
 		}
 		if w.SinceStart && w.Window != "start" {
-			h += " (since start, " + now.Sub(w.Since).Round(time.Minute).String() + ")"
+			h += " (since start, " + roughDuration(now.Sub(w.Since)) + " ago)"
 		}
 		out = append(out, h)
 	}
 	return out
+}
+
+// roughDuration is d to the second under a minute, else to the minute
+// ("6s", "42m0s" reads "42m").
+func roughDuration(d time.Duration) string {
+	if d < time.Minute {
+		return d.Round(time.Second).String()
+	}
+	return strings.TrimSuffix(d.Round(time.Minute).String(), "0s")
 }
 
 // stateCount is one row of the keys-by-state table.

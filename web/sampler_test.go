@@ -105,3 +105,19 @@ func TestSamplerStops(t *testing.T) {
 		t.Fatal("the sampler did not stop")
 	}
 }
+
+// TestRoughDuration: the overview's window headings read as people
+// write durations.
+func TestRoughDuration(t *testing.T) {
+	for _, c := range []struct {
+		d    time.Duration
+		want string
+	}{
+		{0, "0s"}, {6*time.Second + 300*time.Millisecond, "6s"}, {59 * time.Second, "59s"},
+		{42*time.Minute + 10*time.Second, "42m"}, {3*time.Hour + 5*time.Minute, "3h5m"},
+	} {
+		if got := roughDuration(c.d); got != c.want {
+			t.Errorf("roughDuration(%v) = %q, want %q", c.d, got, c.want)
+		}
+	}
+}
