@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +17,7 @@ import (
 	"github.com/authmilter/authmilter/keys"
 	"github.com/authmilter/authmilter/keys/dnscheck"
 	"github.com/authmilter/authmilter/policy"
+	"github.com/authmilter/authmilter/web"
 )
 
 // TestKeyChecksBounds: the kept checks stay bounded whatever the table's
@@ -187,5 +191,91 @@ func TestWebKeyDetail(t *testing.T) {
 	if !ok || !got.Checked.Equal(at) || got.Zone != "keys.esp.example" || len(got.Path) != 2 || got.Path[1] != "s2.keys.esp.example" ||
 		len(got.Nameservers) != 1 || got.Nameservers[0].State != "missing" || got.Nameservers[0].Addr != "192.0.2.53" {
 		t.Errorf("detail: %+v, %v", got, ok)
+	}
+}
+
+// TestWebPagesNameservers: in a provider's DNS world (Knot nameservers,
+// Unbound), the daemon's own compile and retired-key checks feed the
+// status pages: the domain page's JSON shows the key that one nameserver
+// lacks as partial with each nameserver's answer, and the retired key whose
+// record stays as still usable.
+func TestWebPagesNameservers(t *testing.T) {
+	w := newDNSWorld(t)
+	// The retired keys as rotate records them (the table lists retired
+	// keys from the state).
+	ddir := filepath.Join(w.dir, "customer.example")
+	st, err := keys.LoadState(ddir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Key("old").Retired, st.Key("gone").Retired = time.Now(), time.Now()
+	if err := st.Save(ddir); err != nil {
+		t.Fatal(err)
+	}
+	cfg, _, err := loadConfig(w.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &daemon{log: slog.New(slog.NewTextHandler(io.Discard, nil)), metrics: newMetrics(), checks: newKeyChecks(),
+		warned: map[string]string{}, exiting: make(chan struct{})}
+	c := d.compile(cfg, dnsState{}, nil, false)
+	if c.err != nil {
+		t.Fatal(c.err)
+	}
+	d.dns = c.dns
+	d.current.Store(c.pol)
+	d.noteReload(nil)
+	d.checkRetired(context.Background(), d.checks, time.Now())
+	h, err := web.NewHandler(web.Options{Version: "test", Started: time.Now(), Policy: d.current.Load, Keys: webKeys{d},
+		Reload: d.webReload, Metrics: d.metrics.reg, Config: policy.DefaultWebConfig(), Logger: d.log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/keys/customer.example?format=json", nil))
+	if rec.Code != 200 {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body.String())
+	}
+	var page struct {
+		Keys []struct {
+			Selector string      `json:"selector"`
+			DNS      string      `json:"dns"`
+			Active   bool        `json:"active"`
+			Check    *web.KeyDNS `json:"dns_check"`
+		} `json:"keys"`
+		Retired []web.RetiredKey `json:"retired"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &page); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, k := range page.Keys {
+		if k.Selector != "2026-12.myesp" {
+			continue
+		}
+		found = true
+		if k.DNS != string(keys.Partial) || k.Active || k.Check == nil || len(k.Check.Nameservers) != 2 {
+			t.Fatalf("2026-12.myesp: %+v (check %+v), want partial, inactive, two nameservers", k, k.Check)
+		}
+		states := map[string]bool{}
+		for _, ns := range k.Check.Nameservers {
+			states[ns.State] = true
+		}
+		if !states[string(keys.Published)] || !states[string(keys.Missing)] {
+			t.Errorf("nameserver answers %+v, want one published and one missing", k.Check.Nameservers)
+		}
+	}
+	if !found {
+		t.Fatalf("no 2026-12.myesp key on the page: %s", rec.Body.String())
+	}
+	retired := map[string]web.RetiredKey{}
+	for _, rk := range page.Retired {
+		retired[rk.Selector] = rk
+	}
+	if old, ok := retired["old"]; !ok || old.Withdrawn || old.Checked.IsZero() {
+		t.Errorf("retired key old (its record stays): %+v, want checked and not withdrawn", page.Retired)
+	}
+	if gone, ok := retired["gone"]; !ok || !gone.Withdrawn {
+		t.Errorf("retired key gone (no record): %+v, want withdrawn", page.Retired)
 	}
 }
