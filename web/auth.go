@@ -36,6 +36,12 @@ const (
 	// cost a bcrypt each; maxVerified bounds them.
 	verifiedTTL = 5 * time.Minute
 	maxVerified = 64
+	// bcryptPerSecond and bcryptBurst bound the password checks of all
+	// clients together: each costs tens of milliseconds of CPU, and the
+	// daemon's CPU is for mail. A person logs in once per verifiedTTL;
+	// more than this is someone guessing from many addresses.
+	bcryptPerSecond = 5
+	bcryptBurst     = 10
 )
 
 // authenticator checks the login of each request: HTTP Basic against a
@@ -54,6 +60,10 @@ type authenticator struct {
 	mu       sync.Mutex
 	failures map[string]*failures
 	verified map[[sha256.Size]byte]time.Time
+	// tokens and filled are the bucket of password checks (see
+	// bcryptPerSecond).
+	tokens float64
+	filled time.Time
 }
 
 // failures counts the failed logins of one address.
@@ -65,7 +75,7 @@ type failures struct {
 
 // newAuthenticator reads the login files; empty paths are not used.
 func newAuthenticator(passwordFile, tokenFile string, now func() time.Time) (*authenticator, error) {
-	a := &authenticator{now: now, failures: map[string]*failures{}, verified: map[[sha256.Size]byte]time.Time{}}
+	a := &authenticator{now: now, failures: map[string]*failures{}, verified: map[[sha256.Size]byte]time.Time{}, tokens: bcryptBurst}
 	if passwordFile != "" {
 		data, err := readSecretFile(passwordFile)
 		if err != nil {
@@ -185,7 +195,11 @@ func (a *authenticator) check(r *http.Request, log *slog.Logger) (int, string) {
 		var basic bool
 		user, pass, basic = r.BasicAuth()
 		if basic {
-			ok = a.checkPassword(user, pass, now)
+			var busy bool
+			if ok, busy = a.checkPassword(user, pass, now); busy {
+				log.Warn("web: password checks over their rate; login refused", "remote", r.RemoteAddr)
+				return http.StatusTooManyRequests, "too many logins are being checked: try again in a few seconds"
+			}
 		}
 	}
 	if ok {
@@ -199,22 +213,27 @@ func (a *authenticator) check(r *http.Request, log *slog.Logger) (int, string) {
 	return http.StatusUnauthorized, "wrong login"
 }
 
-// checkPassword compares with bcrypt, remembering a success for a while.
-func (a *authenticator) checkPassword(user, pass string, now time.Time) bool {
+// checkPassword compares with bcrypt, remembering a success for a while;
+// busy is true (and ok false) when the password checks are over their
+// rate and this one was not made.
+func (a *authenticator) checkPassword(user, pass string, now time.Time) (ok, busy bool) {
 	key := sha256.Sum256([]byte(user + "\x00" + pass))
 	a.mu.Lock()
 	until, seen := a.verified[key]
 	a.mu.Unlock()
 	if seen && now.Before(until) {
-		return true
+		return true, false
+	}
+	if !a.takeCheck(now) {
+		return false, true
 	}
 	hash, known := a.users[user]
 	if !known {
 		_ = bcrypt.CompareHashAndPassword(a.dummy, []byte(pass))
-		return false
+		return false, false
 	}
 	if bcrypt.CompareHashAndPassword(hash, []byte(pass)) != nil {
-		return false
+		return false, false
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -230,6 +249,22 @@ func (a *authenticator) checkPassword(user, pass string, now time.Time) bool {
 		delete(a.verified, k)
 	}
 	a.verified[key] = now.Add(verifiedTTL)
+	return true, false
+}
+
+// takeCheck takes one password check from the bucket; false when it is
+// empty.
+func (a *authenticator) takeCheck(now time.Time) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.filled.IsZero() {
+		a.tokens = min(a.tokens+now.Sub(a.filled).Seconds()*bcryptPerSecond, bcryptBurst)
+	}
+	a.filled = now
+	if a.tokens < 1 {
+		return false
+	}
+	a.tokens--
 	return true
 }
 

@@ -167,3 +167,42 @@ func TestLoginFilesRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestPasswordCheckRate: guesses from many addresses (each under the
+// per-address lockout) cannot make the daemon spend its CPU on bcrypt:
+// beyond bcryptBurst checks at once and bcryptPerSecond after, logins are
+// refused with 429 without a check; a login already verified still
+// passes, and checks resume as the bucket refills.
+func TestPasswordCheckRate(t *testing.T) {
+	passwd, _ := writeLoginFiles(t)
+	clock := newClock()
+	o := testOptions(t, clock)
+	o.Config.PasswordFile = passwd
+	h := newTestHandler(t, o)
+	if code := getFrom(h, "192.0.2.1:1000", basic("admin", "secret")); code != 200 {
+		t.Fatalf("first login: %d", code)
+	}
+	refused := 0
+	for i := range 200 {
+		switch code := getFrom(h, "203.0.113."+itoa(i%250)+":1000", basic("admin", "guess-"+itoa(i))); code {
+		case 401:
+		case 429:
+			refused++
+		default:
+			t.Fatalf("guess %d: status %d", i, code)
+		}
+	}
+	if checked := 200 - refused; checked > bcryptBurst {
+		t.Errorf("%d password checks made at one moment, want at most %d", checked, bcryptBurst)
+	}
+	if code := getFrom(h, "192.0.2.1:1000", basic("admin", "secret")); code != 200 {
+		t.Errorf("verified login during the guessing: %d, want 200", code)
+	}
+	if code := getFrom(h, "192.0.2.2:1000", basic("admin", "secret-2")); code != 429 {
+		t.Errorf("a new check while the bucket is empty: %d, want 429", code)
+	}
+	clock.add(time.Second)
+	if code := getFrom(h, "192.0.2.2:1000", basic("admin", "wrong")); code != 401 {
+		t.Errorf("a check a second later: %d, want 401 (checked again)", code)
+	}
+}
