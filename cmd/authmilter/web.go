@@ -39,9 +39,11 @@ const retiredCheckTick = time.Minute
 // snapshot, for the status pages (web.KeyDetails). It never blocks for
 // long: one mutex held only to copy in or out.
 type keyChecks struct {
-	mu      sync.Mutex
-	byKey   map[*keys.Key]keyCheck
-	retired map[string]web.RetiredKey // by domain + "/" + selector, lower case
+	mu    sync.Mutex
+	byKey map[*keys.Key]keyCheck
+	// retired are the retired keys' checks by domain, then selector (lower
+	// case): the problem filter of the keys page asks for every domain.
+	retired map[string]map[string]web.RetiredKey
 }
 
 // keyCheck is one key's last publication check.
@@ -51,7 +53,7 @@ type keyCheck struct {
 }
 
 func newKeyChecks() *keyChecks {
-	return &keyChecks{byKey: map[*keys.Key]keyCheck{}, retired: map[string]web.RetiredKey{}}
+	return &keyChecks{byKey: map[*keys.Key]keyCheck{}, retired: map[string]map[string]web.RetiredKey{}}
 }
 
 // record keeps the check r of k made at at (nil-safe: the daemon without
@@ -85,10 +87,14 @@ func (c *keyChecks) prune(t *keys.Table) {
 			delete(c.byKey, k)
 		}
 	}
-	for id := range c.retired {
-		d, sel, _ := strings.Cut(id, "/")
-		if !hasRetired(t, d, sel) {
-			delete(c.retired, id)
+	for d, sels := range c.retired {
+		for sel := range sels {
+			if !hasRetired(t, d, sel) {
+				delete(sels, sel)
+			}
+		}
+		if len(sels) == 0 {
+			delete(c.retired, d)
 		}
 	}
 }
@@ -151,24 +157,36 @@ func (w webKeys) Detail(k *keys.Key) (web.KeyDNS, bool) {
 // Retired implements web.KeyDetails.
 func (w webKeys) Retired(domain string) []web.RetiredKey { return w.d.checks.retiredOf(domain) }
 
-// retiredOf returns the kept checks of domain's retired keys.
+// retiredOf returns the kept checks of domain's retired keys, by
+// selector.
 func (c *keyChecks) retiredOf(domain string) []web.RetiredKey {
-	prefix := strings.ToLower(domain) + "/"
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var out []web.RetiredKey
-	for id, rk := range c.retired {
-		if strings.HasPrefix(id, prefix) {
-			out = append(out, rk)
-		}
+	sels := c.retired[strings.ToLower(domain)]
+	if len(sels) == 0 {
+		return nil
+	}
+	out := make([]web.RetiredKey, 0, len(sels))
+	for _, rk := range sels {
+		out = append(out, rk)
 	}
 	slices.SortFunc(out, func(a, b web.RetiredKey) int { return strings.Compare(a.Selector, b.Selector) })
 	return out
 }
 
-// retiredID is the key of c.retired.
-func retiredID(domain, selector string) string {
-	return strings.ToLower(domain) + "/" + strings.ToLower(selector)
+// retiredCheck returns the kept check of rk (callers hold c.mu).
+func (c *keyChecks) retiredCheck(rk keys.RetiredKey) (web.RetiredKey, bool) {
+	got, ok := c.retired[strings.ToLower(rk.Domain)][strings.ToLower(rk.Selector)]
+	return got, ok
+}
+
+// setRetired keeps the check of rk (callers hold c.mu).
+func (c *keyChecks) setRetired(rk keys.RetiredKey, got web.RetiredKey) {
+	d := strings.ToLower(rk.Domain)
+	if c.retired[d] == nil {
+		c.retired[d] = map[string]web.RetiredKey{}
+	}
+	c.retired[d][strings.ToLower(rk.Selector)] = got
 }
 
 // due adds the retired keys of pol's table that have no check yet
@@ -179,11 +197,10 @@ func (c *keyChecks) due(t *keys.Table, now time.Time, every time.Duration) []key
 	var out []keys.RetiredKey
 	for _, d := range t.RetiredDomains() {
 		for _, rk := range t.Retired(d) {
-			id := retiredID(rk.Domain, rk.Selector)
-			got, ok := c.retired[id]
+			got, ok := c.retiredCheck(rk)
 			if !ok {
 				got = web.RetiredKey{Selector: rk.Selector, Algorithm: string(rk.Algorithm), Retired: rk.Retired}
-				c.retired[id] = got
+				c.setRetired(rk, got)
 			}
 			if got.Checked.IsZero() || now.Sub(got.Checked) >= every {
 				out = append(out, rk)
@@ -195,16 +212,15 @@ func (c *keyChecks) due(t *keys.Table, now time.Time, every time.Duration) []key
 
 // retiredResult keeps the check of the retired key rk.
 func (c *keyChecks) retiredResult(rk keys.RetiredKey, res dnscheck.RetiredResult, at time.Time) (changed bool) {
-	id := retiredID(rk.Domain, rk.Selector)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	prev := c.retired[id]
+	prev, _ := c.retiredCheck(rk)
 	next := web.RetiredKey{Selector: rk.Selector, Algorithm: string(rk.Algorithm), Retired: rk.Retired, Checked: at,
 		Withdrawn: res.Retired, State: string(res.State), Detail: res.Detail}
 	if res.Wildcard {
 		next.Detail += "; a wildcard record gives a key at any selector"
 	}
-	c.retired[id] = next
+	c.setRetired(rk, next)
 	return prev.Checked.IsZero() || prev.Withdrawn != next.Withdrawn || prev.State != next.State
 }
 

@@ -279,3 +279,27 @@ func TestWebPagesNameservers(t *testing.T) {
 		t.Errorf("retired key gone (no record): %+v, want withdrawn", page.Retired)
 	}
 }
+
+// TestRetiredChecksByDomain: the retired checks are kept per domain (the
+// keys page's problem filter asks for each of 100,000 domains), case
+// does not matter, and each domain gets only its own.
+func TestRetiredChecksByDomain(t *testing.T) {
+	c := newKeyChecks()
+	at := time.Now()
+	for i := range 1000 {
+		d := fmt.Sprintf("D%04d.Example", i)
+		for _, sel := range []string{"s2", "s1"} {
+			c.retiredResult(keys.RetiredKey{Domain: d, Selector: sel}, dnscheck.RetiredResult{Retired: i%2 == 0, State: keys.Missing}, at)
+		}
+	}
+	got := c.retiredOf("d0007.example")
+	if len(got) != 2 || got[0].Selector != "s1" || got[1].Selector != "s2" || got[0].Withdrawn || !got[0].Checked.Equal(at) {
+		t.Fatalf("retired checks of d0007.example: %+v, want s1 and s2, not withdrawn", got)
+	}
+	if len(c.retired) != 1000 {
+		t.Errorf("%d domains indexed, want 1000", len(c.retired))
+	}
+	if got := c.retiredOf("nothing.example"); got != nil {
+		t.Errorf("a domain without retired keys: %+v", got)
+	}
+}
