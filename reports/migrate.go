@@ -133,6 +133,49 @@ var migrations = []migration{{
 		`CREATE INDEX feedback_rows_day ON feedback_rows (day)`,
 		`CREATE INDEX feedback_reports_domain ON feedback_reports (domain)`,
 	},
+}, {
+	version: 3,
+	statements: []string{
+		// The sums of each domain's rows per day (and reporting
+		// organisation), kept by the writers in the rows' transaction, so
+		// that the status pages read one row per domain and day instead of
+		// one per source. Aligned means "pass", as the rows store it;
+		// "neither" is messages - pass. Backfilled from the rows.
+		`CREATE TABLE report_day_totals (
+			domain TEXT NOT NULL,
+			day TEXT NOT NULL,
+			messages BIGINT NOT NULL,
+			dkim_aligned BIGINT NOT NULL,
+			spf_aligned BIGINT NOT NULL,
+			pass BIGINT NOT NULL,
+			PRIMARY KEY (domain, day)
+		)`,
+		`CREATE INDEX report_day_totals_day ON report_day_totals (day)`,
+		`CREATE TABLE feedback_day_totals (
+			domain TEXT NOT NULL,
+			org_name TEXT NOT NULL,
+			day TEXT NOT NULL,
+			messages BIGINT NOT NULL,
+			dkim_aligned BIGINT NOT NULL,
+			spf_aligned BIGINT NOT NULL,
+			pass BIGINT NOT NULL,
+			PRIMARY KEY (domain, org_name, day)
+		)`,
+		`CREATE INDEX feedback_day_totals_day ON feedback_day_totals (day)`,
+		`INSERT INTO report_day_totals (domain, day, messages, dkim_aligned, spf_aligned, pass)
+			SELECT w.domain, w.day, CAST(SUM(w.count) AS BIGINT),
+				CAST(SUM(CASE WHEN w.dkim_aligned = 'pass' THEN w.count ELSE 0 END) AS BIGINT),
+				CAST(SUM(CASE WHEN w.spf_aligned = 'pass' THEN w.count ELSE 0 END) AS BIGINT),
+				CAST(SUM(CASE WHEN w.dkim_aligned = 'pass' OR w.spf_aligned = 'pass' THEN w.count ELSE 0 END) AS BIGINT)
+			FROM report_rows w GROUP BY w.domain, w.day`,
+		`INSERT INTO feedback_day_totals (domain, org_name, day, messages, dkim_aligned, spf_aligned, pass)
+			SELECT r.domain, r.org_name, w.day, CAST(SUM(w.count) AS BIGINT),
+				CAST(SUM(CASE WHEN w.dkim_aligned = 'pass' THEN w.count ELSE 0 END) AS BIGINT),
+				CAST(SUM(CASE WHEN w.spf_aligned = 'pass' THEN w.count ELSE 0 END) AS BIGINT),
+				CAST(SUM(CASE WHEN w.dkim_aligned = 'pass' OR w.spf_aligned = 'pass' THEN w.count ELSE 0 END) AS BIGINT)
+			FROM feedback_rows w JOIN feedback_reports r ON r.id = w.report
+			GROUP BY r.domain, r.org_name, w.day`,
+	},
 }}
 
 // migrationLockKey is the PostgreSQL advisory lock that serialises

@@ -1,6 +1,7 @@
 package reports
 
 import (
+	"context"
 	"database/sql"
 	"os"
 	"path/filepath"
@@ -39,13 +40,12 @@ func TestMigrateUpgradesAnOldSchema(t *testing.T) {
 		ctx := storeTestContext(t)
 		db, d := migrateTestDB(t, database)
 		// A database made by a binary that knew version 1 only, with data.
-		if err := migrate(ctx, db, d, migrations[:1]); err != nil {
-			t.Fatal(err)
-		}
+		totalsTestFillOld(t, db, d, 1, func(ctx context.Context, s *sqlStore) {
+			if err := s.Add(ctx, []Entry{storeTestEntry("192.0.2.1")}); err != nil {
+				t.Fatal(err)
+			}
+		})
 		s := &sqlStore{db: db, d: d, name: "test"}
-		if err := s.Add(ctx, []Entry{storeTestEntry("192.0.2.1")}); err != nil {
-			t.Fatal(err)
-		}
 		// A later binary adds a step.
 		next := append(append([]migration(nil), migrations...), migration{
 			version:    migrations[len(migrations)-1].version + 1,

@@ -1,6 +1,7 @@
 package reports
 
 import (
+	"context"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -14,25 +15,24 @@ func TestStatsIndexesMigrateAnOldDatabase(t *testing.T) {
 	storeTestEach(t, func(t *testing.T, database string) {
 		ctx := storeTestContext(t)
 		db, d := migrateTestDB(t, database)
-		if err := migrate(ctx, db, d, migrations[:1]); err != nil {
-			t.Fatal(err)
-		}
-		old := &sqlStore{db: db, d: d, name: "version 1"}
-		if err := old.Add(ctx, statsTestRecorded()); err != nil {
-			t.Fatal(err)
-		}
-		for _, f := range statsTestImported() {
-			if _, err := old.Import(ctx, f); err != nil {
+		totalsTestFillOld(t, db, d, 1, func(ctx context.Context, old *sqlStore) {
+			if err := old.Add(ctx, statsTestRecorded()); err != nil {
 				t.Fatal(err)
 			}
-		}
+			for _, f := range statsTestImported() {
+				if _, err := old.Import(ctx, f); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+		old := &sqlStore{db: db, d: d, name: "version 1"}
 		if got := statsTestIndexes(t, old); len(got) != 0 {
 			t.Fatalf("version 1 has the statistics indexes already: %q", got)
 		}
 
 		s := storeTestOpen(t, database)
-		if v := migrateTestVersion(t, db); v != 2 {
-			t.Errorf("schema version %d after Open, want 2", v)
+		if v, want := migrateTestVersion(t, db), migrations[len(migrations)-1].version; v != want {
+			t.Errorf("schema version %d after Open, want %d", v, want)
 		}
 		if got, want := statsTestIndexes(t, old), []string{"feedback_reports_domain", "feedback_rows_day"}; !reflect.DeepEqual(got, want) {
 			t.Errorf("indexes %q, want %q", got, want)
@@ -74,9 +74,9 @@ func statsTestIndexes(t *testing.T, s *sqlStore) []string {
 }
 
 // TestStatsSQLitePlansUseTheIndexes checks SQLite's plans of the real
-// queries: one domain's rows are found through its domain (imported: the
-// policy domain, then each report's rows), every domain's through the day,
-// never by reading a whole table.
+// queries: one domain's rows and totals are found through its domain
+// (imported rows: the policy domain, then each report's rows), every
+// domain's through the day, never by reading a whole table.
 func TestStatsSQLitePlansUseTheIndexes(t *testing.T) {
 	ctx := storeTestContext(t)
 	s := storeTestOpen(t, filepath.Join(t.TempDir(), "reports.db")).(*sqlStore)
@@ -92,20 +92,25 @@ func TestStatsSQLitePlansUseTheIndexes(t *testing.T) {
 		importedByDay   = "USING INDEX feedback_rows_day (day>? AND day<?)"
 		recordedByKey   = "USING INDEX sqlite_autoindex_report_rows_1 (domain=? AND day>? AND day<?)"
 		recordedByDay   = "USING INDEX report_rows_day (day>? AND day<?)"
+		// DomainTotals and DayTotals read the per-day totals.
+		importedTotalsByDomain = "USING INDEX sqlite_autoindex_feedback_day_totals_1 (domain=?)"
+		importedTotalsByDay    = "USING INDEX feedback_day_totals_day (day>? AND day<?)"
+		recordedTotalsByKey    = "USING INDEX sqlite_autoindex_report_day_totals_1 (domain=? AND day>? AND day<?)"
+		recordedTotalsByDay    = "USING INDEX report_day_totals_day (day>? AND day<?)"
 	)
 	tests := []struct {
 		name string
 		built
 		want []string
 	}{
-		{"imported, one domain's days", build(s.d.dayTotalsQuery(statsTestQuery(true, "example.com"))), []string{reportsByDomain, rowsOfAReport}},
+		{"imported, one domain's days", build(s.d.dayTotalsQuery(statsTestQuery(true, "example.com"))), []string{importedTotalsByDomain}},
 		{"imported, one domain's sources", build(s.d.sourcesQuery(statsTestQuery(true, "example.com"), 10)), []string{reportsByDomain, rowsOfAReport}},
-		{"imported, every domain's days", build(s.d.dayTotalsQuery(statsTestQuery(true, ""))), []string{importedByDay}},
-		{"imported, domains", build(s.d.domainTotalsQuery(statsTestQuery(true, ""), "x", 0, 10)), []string{importedByDay}},
-		{"recorded, one domain's days", build(s.d.dayTotalsQuery(statsTestQuery(false, "example.com"))), []string{recordedByKey}},
+		{"imported, every domain's days", build(s.d.dayTotalsQuery(statsTestQuery(true, ""))), []string{importedTotalsByDay}},
+		{"imported, domains", build(s.d.domainTotalsQuery(statsTestQuery(true, ""), "x", 0, 10)), []string{importedTotalsByDay}},
+		{"recorded, one domain's days", build(s.d.dayTotalsQuery(statsTestQuery(false, "example.com"))), []string{recordedTotalsByKey}},
 		{"recorded, one domain's sources", build(s.d.sourcesQuery(statsTestQuery(false, "example.com"), 10)), []string{recordedByKey}},
-		{"recorded, every domain's days", build(s.d.dayTotalsQuery(statsTestQuery(false, ""))), []string{recordedByDay}},
-		{"recorded, domains", build(s.d.domainTotalsQuery(statsTestQuery(false, ""), "x", 0, 10)), []string{recordedByDay}},
+		{"recorded, every domain's days", build(s.d.dayTotalsQuery(statsTestQuery(false, ""))), []string{recordedTotalsByDay}},
+		{"recorded, domains", build(s.d.domainTotalsQuery(statsTestQuery(false, ""), "x", 0, 10)), []string{recordedTotalsByDay}},
 	}
 	for _, tc := range tests {
 		if tc.err != nil {

@@ -7,7 +7,9 @@ import (
 
 // The statistics queries' text. Each is one statement with GROUP BY, its
 // cost growing with the rows of the days asked, never with round trips;
-// written once with ? placeholders for both databases.
+// written once with ? placeholders for both databases. DomainTotals and
+// DayTotals read the per-day totals (one row per domain and day, and
+// organisation), Sources the rows themselves (it needs their addresses).
 
 // maxSourceHeaderFrom is how many From domains SourceTotals lists per
 // source.
@@ -23,6 +25,12 @@ const statsSums = `CAST(SUM(w.count) AS BIGINT) AS messages,
 	CAST(SUM(CASE WHEN w.dkim_aligned = 'pass' OR w.spf_aligned = 'pass' THEN w.count ELSE 0 END) AS BIGINT) AS pass,
 	CAST(SUM(CASE WHEN w.dkim_aligned <> 'pass' AND w.spf_aligned <> 'pass' THEN w.count ELSE 0 END) AS BIGINT) AS neither`
 
+// statsTotalsSums are the Totals of the per-day totals rows aliased w, in
+// the same order as statsSums.
+const statsTotalsSums = `CAST(SUM(w.messages) AS BIGINT) AS messages, CAST(SUM(w.dkim_aligned) AS BIGINT) AS dkim,
+	CAST(SUM(w.spf_aligned) AS BIGINT) AS spf, CAST(SUM(w.pass) AS BIGINT) AS pass,
+	CAST(SUM(w.messages - w.pass) AS BIGINT) AS neither`
+
 // statsResums add up statsSums of a grouped subquery, in the same order.
 const statsResums = `CAST(SUM(messages) AS BIGINT) AS messages, CAST(SUM(dkim) AS BIGINT) AS dkim,
 	CAST(SUM(spf) AS BIGINT) AS spf, CAST(SUM(pass) AS BIGINT) AS pass, CAST(SUM(neither) AS BIGINT) AS neither`
@@ -36,6 +44,8 @@ var statsTotalsColumns = []string{"messages", "dkim", "spf", "pass", "neither"}
 type statsRows struct {
 	from   string
 	domain string
+	// sums are the Totals of the rows: statsSums or statsTotalsSums.
+	sums string
 	// org is the reporting organisation's column; "" for recorded rows,
 	// which have none (PostgreSQL refuses a constant in GROUP BY, so the
 	// queries leave it out there).
@@ -50,17 +60,37 @@ func statsRowsOf(q StatsQuery) (statsRows, error) {
 	if err != nil {
 		return statsRows{}, err
 	}
-	r := statsRows{from: "report_rows w", domain: "w.domain"}
+	r := statsRows{from: "report_rows w", domain: "w.domain", sums: statsSums}
 	if q.Imported {
-		r = statsRows{from: "feedback_rows w JOIN feedback_reports r ON r.id = w.report", domain: "r.domain", org: "r.org_name"}
+		r = statsRows{from: "feedback_rows w JOIN feedback_reports r ON r.id = w.report", domain: "r.domain", org: "r.org_name", sums: statsSums}
 	}
+	return r.selecting(days, domain), nil
+}
+
+// statsDayTotalsOf checks q and returns the per-day totals it selects:
+// the sums of the same rows as statsRowsOf's, kept by the writers.
+func statsDayTotalsOf(q StatsQuery) (statsRows, error) {
+	days, domain, err := checkStatsQuery(q)
+	if err != nil {
+		return statsRows{}, err
+	}
+	r := statsRows{from: "report_day_totals w", domain: "w.domain", sums: statsTotalsSums}
+	if q.Imported {
+		r = statsRows{from: "feedback_day_totals w", domain: "w.domain", org: "w.org_name", sums: statsTotalsSums}
+	}
+	return r.selecting(days, domain), nil
+}
+
+// selecting adds the conditions of days and domain ("" for every domain)
+// to r.
+func (r statsRows) selecting(days statsDays, domain string) statsRows {
 	r.where = "w.day >= ? AND w.day < ?"
 	r.args = []any{days.since, days.until}
 	if domain != "" {
 		r.where += " AND " + r.domain + " = ?"
 		r.args = append(r.args, domain)
 	}
-	return r, nil
+	return r
 }
 
 // orgColumn is the organisation as a selected column.
@@ -112,7 +142,7 @@ func prefixed(prefix string, names []string) string {
 // is one row with the number and NULLs.
 func (d dialect) domainTotalsQuery(q StatsQuery, search string, offset, limit int) (string, []any, error) {
 	q.Domain = ""
-	rows, err := statsRowsOf(q)
+	rows, err := statsDayTotalsOf(q)
 	if err == nil {
 		err = checkStatsText("search", search)
 	}
@@ -134,7 +164,7 @@ func (d dialect) domainTotalsQuery(q StatsQuery, search string, offset, limit in
 	}
 	args = append(args, limit, offset)
 	order := "messages DESC, " + d.bytewise("domain")
-	query := `WITH g AS (SELECT ` + rows.domain + ` AS domain, ` + statsSums + `
+	query := `WITH g AS (SELECT ` + rows.domain + ` AS domain, ` + rows.sums + `
 			FROM ` + rows.from + ` WHERE ` + where + ` GROUP BY ` + rows.domain + `)
 		SELECT c.total, p.domain, ` + prefixed("p.", statsTotalsColumns) + `
 		FROM (SELECT COUNT(*) AS total FROM g) c
@@ -145,11 +175,11 @@ func (d dialect) domainTotalsQuery(q StatsQuery, search string, offset, limit in
 
 // dayTotalsQuery is DayTotals' query and its arguments.
 func (d dialect) dayTotalsQuery(q StatsQuery) (string, []any, error) {
-	rows, err := statsRowsOf(q)
+	rows, err := statsDayTotalsOf(q)
 	if err != nil {
 		return "", nil, err
 	}
-	query := `SELECT w.day, ` + rows.orgColumn() + `, ` + statsSums + `
+	query := `SELECT w.day, ` + rows.orgColumn() + `, ` + rows.sums + `
 		FROM ` + rows.from + ` WHERE ` + rows.where + `
 		GROUP BY ` + rows.groupBy("w.day") + `
 		ORDER BY ` + rows.orderBy(d, "w.day")
@@ -170,7 +200,7 @@ func (d dialect) sourcesQuery(q StatsQuery, limit int) (string, []any, error) {
 	}
 	b := d.bytewise
 	order := "neither DESC, messages DESC, " + b("ip") + ", " + b("org")
-	query := `WITH f AS (SELECT w.source_ip AS ip, ` + rows.orgColumn() + `, lower(w.header_from) AS hf, ` + statsSums + `
+	query := `WITH f AS (SELECT w.source_ip AS ip, ` + rows.orgColumn() + `, lower(w.header_from) AS hf, ` + rows.sums + `
 			FROM ` + rows.from + ` WHERE ` + rows.where + `
 			GROUP BY ` + rows.groupBy("w.source_ip", "lower(w.header_from)") + `),
 		s AS (SELECT ip, org, ` + statsResums + ` FROM f GROUP BY ip, org ORDER BY ` + order + ` LIMIT ?),

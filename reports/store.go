@@ -219,7 +219,8 @@ func (s *sqlStore) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 }
 
 // Prune deletes rows, policies, claims, sent records and imported reports
-// of days before before's UTC day, and returns how many rows went.
+// of days before before's UTC day, with their share of the per-day totals,
+// and returns how many rows went.
 func (s *sqlStore) Prune(ctx context.Context, before time.Time) (int64, error) {
 	day := dbDay(before)
 	var rows int64
@@ -232,6 +233,7 @@ func (s *sqlStore) Prune(ctx context.Context, before time.Time) (int64, error) {
 			return err
 		}
 		for _, q := range []string{
+			"DELETE FROM report_day_totals WHERE day < ?",
 			"DELETE FROM report_policies WHERE day < ?",
 			"DELETE FROM report_claims WHERE day < ?",
 			"DELETE FROM report_outcomes WHERE day < ?",
@@ -240,8 +242,12 @@ func (s *sqlStore) Prune(ctx context.Context, before time.Time) (int64, error) {
 				return err
 			}
 		}
+		begin := dbTime(DayOf(before))
+		if err := s.pruneFeedbackTotals(ctx, tx, begin); err != nil {
+			return err
+		}
 		// feedback_rows go with their report (ON DELETE CASCADE).
-		_, err = tx.ExecContext(ctx, s.d.bind("DELETE FROM feedback_reports WHERE begin_us < ?"), dbTime(DayOf(before)))
+		_, err = tx.ExecContext(ctx, s.d.bind("DELETE FROM feedback_reports WHERE begin_us < ?"), begin)
 		return err
 	})
 	if err != nil {

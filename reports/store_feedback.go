@@ -26,9 +26,9 @@ type dbFeedbackPolicy struct {
 	RUALimits       []int64  `json:"rua_limits,omitempty"`
 }
 
-// Import stores a received report with its rows in one transaction: all
-// or nothing. A report whose org name and report_id are already stored
-// changes nothing and gives false.
+// Import stores a received report with its rows, and adds them to the
+// per-day totals, in one transaction: all or nothing. A report whose org
+// name and report_id are already stored changes nothing and gives false.
 func (s *sqlStore) Import(ctx context.Context, f *Feedback) (bool, error) {
 	if f == nil {
 		return false, s.wrap("import", errors.New("no report"))
@@ -62,6 +62,7 @@ func (s *sqlStore) Import(ctx context.Context, f *Feedback) (bool, error) {
 		if err != nil {
 			return err
 		}
+		totals := dbTotals{}
 		for start := 0; start < len(b.Rows); start += dbChunkRows {
 			chunk := b.Rows[start:min(start+dbChunkRows, len(b.Rows))]
 			args := make([]any, 0, len(chunk)*15)
@@ -74,6 +75,7 @@ func (s *sqlStore) Import(ctx context.Context, f *Feedback) (bool, error) {
 				if err != nil {
 					return fmt.Errorf("record %d: %w", start+i+1, err)
 				}
+				totals.add(dbTotalsKey{domain: p.Domain, org: b.OrgName, day: row.day}, row.row)
 				args = append(args, id, start+i, row.day)
 				args = append(args, row.values()...)
 			}
@@ -81,6 +83,9 @@ func (s *sqlStore) Import(ctx context.Context, f *Feedback) (bool, error) {
 			if _, err := tx.ExecContext(ctx, s.d.bind(q), args...); err != nil {
 				return fmt.Errorf("records %d to %d: %w", start+1, start+len(chunk), err)
 			}
+		}
+		if err := s.addTotals(ctx, tx, totals, true); err != nil {
+			return err
 		}
 		imported = true
 		return nil

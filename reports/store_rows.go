@@ -95,9 +95,10 @@ func dbDomain(domain string) string {
 	return strings.ToLower(boundText(domain, maxNameBytes))
 }
 
-// Add aggregates entries into their rows and keeps the newest policy per
-// domain and day, in one transaction. Identical entries are summed first;
-// rows and policies are written in key order, so that concurrent Adds on
+// Add aggregates entries into their rows, adds them to the per-day totals
+// and keeps the newest policy per domain and day, in one transaction.
+// Identical entries are summed first; rows, totals and policies are
+// written in that order, each in key order, so that concurrent Adds on
 // PostgreSQL lock rows in one order and never deadlock.
 func (s *sqlStore) Add(ctx context.Context, entries []Entry) error {
 	if len(entries) == 0 {
@@ -120,6 +121,13 @@ func (s *sqlStore) Add(ctx context.Context, entries []Entry) error {
 			if _, err := tx.ExecContext(ctx, s.d.bind(q), args...); err != nil {
 				return fmt.Errorf("rows: %w", err)
 			}
+		}
+		totals := dbTotals{}
+		for _, r := range rows {
+			totals.add(dbTotalsKey{domain: r.row.Domain, day: r.day}, r.row)
+		}
+		if err := s.addTotals(ctx, tx, totals, false); err != nil {
+			return err
 		}
 		for start := 0; start < len(policies); start += dbChunkRows {
 			chunk := policies[start:min(start+dbChunkRows, len(policies))]
