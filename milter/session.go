@@ -153,6 +153,18 @@ func (ss *session) internalError() gomilter.Response {
 	return gomilter.NewResponseStr(byte(gomilter.ActReplyCode), "451 4.7.0 authmilter: temporary internal error")
 }
 
+// answered makes d say what the MTA was told when on_internal_error
+// replaced the decision's answer with resp: a tempfailed message is
+// retried, so the observers (metrics, reports) must not count it as
+// accepted, signed or sent unsigned.
+func answered(d *policy.Decision, resp gomilter.Response) {
+	if resp == gomilter.RespContinue {
+		return // on_internal_error = accept: the decision's answer stands
+	}
+	d.Action, d.SMTPCode, d.SMTPStatus = policy.TempFail, 451, "4.7.0"
+	d.Signatures, d.UnsignedReason = 0, ""
+}
+
 func (ss *session) Connect(host, family string, port uint16, addr net.IP, m *gomilter.Modifier) (resp gomilter.Response, err error) {
 	defer ss.guard("connect", &resp)
 	ss.clientHost = host
@@ -370,6 +382,7 @@ func (ss *session) endOfMessage(m fieldModifier) (resp gomilter.Response, err er
 		level = slog.LevelError
 		d.Log = append(d.Log, slog.String("error", err.Error()))
 		resp = ss.internalError()
+		answered(d, resp)
 		err = nil
 	} else if d.InternalError {
 		// The policy failed on this message (a key's signer): its decision
@@ -378,6 +391,7 @@ func (ss *session) endOfMessage(m fieldModifier) (resp gomilter.Response, err er
 		d.Log = append(d.Log, slog.String("on_internal_error", tx.pol.Config().OnInternalError))
 		if d.Action == policy.Accept {
 			resp = ss.internalError()
+			answered(d, resp)
 		}
 	}
 	ss.srv.Logger.LogAttrs(context.Background(), level, "message", d.Log...)

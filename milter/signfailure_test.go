@@ -35,12 +35,29 @@ func (brokenSigner) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
 type countingObserver struct {
 	mu     sync.Mutex
 	failed []bool
+	// done are the decisions as observed: action, signatures, unsigned
+	// reason (what the metrics count).
+	done []observed
+}
+
+// observed is what MessageDone saw of a decision.
+type observed struct {
+	action     policy.Action
+	signatures int
+	unsigned   string
 }
 
 func (o *countingObserver) MessageDone(d *policy.Decision, failed bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.failed = append(o.failed, failed)
+	o.done = append(o.done, observed{d.Action, d.Signatures, d.UnsignedReason})
+}
+
+func (o *countingObserver) decisions() []observed {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]observed(nil), o.done...)
 }
 
 func (o *countingObserver) ConnectionEvent(string) {}
@@ -149,6 +166,17 @@ func TestSignerFailureIsInternalError(t *testing.T) {
 			}
 			if got := obs.results(); len(got) != 2 || !got[0] || !got[1] {
 				t.Errorf("MessageDone failed flags %v, want [true true]", got)
+			}
+			// The metrics count what the MTA was told: a tempfailed
+			// message was neither accepted nor signed nor sent unsigned.
+			want := observed{policy.TempFail, 0, ""}
+			if mode == "accept" {
+				want = observed{policy.Accept, 1, ""}
+			}
+			for i, got := range obs.decisions() {
+				if got != want {
+					t.Errorf("message %d observed as %+v, want %+v", i, got, want)
+				}
 			}
 			logs := e.logs.String()
 			for _, want := range []string{"level=ERROR", "queue=SIGNFAIL1", "example.com/2026-11: dkimsign: sign: signer failed: libcrypto: sign",
