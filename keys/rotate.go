@@ -53,6 +53,13 @@ type RotatePolicy struct {
 	CanWithdraw bool
 }
 
+// RetireAt is when a key superseded at superseded is retired: Grace after
+// it, plus Recheck, during which the daemon may still sign with it.
+// `authmilter keys` and the status pages show the same date.
+func (p RotatePolicy) RetireAt(superseded time.Time) time.Time {
+	return superseded.Add(p.Grace + p.Recheck)
+}
+
 // ActionKind says what a rotation action does.
 type ActionKind string
 
@@ -201,7 +208,7 @@ func PlanRotation(v DomainView, p RotatePolicy) ([]Action, error) {
 			continue
 		}
 		by := activeByAlgo[k.Algorithm]
-		at := ks.Superseded.Add(p.Grace + p.Recheck)
+		at := p.RetireAt(ks.Superseded)
 		act := Action{Kind: ActWait, Domain: v.Domain, Selector: k.Selector, Algorithm: k.Algorithm, Key: k,
 			Previous: by.Selector, RetireAt: at,
 			Reason: fmt.Sprintf("superseded by %s since %s", by.Selector, ks.Superseded.UTC().Format(time.RFC3339))}

@@ -1017,6 +1017,13 @@ func matchLabels(p, n []string) bool {
 }
 
 // Scheme is how keygen and rotate name new keys under this config.
+// RotatePolicy is the rotation rules of these settings (rotate_after,
+// grace, recheck, the selector scheme), without a clock.
+func (c *KeysConfig) RotatePolicy() keys.RotatePolicy {
+	return keys.RotatePolicy{RotateAfter: c.RotateAfter.Duration, Grace: c.Grace.Duration, Recheck: c.Recheck.Duration,
+		Suffix: c.SelectorSuffix, Scheme: c.Scheme()}
+}
+
 func (c *KeysConfig) Scheme() keys.SelectorScheme {
 	return keys.SelectorScheme{Format: c.SelectorFormat, Suffix: c.SelectorSuffix, Alternate: c.Alternate}
 }

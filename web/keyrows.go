@@ -93,7 +93,7 @@ func (v keyView) domain(d string, full bool) domainKeys {
 		}
 	}
 	out := domainKeys{Domain: d, Keys: make([]keyRow, 0, len(ks))}
-	retireWait := cfg.Keys.Grace.Duration + cfg.Keys.Recheck.Duration
+	rot := cfg.Keys.RotatePolicy()
 	for _, k := range ks {
 		pub := v.src.Publication(k)
 		var det KeyDNS
@@ -116,11 +116,11 @@ func (v keyView) domain(d string, full bool) domainKeys {
 		if !row.Active {
 			row.WhyInactive = v.src.InactiveReason(k, pub, det.ActiveFrom)
 			if ks := state.Keys[k.Selector]; ks != nil && !ks.Superseded.IsZero() {
-				row.Superseded, row.RetireAfter = utcPtr(ks.Superseded), utcPtr(ks.Superseded.Add(retireWait))
+				row.Superseded, row.RetireAfter = utcPtr(ks.Superseded), utcPtr(rot.RetireAt(ks.Superseded))
 			}
 		}
 		if newest[k.Algorithm] == k {
-			at := k.Created.Add(cfg.Keys.RotateAfter.Duration)
+			at := k.Created.Add(rot.RotateAfter)
 			row.NextRotation, row.RotationDue = utcPtr(at), !v.now.Before(at)
 		}
 		row.Warnings = keyWarnings(k, row.Active, pub, det)

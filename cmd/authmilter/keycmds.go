@@ -201,7 +201,7 @@ func listKeys(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(stderr, "warning: %v\n", err)
 			state = &keys.DomainState{}
 		}
-		grace := cfg.Keys.Grace.Duration + cfg.Keys.Recheck.Duration
+		rot := cfg.Keys.RotatePolicy()
 		for _, k := range v.pol.Table().Keys(d) {
 			pub := v.pub[k]
 			created := k.Created // from the state, as the table read it
@@ -217,7 +217,7 @@ func listKeys(args []string, stdout, stderr io.Writer) error {
 				problems = append(problems, row.Problem)
 			}
 			if ks := state.Keys[k.Selector]; ks != nil && !ks.Superseded.IsZero() && !row.Active {
-				s, r := ks.Superseded.UTC(), ks.Superseded.Add(grace).UTC()
+				s, r := ks.Superseded.UTC(), rot.RetireAt(ks.Superseded).UTC()
 				row.Superseded, row.RetireAfter = &s, &r
 			}
 			rows = append(rows, row)

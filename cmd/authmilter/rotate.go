@@ -91,10 +91,10 @@ func rotate(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("-a: want a comma-separated list of %s, got %q", keys.Algorithms, a)
 		}
 	}
+	pol := cfg.Keys.RotatePolicy()
+	pol.Now, pol.Grace, pol.Force = now, grace, *force
 	run := &rotateRun{cfg: cfg, kd: newKeyDNSPlan(cfg, nil), dryRun: *dryRun, forcePublish: *forcePublish, verbose: *verbose || *dryRun, out: stdout,
-		pol: keys.RotatePolicy{Now: now, RotateAfter: cfg.Keys.RotateAfter.Duration, Grace: grace,
-			Recheck: cfg.Keys.Recheck.Duration, Force: *force, Suffix: cfg.Keys.SelectorSuffix,
-			Scheme: cfg.Keys.Scheme()}}
+		pol: pol}
 	if run.pub, err = newPublisher(cfg); err != nil {
 		return err
 	}
