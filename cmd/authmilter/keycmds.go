@@ -257,8 +257,8 @@ func (v *keyView) addCheck(row *keyInfo, k *keys.Key, pub keys.Publication) {
 	if pub.State != keys.Published && pub.State != keys.Waiting {
 		return
 	}
-	if a, ok := v.last.Answer(row.Record); ok && !a.Since.IsZero() && !a.Since.Equal(keys.MigratedSince) {
-		since := a.Since.UTC()
+	if since := publishedSince(v.last, k); !since.IsZero() {
+		since = since.UTC()
 		row.PublishedSince = &since
 	}
 	if pub.State == keys.Waiting {
@@ -267,6 +267,19 @@ func (v *keyView) addCheck(row *keyInfo, k *keys.Key, pub keys.Publication) {
 			row.ActiveFrom = &at
 		}
 	}
+}
+
+// retiredQuery asks whether the retired key domain/selector (p= p, if
+// known) is withdrawn; the keys of table that use the selector now (an
+// alternating selector given a new key) are not the retired one's.
+func retiredQuery(table *keys.Table, domain, selector, p string) dnscheck.RetiredQuery {
+	q := dnscheck.RetiredQuery{Domain: domain, Selector: selector, P: p}
+	for _, k := range table.Keys(domain) {
+		if strings.EqualFold(k.Selector, selector) {
+			q.Current = append(q.Current, k.PublicKeyData())
+		}
+	}
+	return q
 }
 
 // retiredKey is a key that rotation (or the administrator) retired.
@@ -340,13 +353,7 @@ func (v *keyView) retiredRows(ctx context.Context, d string, state *keys.DomainS
 	var rows []keyInfo
 	var problems []string
 	for _, rk := range v.retiredKeys(d, state) {
-		q := dnscheck.RetiredQuery{Domain: d, Selector: rk.selector, P: rk.p}
-		for _, k := range v.pol.Table().Keys(d) {
-			if strings.EqualFold(k.Selector, rk.selector) {
-				q.Current = append(q.Current, k.PublicKeyData())
-			}
-		}
-		res := v.check.checker.CheckRetired(ctx, q)
+		res := v.check.checker.CheckRetired(ctx, retiredQuery(v.pol.Table(), d, rk.selector, rk.p))
 		row := keyInfo{Domain: d, Selector: rk.selector, Algorithm: rk.algorithm, Bits: rk.bits, DNS: string(res.State),
 			Detail: res.Detail, Record: keys.RecordName(d, rk.selector), Retired: true, Retirement: &res}
 		if ks := state.Keys[rk.selector]; ks != nil {

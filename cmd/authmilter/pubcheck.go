@@ -247,6 +247,17 @@ func nextActivation(pol *policy.Policy, last *keys.LastGood) time.Time {
 	return next
 }
 
+// publishedSince is when k's record was first seen published everywhere,
+// from the last good answers (zero if unknown, or carried over from a
+// file that did not record it).
+func publishedSince(last *keys.LastGood, k *keys.Key) time.Time {
+	a, ok := last.Answer(keys.RecordName(k.Domain, k.Selector))
+	if !ok || a.Since.Equal(keys.MigratedSince) {
+		return time.Time{}
+	}
+	return a.Since
+}
+
 // activeFrom is when a waiting key becomes usable, from its detail's
 // source: the times in last (zero if unknown).
 func activeFrom(cfg *policy.Config, last *keys.LastGood, k *keys.Key) time.Time {

@@ -129,11 +129,11 @@ type webKeys struct{ d *daemon }
 func (w webKeys) Detail(k *keys.Key) (web.KeyDNS, bool) {
 	var out web.KeyDNS
 	known := false
-	if a, ok := w.d.lastGood.Answer(keys.RecordName(k.Domain, k.Selector)); ok && !a.Since.IsZero() && !a.Since.Equal(keys.MigratedSince) {
+	if since := publishedSince(&w.d.lastGood, k); !since.IsZero() {
 		known = true
-		out.PublishedSince = a.Since.UTC()
+		out.PublishedSince = since.UTC()
 		if pol := w.d.current.Load(); pol != nil && pol.Publication(k).State == keys.Waiting {
-			out.ActiveFrom = policy.ActivationTime(pol.Config(), a.Since, a.Hold).UTC()
+			out.ActiveFrom = activeFrom(pol.Config(), &w.d.lastGood, k).UTC()
 		}
 	}
 	c := w.d.checks
@@ -265,12 +265,7 @@ func (d *daemon) checkRetired(ctx context.Context, checks *keyChecks, now time.T
 		return
 	}
 	for _, rk := range due {
-		q := dnscheck.RetiredQuery{Domain: rk.Domain, Selector: rk.Selector}
-		for _, k := range pol.Table().Keys(rk.Domain) {
-			if strings.EqualFold(k.Selector, rk.Selector) {
-				q.Current = append(q.Current, k.PublicKeyData())
-			}
-		}
+		q := retiredQuery(pol.Table(), rk.Domain, rk.Selector, "")
 		cctx, cancel := context.WithTimeout(ctx, compileTimeout)
 		res := checker.CheckRetired(cctx, q)
 		cancel()
