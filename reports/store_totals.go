@@ -114,15 +114,13 @@ func (s *sqlStore) addTotals(ctx context.Context, tx *sql.Tx, m dbTotals, import
 func (s *sqlStore) pruneFeedbackTotals(ctx context.Context, tx *sql.Tx, beginUS int64) error {
 	// CROSS JOIN: SQLite then finds the pruned reports by their begin
 	// (and each one's rows), instead of reading every imported row.
+	// The pruned rows are summed as the statistics sum rows (statsSums).
 	subtract := `UPDATE feedback_day_totals SET
 			messages = feedback_day_totals.messages - d.messages,
-			dkim_aligned = feedback_day_totals.dkim_aligned - d.dkim_aligned,
-			spf_aligned = feedback_day_totals.spf_aligned - d.spf_aligned,
+			dkim_aligned = feedback_day_totals.dkim_aligned - d.dkim,
+			spf_aligned = feedback_day_totals.spf_aligned - d.spf,
 			pass = feedback_day_totals.pass - d.pass
-		FROM (SELECT r.domain AS domain, r.org_name AS org_name, w.day AS day, CAST(SUM(w.count) AS BIGINT) AS messages,
-				CAST(SUM(CASE WHEN w.dkim_aligned = 'pass' THEN w.count ELSE 0 END) AS BIGINT) AS dkim_aligned,
-				CAST(SUM(CASE WHEN w.spf_aligned = 'pass' THEN w.count ELSE 0 END) AS BIGINT) AS spf_aligned,
-				CAST(SUM(CASE WHEN w.dkim_aligned = 'pass' OR w.spf_aligned = 'pass' THEN w.count ELSE 0 END) AS BIGINT) AS pass
+		FROM (SELECT r.domain AS domain, r.org_name AS org_name, w.day AS day, ` + statsSums + `
 			FROM feedback_reports r CROSS JOIN feedback_rows w
 			WHERE w.report = r.id AND r.begin_us < ? GROUP BY r.domain, r.org_name, w.day) d
 		WHERE feedback_day_totals.domain = d.domain AND feedback_day_totals.org_name = d.org_name
