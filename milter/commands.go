@@ -28,10 +28,68 @@ func answeredHere(code byte) bool {
 	return false
 }
 
+// allNoReply are the SMFIP_NR_* flags of every command that we answer
+// only with continue before the end of the message. Nothing we decide
+// needs an earlier answer: the verdict is given at the end of the message,
+// and an internal error on the way is owed there (session.reply).
+const allNoReply = gomilter.OptNoConnReply | gomilter.OptNoHeloReply | gomilter.OptNoMailReply |
+	gomilter.OptNoRcptReply | gomilter.OptNoHeaderReply | gomilter.OptNoEOHReply | gomilter.OptNoBodyReply
+
+// noReplyOption returns the SMFIP_NR_* flag that spares command code its
+// reply (0 for the commands that always have one, or never).
+func noReplyOption(code gomilter.Code) gomilter.OptProtocol {
+	switch code {
+	case gomilter.CodeConn:
+		return gomilter.OptNoConnReply
+	case gomilter.CodeHelo:
+		return gomilter.OptNoHeloReply
+	case gomilter.CodeMail:
+		return gomilter.OptNoMailReply
+	case gomilter.CodeRcpt:
+		return gomilter.OptNoRcptReply
+	case gomilter.CodeHeader:
+		return gomilter.OptNoHeaderReply
+	case gomilter.CodeEOH:
+		return gomilter.OptNoEOHReply
+	case gomilter.CodeBody:
+		return gomilter.OptNoBodyReply
+	}
+	return 0
+}
+
 // command runs one command that answeredHere accepts, parsed exactly as
 // go-milter's session would, and returns the reply (nil: none is sent).
 // data is only valid during the call: a body chunk is not retained.
 func (ss *session) command(code byte, data []byte) (gomilter.Response, error) {
+	resp, err := ss.run(code, data)
+	return ss.reply(gomilter.Code(code), resp), err
+}
+
+// reply returns what to send for resp, the answer to command code: nothing
+// when the MTA agreed that code is not answered. A non-continue answer
+// that cannot be sent is owed at the next command that takes a reply (the
+// end of the message): for connect and HELO, at every message of the
+// connection, as the MTA would have refused them all.
+func (ss *session) reply(code gomilter.Code, resp gomilter.Response) gomilter.Response {
+	opt := noReplyOption(code)
+	if opt == 0 || ss.conn == nil || ss.conn.negotiated()&opt == 0 {
+		return resp
+	}
+	if resp != nil && resp != gomilter.RespContinue {
+		switch {
+		case code == gomilter.CodeConn || code == gomilter.CodeHelo:
+			if ss.connFailed == nil {
+				ss.connFailed = resp
+			}
+		case ss.failed == nil:
+			ss.failed = resp
+		}
+	}
+	return nil
+}
+
+// run runs one command and returns its answer.
+func (ss *session) run(code byte, data []byte) (gomilter.Response, error) {
 	switch gomilter.Code(code) {
 	case gomilter.CodeMacro:
 		// checkCommand made sure the stage byte is there.

@@ -125,6 +125,8 @@ func streamPackets(args string) ([]byte, error) {
 		return packet('O', u32(6, 0x1ff, 0x1fffff)), nil
 	case "optneg-reply-headers": // SMFIP_NR_HDR not offered
 		return packet('O', u32(6, 0x1ff, 0x1fffff&^uint32(gomilter.OptNoHeaderReply))), nil
+	case "optneg-replies": // no SMFIP_NR_* offered: every command is answered
+		return packet('O', u32(6, 0x1ff, 0x1fffff&^uint32(allNoReply))), nil
 	case "connect":
 		ip := rest
 		return packet('C', append(append([]byte("client.example\x004"), 0, 25), []byte(ip+"\x00")...)), nil
@@ -188,24 +190,44 @@ func streamPackets(args string) ([]byte, error) {
 }
 
 // repliesOwed counts the commands in b that the daemon answers.
-func repliesOwed(b []byte, headerReplies bool) int {
+// offered is the protocol mask of the stream's OPTNEG: the daemon must
+// leave unanswered every command whose SMFIP_NR_* flag is offered.
+func repliesOwed(b []byte, offered gomilter.OptProtocol) int {
 	n := 0
 	for len(b) >= 5 {
 		l := int(binary.BigEndian.Uint32(b))
 		if l == 0 || 4+l > len(b) {
 			break
 		}
-		switch b[4] {
-		case 'O', 'C', 'H', 'M', 'R', 'N', 'B':
+		code := gomilter.Code(b[4])
+		switch code {
+		case gomilter.CodeOptNeg:
 			n++
-		case 'L':
-			if headerReplies {
+		case gomilter.CodeConn, gomilter.CodeHelo, gomilter.CodeMail, gomilter.CodeRcpt,
+			gomilter.CodeEOH, gomilter.CodeBody, gomilter.CodeHeader:
+			if offered&noReplyOption(code) == 0 {
 				n++
 			}
 		}
 		b = b[4+l:]
 	}
 	return n
+}
+
+// offeredProtocol returns the protocol mask of the OPTNEG packets in b,
+// or last if there is none.
+func offeredProtocol(b []byte, last gomilter.OptProtocol) gomilter.OptProtocol {
+	for len(b) >= 5 {
+		l := int(binary.BigEndian.Uint32(b))
+		if l == 0 || 4+l > len(b) {
+			break
+		}
+		if b[4] == byte(gomilter.CodeOptNeg) && l >= optNegLen {
+			last = gomilter.OptProtocol(binary.BigEndian.Uint32(b[4+9 : 4+13]))
+		}
+		b = b[4+l:]
+	}
+	return last
 }
 
 // streamReply is one reply packet.
@@ -241,10 +263,10 @@ func runStream(t *testing.T, e *env, s hostileStream) {
 	w := bufio.NewWriterSize(c, 64<<10)
 	var mods []streamReply // modifications seen before the last final reply
 	// owed counts the replies the daemon owes for commands sent and not
-	// yet read: OPTNEG, connect, HELO, MAIL, RCPT, EOH, body chunks, and
-	// header fields unless SMFIP_NR_HDR was negotiated.
+	// yet read: OPTNEG, and connect, HELO, MAIL, RCPT, header fields, EOH
+	// and body chunks unless their SMFIP_NR_* flag was negotiated.
 	owed := 0
-	headerReplies := false
+	var offered gomilter.OptProtocol
 	readOwed := func(where string) {
 		for ; owed > 0; owed-- {
 			r, err := readReply(c, 30*time.Second)
@@ -270,10 +292,8 @@ func runStream(t *testing.T, e *env, s hostileStream) {
 				t.Fatalf("%s: %v", where, err)
 			}
 			w.Write(b)
-			if strings.HasPrefix(st.args, "optneg-reply-headers") {
-				headerReplies = true
-			}
-			owed += repliesOwed(b, headerReplies)
+			offered = offeredProtocol(b, offered)
+			owed += repliesOwed(b, offered)
 			continue
 		}
 		// Expectations read what the daemon sent since the last one.

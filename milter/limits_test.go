@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	gomilter "github.com/emersion/go-milter"
+
 	"github.com/authmilter/authmilter/internal/miltertest"
 )
 
@@ -24,14 +26,21 @@ func heapInUse() uint64 {
 	return ms.HeapAlloc
 }
 
-// negotiate dials e and completes option negotiation.
+// negotiate dials e and completes option negotiation as Postfix does.
 func negotiate(t testing.TB, e *env) net.Conn {
+	t.Helper()
+	return negotiateWith(t, e, optneg)
+}
+
+// negotiateWith dials e and completes option negotiation with the OPTNEG
+// packet opt.
+func negotiateWith(t testing.TB, e *env, opt []byte) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", e.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Write(optneg)
+	c.Write(opt)
 	if r, err := readReply(c, 10*time.Second); err != nil || r.code != 'O' {
 		t.Fatalf("negotiation: %v %v", r, err)
 	}
@@ -44,7 +53,10 @@ func negotiate(t testing.TB, e *env) net.Conn {
 func TestHeaderFloodMemoryBound(t *testing.T) {
 	e := start(t, "")
 	base := heapInUse()
-	c := negotiate(t, e)
+	// Connect, MAIL, RCPT and EOH answered (their SMFIP_NR_* not offered):
+	// the EOH reply says that every header field has been handled.
+	c := negotiateWith(t, e, packet('O', binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil,
+		6), 0x1ff), 0x1fffff&^uint32(allNoReply&^gomilter.OptNoHeaderReply))))
 	defer c.Close()
 	w := bufio.NewWriterSize(c, 1<<20)
 	for _, cmd := range []string{"connect 198.51.100.7", "mail <x@example.com>", "rcpt <postmaster@test.example>"} {

@@ -59,14 +59,16 @@ type Server struct {
 }
 
 // Options negotiated with the MTA: we add, change and delete header fields
-// and quarantine; we need no DATA or unknown-command events; header callbacks
-// are not answered (SMFIP_NR_HDR saves a round trip per field) and carry
-// their leading space (SMFIP_HDR_LEADSPC) so that header fields can be
-// rebuilt byte for byte. Flags the MTA does not offer are masked off by
-// negotiatingConn.
+// and quarantine; we need no DATA or unknown-command events; no command
+// before the end of the message is answered (the SMFIP_NR_* flags of
+// allNoReply: one round trip per message instead of one per command, see
+// session.reply); header fields carry their leading space
+// (SMFIP_HDR_LEADSPC) so that they can be rebuilt byte for byte. Flags the
+// MTA does not offer are masked off by negotiatingConn, and the commands
+// are then answered as before.
 const (
 	actions  = gomilter.OptAddHeader | gomilter.OptChangeHeader | gomilter.OptQuarantine
-	protocol = gomilter.OptNoUnknown | gomilter.OptNoData | gomilter.OptNoHeaderReply | gomilter.OptHeaderLeadingSpace
+	protocol = gomilter.OptNoUnknown | gomilter.OptNoData | allNoReply | gomilter.OptHeaderLeadingSpace
 )
 
 // Listen opens every socket in specs ("unix:/path", "inet:host:port"). Unix

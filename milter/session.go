@@ -32,9 +32,13 @@ type session struct {
 	macros []string
 
 	tx *transaction
-	// failed is the reply owed for an internal error in a command that
-	// takes no reply (a header field); the next reply is this one.
+	// failed is the reply owed for an internal error in a command of the
+	// transaction that takes no reply (see reply); the next reply is this
+	// one. It goes with the transaction.
 	failed gomilter.Response
+	// connFailed is the same for connect and HELO: every message of the
+	// connection is answered with it.
+	connFailed gomilter.Response
 }
 
 // transaction is one message.
@@ -137,10 +141,13 @@ func (ss *session) contain(stage string, v any, resp *gomilter.Response) {
 }
 
 // takeFailure returns and clears the reply owed for an earlier internal
-// error, if any.
+// error in the transaction, if any, or else the connection's.
 func (ss *session) takeFailure() gomilter.Response {
 	r := ss.failed
 	ss.failed = nil
+	if r == nil {
+		r = ss.connFailed
+	}
 	return r
 }
 
@@ -185,6 +192,7 @@ func (ss *session) Helo(name string, m *gomilter.Modifier) (resp gomilter.Respon
 
 func (ss *session) MailFrom(from string, m *gomilter.Modifier) (resp gomilter.Response, err error) {
 	defer ss.guard("mail", &resp)
+	ss.failed = nil     // owed by the previous transaction, which is over
 	ss.endTransaction() // a MAIL without ABORT after the previous message
 	ss.srv.inflight.Add(1)
 	ss.tx = &transaction{
@@ -447,6 +455,7 @@ func (ss *session) apply(d *policy.Decision, m fieldModifier) (gomilter.Response
 }
 
 func (ss *session) Abort(m *gomilter.Modifier) error {
+	ss.failed = nil
 	ss.endTransaction()
 	return nil
 }
