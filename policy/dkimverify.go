@@ -2,17 +2,13 @@ package policy
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
-	"net"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode"
 
-	"github.com/emersion/go-msgauth/dkim"
+	"github.com/authmilter/authmilter/policy/dkimsign"
 )
 
 // DKIM results, as RFC 8601 §2.7.1 names them.
@@ -44,8 +40,8 @@ const (
 // signature is refused with DKIMPolicy. RFC 6376 §3.5 lets verifiers ignore
 // signatures with a timestamp in the future; the allowance is for signers
 // whose clocks run a little fast. It is the 300 seconds libopendkim uses.
-// x= gets no allowance: the signer chose it, and go-msgauth compares it with
-// the current time as it is.
+// x= gets no allowance: the signer chose it, and it is compared with the
+// current time as it is.
 const ClockSkew = 5 * time.Minute
 
 // DKIMResult is the outcome of one DKIM-Signature, in RFC 8601 terms.
@@ -89,76 +85,45 @@ type dkimSig struct {
 	DKIMResult
 	tags   map[string]string // best-effort parse, for reporting and our checks
 	tagsOK bool              // the tag-list is well formed
-	// decided is set when our own checks settled the result before
-	// cryptographic verification; the key is then not looked up.
+	// decided is set once the result is settled; a signature decided
+	// before its key is needed costs no DNS query.
 	decided bool
+	// field is the signature's own header field, as the header hash takes
+	// it (see verifierField).
+	field dkimsign.Field
+	// headerKeys is h=, keyName the key record's DNS name (s=._domainkey.d=)
+	// and keyTxt, once fetched, the single TXT record found there, and key
+	// its parsed key when usable.
+	headerKeys []string
+	keyName    string
+	keyTxt     string
+	key        *dkimKey
 }
 
 // verifyDKIM is VerifyDKIM with the current time as a parameter, for tests.
 func verifyDKIM(ctx context.Context, r Resolver, header []HeaderField, body io.Reader, max int, now time.Time) []DKIMResult {
-	var sigs []*dkimSig
-	total := 0
-	for _, f := range header {
-		if !isDKIMSignature(f.Name) {
-			continue
-		}
-		total++
-		if max <= 0 || len(sigs) < max {
-			sigs = append(sigs, newDKIMSig(f.Value))
-		}
-	}
-	if len(sigs) == 0 {
+	v := newDKIMVerifier(header, max, now, nil)
+	if v == nil {
 		return nil
 	}
-	needKey := map[string]bool{}
-	for _, s := range sigs {
-		s.precheck(now)
-		if !s.decided {
-			needKey[keyName(s.Domain, s.Selector)] = true
-		}
+	v.lookUpKeys(ctx, r)
+	var hashers [2]*dkimsign.BodyHasher
+	var writers []io.Writer
+	for _, c := range v.bodyCanons() {
+		hashers[c] = dkimsign.NewBodyHasher(c)
+		writers = append(writers, hashers[c])
 	}
-
-	keyLog := &keyLookups{ctx: ctx, r: r, need: needKey}
-	opts := &dkim.VerifyOptions{LookupTXT: keyLog.lookupTXT, MaxVerifications: max}
-	verifs, err := dkim.VerifyWithOptions(io.MultiReader(strings.NewReader(verifierHeader(header)), body), opts)
-	if err != nil && !errors.Is(err, dkim.ErrTooManySignatures) {
+	if _, err := io.Copy(io.MultiWriter(writers...), body); err != nil {
 		// Not a verdict on any signature: the message could not be read
 		// (an aborted transfer, a canceled context).
-		for _, s := range sigs {
-			if !s.decided {
-				s.Result, s.Reason = DKIMTempError, "message unreadable: "+cleanDKIMError(err)
-			}
+		return v.unreadable(err)
+	}
+	return v.finish(func(c dkimsign.Canon) []byte {
+		if hashers[c] == nil {
+			return nil
 		}
-	} else {
-		// verifierHeader makes go-msgauth find exactly our signatures, in
-		// our order, so its i-th verification is our i-th signature's. That
-		// is checked, not assumed: a verification that does not carry the
-		// signature's own d= and h= (or a missing one) is never taken for
-		// it.
-		for i, s := range sigs {
-			if s.decided {
-				continue
-			}
-			if len(verifs) != len(sigs) || !s.producedBy(verifs[i]) {
-				s.Result, s.Reason = DKIMTempError, "internal error: verification not bound to this signature"
-				continue
-			}
-			s.classify(verifs[i].Err, keyLog)
-			s.checkKeyFlags(keyLog)
-		}
-	}
-
-	out := make([]DKIMResult, 0, len(sigs)+1)
-	for _, s := range sigs {
-		out = append(out, s.DKIMResult)
-	}
-	if skipped := total - len(sigs); skipped > 0 {
-		out = append(out, DKIMResult{
-			Result: DKIMPolicy,
-			Reason: fmt.Sprintf("%d more signatures not verified, limit %d", skipped, max),
-		})
-	}
-	return out
+		return hashers[c].Sum()
+	})
 }
 
 // isDKIMSignature reports whether a header field named name is a
@@ -175,75 +140,6 @@ func isDKIMSignature(name string) bool {
 	return len(name) == len("DKIM-Signature") && strings.EqualFold(name, "DKIM-Signature")
 }
 
-// invalidFieldName replaces, in the header given to go-msgauth, a field
-// name it would read otherwise than we do (see verifierHeader).
-const invalidFieldName = "X-Authmilter-Invalid-Field-Name"
-
-// verifierHeader is the header handed to go-msgauth, which parses it again
-// in its own way: it splits fields at line breaks not followed by white
-// space, cuts the name at the first colon and trims white space around it.
-// Its copy is made so that this parse gives back exactly our fields, one
-// for one and in order, and so that the fields it takes for signatures are
-// exactly those that isDKIMSignature accepts: its verifications then come
-// in the order of our signature list. Only fields that a well-behaved MTA
-// never passes are changed, in go-msgauth's copy only:
-//
-//   - a line break in a value that is not followed by a space or a tab
-//     would start a new field (or, before an empty line, end the header):
-//     a space is put after it, so that the text stays in its field;
-//   - a name that go-msgauth would read differently (empty, with a colon or
-//     a line break, starting with white space, which would continue the
-//     previous field) or would trim into "DKIM-Signature" without being
-//     exactly that is replaced by invalidFieldName.
-//
-// Signatures that cover such a field by its name then no longer find it,
-// or hash other bytes, and fail.
-func verifierHeader(header []HeaderField) string {
-	var b strings.Builder
-	for _, f := range header {
-		name := f.Name
-		if !isDKIMSignature(name) && (name == "" || strings.ContainsAny(name, ":\r\n") ||
-			name[0] == ' ' || name[0] == '\t' ||
-			strings.EqualFold(strings.TrimSpace(name), "DKIM-Signature")) {
-			name = invalidFieldName
-		}
-		b.WriteString(name)
-		b.WriteByte(':')
-		v := f.Value
-		for {
-			i := strings.IndexByte(v, '\n')
-			if i < 0 {
-				break
-			}
-			b.WriteString(v[:i+1])
-			v = v[i+1:]
-			if v == "" || (v[0] != ' ' && v[0] != '\t') {
-				b.WriteByte(' ')
-			}
-		}
-		b.WriteString(v)
-		b.WriteString("\r\n")
-	}
-	b.WriteString("\r\n")
-	return b.String()
-}
-
-// producedBy reports whether go-msgauth's verification v can be the one of
-// this signature: it names the same d= and h= as far as go-msgauth got in
-// reading the signature (it leaves them empty when it stops earlier).
-func (s *dkimSig) producedBy(v *dkim.Verification) bool {
-	if v == nil {
-		return false
-	}
-	if v.Domain != "" && v.Domain != s.tags["d"] {
-		return false
-	}
-	if v.HeaderKeys != nil && strings.Join(v.HeaderKeys, ":") != s.tags["h"] {
-		return false
-	}
-	return true
-}
-
 func newDKIMSig(value string) *dkimSig {
 	s := &dkimSig{}
 	s.tags, s.tagsOK = parseTagList(value)
@@ -254,10 +150,10 @@ func newDKIMSig(value string) *dkimSig {
 	return s
 }
 
-// precheck settles the result of a well-formed signature that go-msgauth
-// would verify but that we refuse, or that it accepts although RFC 6376
-// forbids it. Malformed signatures are left to go-msgauth, so that a
-// syntax error is reported as such even when the signature also has l=.
+// precheck settles the result of a well-formed signature that we refuse
+// although it might verify, or that RFC 6376 forbids. Malformed signatures
+// are left to checkHeader, so that a syntax error is reported as such even
+// when the signature also has l=.
 func (s *dkimSig) precheck(now time.Time) {
 	if !s.wellFormed() {
 		return
@@ -292,7 +188,7 @@ func (s *dkimSig) precheck(now time.Time) {
 
 // wellFormed reports whether the tags needed by our own checks are sane:
 // the tag-list parsed, v=1 and the required tags are there (RFC 6376
-// §6.1.1). Anything else is left to go-msgauth.
+// §6.1.1). Anything else is left to checkHeader.
 func (s *dkimSig) wellFormed() bool {
 	if !s.tagsOK || s.tags["v"] != "1" {
 		return false
@@ -317,156 +213,29 @@ func (s *dkimSig) hasTag(name string) bool {
 	return ok
 }
 
-// classify maps go-msgauth's verdict on the signature to an RFC 8601
-// result.
-func (s *dkimSig) classify(err error, keyLog *keyLookups) {
-	if err == nil {
-		s.Result, s.Reason = DKIMPass, ""
-		return
-	}
-	msg := cleanDKIMError(err)
-	switch {
-	case dkim.IsTempFail(err):
-		s.Result, s.Reason = DKIMTempError, "key unavailable"
-		if de := keyLog.err(s.Domain, s.Selector); de != nil {
-			s.Reason += ": " + de.Err
-		}
-	case strings.HasPrefix(msg, "no key for signature"):
-		// RFC 6376 §6.1.2: NXDOMAIN or no TXT record: PERMFAIL (no key for
-		// signature).
-		s.Result, s.Reason = DKIMPermError, "no key for signature"
-	case msg == "key revoked":
-		// RFC 6376 §6.1.2: an empty p= "MUST [be treated] as a failed
-		// signature check".
-		s.Result, s.Reason = DKIMFail, "key revoked"
-	case strings.HasPrefix(msg, "key is too short"):
-		// RFC 8301 §3.2: RSA keys under 1024 bits MUST NOT be considered
-		// valid.
-		s.Result, s.Reason = DKIMPolicy, "RSA key under 1024 bits, RFC 8301"
-	case strings.HasPrefix(msg, "hash algorithm too weak"):
-		s.Result, s.Reason = DKIMPolicy, "rsa-sha1 not accepted, RFC 8301"
-	case msg == "signature has expired":
-		s.Result, s.Reason = DKIMPolicy, "signature expired"
-	case strings.Contains(msg, "body length tag"):
-		s.Result, s.Reason = DKIMPolicy, "body length limit l= not accepted, RFC 6376 section 8.2"
-	case dkim.IsPermFail(err):
-		s.Result, s.Reason = DKIMPermError, msg
-	default:
-		// go-msgauth's signature failures: body hash or signature mismatch
-		// (the crypto library's own words add nothing).
-		s.Result, s.Reason = DKIMFail, msg
-		if strings.HasPrefix(msg, "signature did not verify") {
-			s.Reason = "signature did not verify"
-		}
-	}
-}
-
 // checkKeyFlags applies the key record's t= flags (RFC 6376 §3.6.1) to a
 // signature whose key was fetched and used.
-func (s *dkimSig) checkKeyFlags(keyLog *keyLookups) {
+func (s *dkimSig) checkKeyFlags(flags dkimKeyFlags) {
 	if s.Result != DKIMPass && s.Result != DKIMFail {
 		return
 	}
-	txt, ok := keyLog.record(s.Domain, s.Selector)
-	if !ok {
-		return
-	}
-	rec, _ := parseTagList(txt)
-	for _, f := range strings.Split(rec["t"], ":") {
-		// ABNF literals are case-insensitive (RFC 5234 §2.3); unknown flags
-		// MUST be ignored (RFC 6376 §3.6.1).
-		switch strings.ToLower(f) {
-		case "s":
-			// RFC 6376 §3.6.1, t=s: the i= domain MUST be the d= domain, not
-			// a subdomain of it. go-msgauth only checks that it is one or
-			// the other.
-			if i, ok := s.tags["i"]; ok && s.Result == DKIMPass {
-				_, idom, _ := strings.Cut(i, "@")
-				if !strings.EqualFold(idom, s.Domain) {
-					s.Result, s.Reason = DKIMPermError, "i= domain is not d= but the key has t=s"
-				}
-			}
-		case "y":
-			s.Testing = true
+	// RFC 6376 §3.6.1, t=s: the i= domain MUST be the d= domain, not a
+	// subdomain of it (checkHeader only checks that it is one or the
+	// other).
+	if i, ok := s.tags["i"]; ok && flags.strict && s.Result == DKIMPass {
+		_, idom, _ := strings.Cut(i, "@")
+		if !strings.EqualFold(idom, s.Domain) {
+			s.Result, s.Reason = DKIMPermError, "i= domain is not d= but the key has t=s"
 		}
 	}
-	if s.Testing {
+	if flags.testing {
+		s.Testing = true
 		if s.Reason == "" {
 			s.Reason = "testing mode"
 		} else {
 			s.Reason += ", testing mode"
 		}
 	}
-}
-
-// keyLookups wraps the resolver for go-msgauth: it remembers each key
-// record and lookup error by name, so that the key's flags and the kind of
-// DNS failure can be reported, and it answers "not looked up" for keys of
-// signatures already decided, so that they cost no DNS traffic.
-type keyLookups struct {
-	ctx  context.Context
-	r    Resolver
-	need map[string]bool
-
-	mu      sync.Mutex
-	records map[string][]string
-	errs    map[string]*net.DNSError
-}
-
-func keyName(domain, selector string) string {
-	return strings.ToLower(selector + "._domainkey." + domain)
-}
-
-func (k *keyLookups) lookupTXT(name string) ([]string, error) {
-	key := strings.ToLower(name)
-	if !k.need[key] {
-		return nil, &net.DNSError{Err: "not looked up", Name: name, IsNotFound: true}
-	}
-	txts, err := k.r.LookupTXT(k.ctx, name)
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if k.records == nil {
-		k.records, k.errs = map[string][]string{}, map[string]*net.DNSError{}
-	}
-	var de *net.DNSError
-	switch {
-	case err == nil:
-		k.records[key] = txts
-	case errors.As(err, &de):
-		k.errs[key] = de
-	default:
-		// go-msgauth treats an error that is not a temporary net.Error as
-		// "no key"; anything unexpected from a resolver is temporary.
-		de = &net.DNSError{Err: err.Error(), Name: name, IsTemporary: true}
-		k.errs[key] = de
-		return nil, de
-	}
-	return txts, err
-}
-
-// record returns the single key record at the signature's name.
-func (k *keyLookups) record(domain, selector string) (string, bool) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	txts := k.records[keyName(domain, selector)]
-	if len(txts) != 1 {
-		return "", false
-	}
-	return txts[0], true
-}
-
-func (k *keyLookups) err(domain, selector string) *net.DNSError {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.errs[keyName(domain, selector)]
-}
-
-// cleanDKIMError returns go-msgauth's error text without its "dkim: "
-// prefixes and without strconv's details.
-func cleanDKIMError(err error) string {
-	msg := strings.ReplaceAll(err.Error(), "dkim: ", "")
-	msg, _, _ = strings.Cut(msg, ": strconv.")
-	return msg
 }
 
 // parseDKIMTime parses a t= or x= value: 1*12DIGIT seconds since the epoch
@@ -486,7 +255,7 @@ func parseDKIMTime(v string) (int64, bool) {
 // key record's, with whitespace removed from values. It always returns what
 // it could read (the first value of a duplicate tag), for reporting; ok is
 // false when the list is malformed (a part without "=", a duplicate tag),
-// which go-msgauth then reports.
+// which tagListError then explains.
 func parseTagList(v string) (tags map[string]string, ok bool) {
 	tags = map[string]string{}
 	ok = true
@@ -508,9 +277,10 @@ func parseTagList(v string) (tags map[string]string, ok bool) {
 	return tags, ok
 }
 
-// stripSpace removes white space from a tag value as go-msgauth does, so
-// that the two read the same d= and h=: strings.Map, which also turns each
-// byte of invalid UTF-8 into U+FFFD.
+// stripSpace removes white space from a tag value as go-msgauth, our
+// former verifier, did (and its differential test still checks), so that
+// the two read the same d= and h=: strings.Map, which also turns each byte
+// of invalid UTF-8 into U+FFFD.
 func stripSpace(v string) string {
 	return strings.Map(func(r rune) rune {
 		if unicode.IsSpace(r) {

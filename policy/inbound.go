@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/emersion/go-msgauth/authres"
 
+	"github.com/authmilter/authmilter/policy/dkimsign"
 	"github.com/authmilter/authmilter/policy/dmarc"
 	"github.com/authmilter/authmilter/policy/mailaddr"
 	"github.com/authmilter/authmilter/policy/spf"
@@ -25,9 +25,13 @@ type inbound struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	dkimW    *io.PipeWriter
-	dkimDone chan []DKIMResult
-	spfDone  chan spfOutcome
+	// dkim verifies the message's DKIM signatures (nil: it has none). Its
+	// key lookups run while the body arrives; the body is hashed once per
+	// body canonicalization the signatures need, by dkimHashers, or by the
+	// ARC hasher of that canonicalization when ARC hashes it anyway.
+	dkim        *dkimVerifier
+	dkimHashers [2]*dkimsign.BodyHasher
+	spfDone     chan spfOutcome
 }
 
 type spfOutcome struct {
@@ -46,14 +50,7 @@ func (m *Message) beginInbound() {
 	m.startIPRev()
 	m.startARC()
 
-	hasSig := false
-	for _, f := range m.header {
-		if isDKIMSignature(f.Name) {
-			hasSig = true
-		}
-	}
-
-	// These goroutines run library code outside the milter session's panic
+	// This goroutine runs library code outside the milter session's panic
 	// guard; a panic there becomes a temperror for this message, not the
 	// end of the daemon.
 	in.spfDone = make(chan spfOutcome, 1)
@@ -68,37 +65,47 @@ func (m *Message) beginInbound() {
 		out = p.checkSPF(in.ctx, m.env)
 	}()
 
-	if hasSig {
-		pr, pw := io.Pipe()
-		in.dkimW = pw
-		in.dkimDone = make(chan []DKIMResult, 1)
-		go func() {
-			var res []DKIMResult
-			defer func() {
-				if v := recover(); v != nil {
-					res = []DKIMResult{{Result: "temperror", Reason: fmt.Sprintf("internal error: %v", v)}}
-				}
-				// Drain what the verifier did not read so the writer never
-				// blocks.
-				io.Copy(io.Discard, pr)
-				in.dkimDone <- res
-			}()
-			res = VerifyDKIM(in.ctx, p.resolver, m.header, pr, p.cfg.Inbound.MaxSignatures)
-		}()
+	in.dkim = newDKIMVerifier(m.header, p.cfg.Inbound.MaxSignatures, time.Now(), p.dkimKeys)
+	if in.dkim == nil {
+		return
+	}
+	in.dkim.lookUpKeys(in.ctx, p.resolver)
+	for _, c := range in.dkim.bodyCanons() {
+		if m.arc == nil || m.arc.hashers[c] == nil {
+			in.dkimHashers[c] = dkimsign.NewBodyHasher(c)
+		}
 	}
 }
 
+// write feeds a body chunk to the DKIM body hashers that ARC does not
+// share.
 func (in *inbound) write(chunk []byte) {
-	if in.dkimW != nil {
-		in.dkimW.Write(chunk)
+	for _, h := range in.dkimHashers {
+		if h != nil {
+			h.Write(chunk)
+		}
 	}
 }
 
 func (in *inbound) abort() {
-	if in.dkimW != nil {
-		in.dkimW.CloseWithError(io.ErrUnexpectedEOF)
-	}
 	in.cancel()
+}
+
+// dkimResults completes the DKIM verification with the body hashes.
+func (m *Message) dkimResults() []DKIMResult {
+	in := m.in
+	if in.dkim == nil {
+		return nil
+	}
+	return in.dkim.finish(func(c dkimsign.Canon) []byte {
+		if h := in.dkimHashers[c]; h != nil {
+			return h.Sum()
+		}
+		if m.arc == nil {
+			return nil
+		}
+		return m.arc.bodyHash(c)
+	})
 }
 
 // checkSPF evaluates SPF for the MAIL FROM identity, or for HELO when MAIL
@@ -217,11 +224,7 @@ func (m *Message) finishInbound(d *Decision) {
 	in := m.in
 	defer in.cancel()
 	p := m.p
-	var sigs []DKIMResult
-	if in.dkimW != nil {
-		in.dkimW.Close()
-		sigs = <-in.dkimDone
-	}
+	sigs := m.dkimResults()
 	spfRes := <-in.spfDone
 
 	var results []arEntry

@@ -49,6 +49,9 @@ type Policy struct {
 	headerSet   map[string]bool
 	oversign    map[string]bool
 	resolver    Resolver
+	// dkimKeys caches parsed DKIM public keys for the verifier; each
+	// snapshot has its own, so a reload starts empty.
+	dkimKeys *dkimKeyCache
 	// CompiledAt is when the snapshot was built.
 	CompiledAt time.Time
 	// base is the snapshot CompileFrom started from, and redone the
@@ -158,6 +161,7 @@ func newPolicy(cfg *Config, table *keys.Table, r Resolver) *Policy {
 		headerSet:   map[string]bool{},
 		oversign:    map[string]bool{},
 		resolver:    r,
+		dkimKeys:    newDKIMKeyCache(DKIMKeyCacheSize),
 		CompiledAt:  time.Now(),
 	}
 	for _, n := range cfg.Outbound.Networks {

@@ -194,12 +194,22 @@ func verifyMessageSignature(ctx context.Context, r Resolver, header []dkimsign.F
 	if err != nil || len(bh) != sha256.Size || !slices.Equal(bh, bodyHash) {
 		return errors.New("body hash (bh=) does not match the body")
 	}
+	return checkSignature(ctx, r, tags, SignedHeaderHash(hc, header, names, MessageField, s.Message))
+}
+
+// SignedHeaderHash is the SHA-256 of a signature's header input (RFC 6376
+// §3.7, §5.4.2), as DKIM-Signature and ARC-Message-Signature share it:
+// the fields h= names, each taking the last field of that name not taken
+// yet, canonicalized with hc and ending with CRLF, then the signature
+// field itself (sigName:sigValue) with its b= value removed and no final
+// CRLF. policy's DKIM verifier uses it too.
+func SignedHeaderHash(hc dkimsign.Canon, header []dkimsign.Field, names []string, sigName, sigValue string) []byte {
 	h := sha256.New()
 	for _, f := range dkimsign.SelectFields(header, names) {
-		h.Write([]byte(dkimsign.CanonicalizeField(hc, f.Name, f.Value, true)))
+		io.WriteString(h, dkimsign.CanonicalizeField(hc, f.Name, f.Value, true))
 	}
-	h.Write([]byte(dkimsign.CanonicalizeField(hc, MessageField, stripSignature(s.Message), false)))
-	return checkSignature(ctx, r, tags, h.Sum(nil))
+	io.WriteString(h, dkimsign.CanonicalizeField(hc, sigName, stripSignature(sigValue), false))
+	return h.Sum(nil)
 }
 
 // verifySeal checks an ARC-Seal whose signing input hashed to digest.
@@ -259,19 +269,33 @@ func checkSignature(ctx context.Context, r Resolver, tags map[string]string, dig
 	if err != nil {
 		return err
 	}
-	name := keys.RecordName(domain, selector)
-	switch a := unfoldTrim(tags["a"]); a {
+	return VerifyDigest(pub, unfoldTrim(tags["a"]), keys.RecordName(domain, selector), digest, sig)
+}
+
+// MinRSABits is the smallest RSA key accepted for verifying (RFC 8301
+// §3.2: keys below 1024 bits are not trusted).
+const MinRSABits = 1024
+
+// ErrBadSignature is wrapped by VerifyDigest's error when the key and
+// algorithm fit but the signature does not verify.
+var ErrBadSignature = errors.New("signature does not verify")
+
+// VerifyDigest checks sig, made with algorithm a (rsa-sha256 or
+// ed25519-sha256), over digest, the SHA-256 of the signing input, with
+// pub, the key published at name (named in errors). RSA keys under
+// MinRSABits are refused. policy's DKIM verifier uses it too.
+func VerifyDigest(pub crypto.PublicKey, a, name string, digest, sig []byte) error {
+	switch a {
 	case "rsa-sha256":
 		k, ok := pub.(*rsa.PublicKey)
 		if !ok {
 			return fmt.Errorf("a=rsa-sha256 but %s is not an RSA key", name)
 		}
-		// RFC 8301 §3.2: keys below 1024 bits are not trusted.
-		if k.N.BitLen() < 1024 {
-			return fmt.Errorf("%s is a %d-bit RSA key, below 1024", name, k.N.BitLen())
+		if k.N.BitLen() < MinRSABits {
+			return fmt.Errorf("%s is a %d-bit RSA key, below %d", name, k.N.BitLen(), MinRSABits)
 		}
 		if rsa.VerifyPKCS1v15(k, crypto.SHA256, digest, sig) != nil {
-			return fmt.Errorf("signature does not verify with %s", name)
+			return fmt.Errorf("%w with %s", ErrBadSignature, name)
 		}
 	case "ed25519-sha256":
 		k, ok := pub.(ed25519.PublicKey)
@@ -279,7 +303,7 @@ func checkSignature(ctx context.Context, r Resolver, tags map[string]string, dig
 			return fmt.Errorf("a=ed25519-sha256 but %s is not an Ed25519 key", name)
 		}
 		if !ed25519.Verify(k, digest, sig) {
-			return fmt.Errorf("signature does not verify with %s", name)
+			return fmt.Errorf("%w with %s", ErrBadSignature, name)
 		}
 	default:
 		return fmt.Errorf("unsupported algorithm a=%.20q", a)
