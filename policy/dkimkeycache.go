@@ -131,10 +131,13 @@ func (c *dkimKeyCache) len() int {
 func parseDKIMKey(txt string) (*dkimKey, error) {
 	tags, ok := parseTagList(txt)
 	if !ok {
-		return nil, keyPermError("key record error: malformed tag list")
+		return nil, keyPermError("key record error: " + tagListError(txt))
 	}
 	if v, ok := tags["v"]; ok && v != "DKIM1" {
 		return nil, keyPermError("incompatible public key version")
+	}
+	if _, ok := tags["p"]; !ok {
+		return nil, keyPermError("key syntax error: missing public key data")
 	}
 	rec, err := keys.ParseRecord(txt)
 	if err != nil {
