@@ -131,6 +131,49 @@ func TestClaimedLengthMemoryBound(t *testing.T) {
 	}
 }
 
+// Issue 14: a connection held the whole body chunk being read (64 KiB
+// from Postfix), so 64 connections sending large messages kept 4 MiB of
+// body in the heap, plus the garbage of growing each buffer. Body chunks
+// are now handed on from the read buffer as they arrive.
+func TestBodyChunkMemoryBound(t *testing.T) {
+	const conns = 200
+	e := start(t, "")
+	var head []byte
+	for _, cmd := range []string{"connect 127.0.0.1", "mail <a@example.com>", "rcpt <b@example.org>", "header From: a@example.com", "eoh"} {
+		b, err := streamPackets(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		head = append(head, b...)
+	}
+	// A 64 KiB chunk of which 60 KiB arrive.
+	chunk := append(binary.BigEndian.AppendUint32(nil, 1+64<<10), 'B')
+	chunk = append(chunk, bytes.Repeat([]byte("a line of the body\r\n"), 60<<10/20)...)
+	base := heapInUse()
+	var cs []net.Conn
+	defer func() {
+		for _, c := range cs {
+			c.Close()
+		}
+	}()
+	for i := 0; i < conns; i++ {
+		c := negotiate(t, e)
+		cs = append(cs, c)
+		c.Write(head)
+		c.Write(chunk)
+	}
+	var peak int64
+	for i := 0; i < 10; i++ {
+		peak = max(peak, int64(heapInUse())-int64(base))
+		time.Sleep(50 * time.Millisecond)
+	}
+	perConn := peak / conns
+	t.Logf("heap grew by %.1f MiB for %d connections in the middle of a 64 KiB body chunk: %d KiB each", float64(peak)/(1<<20), conns, perConn>>10)
+	if perConn > 40<<10 {
+		t.Errorf("%d KiB per connection in the middle of a body chunk, want < 40 KiB", perConn>>10)
+	}
+}
+
 // flakyListener fails Accept with EMFILE a number of times, as a process
 // out of descriptors does.
 type flakyListener struct {

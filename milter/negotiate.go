@@ -94,9 +94,9 @@ const (
 	initialBuffer = 4 << 10
 	// reuseLimit is the largest packet buffer kept for the next packet.
 	reuseLimit = 64<<10 + 16
-	// readBufferSize holds many small packets in one read; body chunks
-	// larger than it are read straight into the packet buffer by bufio.
-	readBufferSize = 8 << 10
+	// readBufferSize holds many small packets in one read, and is the
+	// most of a body chunk held at once (see body).
+	readBufferSize = 16 << 10
 )
 
 // errProtocol marks a stream that is not a valid milter conversation; the
@@ -174,6 +174,19 @@ func (c *negotiatingConn) nextPacket() error {
 		n := binary.BigEndian.Uint32(hdr[:])
 		if n == 0 || n > maxPacket {
 			return fmt.Errorf("%w: packet length %d (limit %d)", errProtocol, n, maxPacket)
+		}
+		if c.onCommand != nil && c.negotiatedOnce && n > 1 {
+			code, err := c.br.Peek(1)
+			if err != nil {
+				return unexpected(err)
+			}
+			if code[0] == byte(gomilter.CodeBody) {
+				c.br.Discard(1)
+				if err := c.body(int(n) - 1); err != nil {
+					return err
+				}
+				continue
+			}
 		}
 		pkt, err := c.readPayload(hdr[:], int(n))
 		if err != nil {
@@ -301,14 +314,48 @@ func (c *negotiatingConn) header(data []byte) error {
 // only so that a slice of it needs no allocation).
 var continueReply = [5]byte{0, 0, 0, 1, byte(gomilter.ActContinue)}
 
+// body hands the n bytes of an SMFIC_BODY payload to the session in
+// pieces, straight from the read buffer as they arrive, and writes the
+// chunk's one reply, if any: the first that is not continue. A connection
+// thus holds no more of the body than its read buffer, whatever the MTA's
+// chunk size (with whole 64 KiB chunks, 64 connections sending large
+// messages held 4 MiB of body in the heap, and the garbage of growing it).
+func (c *negotiatingConn) body(n int) error {
+	var resp gomilter.Response
+	for first := true; first || n > 0; first = false {
+		p, err := c.br.Peek(min(n, c.br.Size()))
+		if err != nil {
+			return unexpected(err)
+		}
+		n -= len(p)
+		r, err := c.onCommand(byte(gomilter.CodeBody), p)
+		c.br.Discard(len(p))
+		if err != nil {
+			return err
+		}
+		if resp == nil || resp == gomilter.RespContinue {
+			resp = r
+		}
+	}
+	return c.answer(resp)
+}
+
 // command runs one command in the session and writes its reply.
 func (c *negotiatingConn) command(code byte, data []byte) error {
 	resp, err := c.onCommand(code, data)
-	if err != nil || resp == nil {
+	if err != nil {
 		return err
 	}
+	return c.answer(resp)
+}
+
+// answer writes resp, if not nil.
+func (c *negotiatingConn) answer(resp gomilter.Response) error {
+	if resp == nil {
+		return nil
+	}
 	if resp == gomilter.RespContinue {
-		_, err = c.writeRaw(continueReply[:])
+		_, err := c.writeRaw(continueReply[:])
 		return err
 	}
 	msg := resp.Response()
