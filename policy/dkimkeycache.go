@@ -43,8 +43,13 @@ type dkimKeyFlags struct {
 // §3.6.1).
 func parseKeyFlags(txt string) dkimKeyFlags {
 	rec, _ := parseTagList(txt)
+	return keyFlags(rec["t"])
+}
+
+// keyFlags reads a t= value.
+func keyFlags(t string) dkimKeyFlags {
 	var f dkimKeyFlags
-	for _, flag := range strings.Split(rec["t"], ":") {
+	for _, flag := range strings.Split(t, ":") {
 		switch strings.ToLower(flag) {
 		case "y":
 			f.testing = true
@@ -129,19 +134,9 @@ func (c *dkimKeyCache) len() int {
 // the reasons go-msgauth, our former verifier, gave, which the golden
 // tests and operators' logs know.
 func parseDKIMKey(txt string) (*dkimKey, error) {
-	tags, ok := parseTagList(txt)
-	if !ok {
-		return nil, keyPermError("key record error: " + tagListError(txt))
-	}
-	if v, ok := tags["v"]; ok && v != "DKIM1" {
-		return nil, keyPermError("incompatible public key version")
-	}
-	if _, ok := tags["p"]; !ok {
-		return nil, keyPermError("key syntax error: missing public key data")
-	}
 	rec, err := keys.ParseRecord(txt)
 	if err != nil {
-		return nil, keyPermError("key record error: " + err.Error())
+		return nil, keyRecordError(txt, err)
 	}
 	if rec.PublicKey == "" {
 		// RFC 6376 §6.1.2: an empty p= "MUST [be treated] as a failed
@@ -180,9 +175,25 @@ func parseDKIMKey(txt string) (*dkimKey, error) {
 	} else if _, ok := pub.(ed25519.PublicKey); !ok {
 		return nil, keyPermError("unsupported key algorithm")
 	}
-	k := &dkimKey{pub: pub, keyType: rec.KeyType, hashes: rec.Hashes, flags: parseKeyFlags(txt)}
+	k := &dkimKey{pub: pub, keyType: rec.KeyType, hashes: rec.Hashes, flags: keyFlags(strings.Join(rec.Flags, ":"))}
 	if !slices.Contains(rec.Services, "*") {
 		k.services = rec.Services
 	}
 	return k, nil
+}
+
+// keyRecordError is the reason for a record keys.ParseRecord refused
+// with err, in go-msgauth's words where it had some.
+func keyRecordError(txt string, err error) *dkimKeyError {
+	tags, ok := parseTagList(txt)
+	if !ok {
+		return keyPermError("key record error: " + tagListError(txt))
+	}
+	if v, ok := tags["v"]; ok && v != "DKIM1" {
+		return keyPermError("incompatible public key version")
+	}
+	if _, ok := tags["p"]; !ok {
+		return keyPermError("key syntax error: missing public key data")
+	}
+	return keyPermError("key record error: " + err.Error())
 }
