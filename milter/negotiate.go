@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gomilter "github.com/emersion/go-milter"
@@ -73,10 +74,12 @@ type negotiatingConn struct {
 	// logf logs a connection-level problem with the session's context.
 	logf func(msg string, args ...any)
 
-	mu        sync.Mutex
-	offered   gomilter.OptProtocol
-	mtaVer    uint32
-	effective gomilter.OptProtocol
+	mu      sync.Mutex
+	offered gomilter.OptProtocol
+	mtaVer  uint32
+	// effective is set once, by the OPTNEG reply, and read for every
+	// command (a lock per header field showed in profiles).
+	effective atomic.Uint32
 	replied   bool
 	onClose   func()
 	closed    bool
@@ -165,8 +168,12 @@ func (c *negotiatingConn) nextPacket() error {
 				return err
 			}
 		}
-		// Once a packet has begun, the rest must follow promptly.
-		c.Conn.SetReadDeadline(time.Now().Add(lim.NegotiateTimeout.Duration))
+		// Once a packet has begun, the rest must follow promptly. A packet
+		// already whole in the buffer needs no deadline (no read blocks):
+		// most are, since the MTA sends a message's commands together.
+		if !c.packetBuffered() {
+			c.Conn.SetReadDeadline(time.Now().Add(lim.NegotiateTimeout.Duration))
+		}
 		var hdr [4]byte
 		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
 			return unexpected(err)
@@ -226,6 +233,16 @@ func (c *negotiatingConn) nextPacket() error {
 		c.pending = pkt
 		return nil
 	}
+}
+
+// packetBuffered reports whether the next packet is whole in the read
+// buffer.
+func (c *negotiatingConn) packetBuffered() bool {
+	if c.br.Buffered() < 4 {
+		return false // and Peek would wait for the rest
+	}
+	h, _ := c.br.Peek(4)
+	return 4+int(binary.BigEndian.Uint32(h)) <= c.br.Buffered()
 }
 
 // checkCommand refuses what go-milter would refuse with a line on the
@@ -393,7 +410,8 @@ func (c *negotiatingConn) Write(p []byte) (int, error) {
 	if !c.replied && len(p) >= 4+optNegLen && p[4] == byte(gomilter.CodeOptNeg) {
 		c.replied = true
 		ours := gomilter.OptProtocol(binary.BigEndian.Uint32(p[13:17]))
-		c.effective = ours & c.offered
+		effective := ours & c.offered
+		c.effective.Store(uint32(effective))
 		q := append([]byte(nil), p...)
 		// go-milter claims version 2 but asks for version 6 flags
 		// (SMFIP_NR_HDR, SMFIP_HDR_LEADSPC). Postfix honours them anyway;
@@ -403,7 +421,7 @@ func (c *negotiatingConn) Write(p []byte) (int, error) {
 		if c.mtaVer >= 6 {
 			binary.BigEndian.PutUint32(q[5:9], 6)
 		}
-		binary.BigEndian.PutUint32(q[13:17], uint32(c.effective))
+		binary.BigEndian.PutUint32(q[13:17], uint32(effective))
 		c.mu.Unlock()
 		if _, err := c.writeRaw(q); err != nil {
 			return 0, err
@@ -455,7 +473,5 @@ func (c *negotiatingConn) Close() error {
 
 // negotiated returns the protocol flags both sides agreed on.
 func (c *negotiatingConn) negotiated() gomilter.OptProtocol {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.effective
+	return gomilter.OptProtocol(c.effective.Load())
 }
