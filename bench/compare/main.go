@@ -30,7 +30,11 @@
 //     that every reply carries an Authentication-Results field with
 //     dkim=pass.
 //  7. Runs the Go benchmark that relates message signing to the raw cost
-//     of rsa.SignPKCS1v15 (policy: BenchmarkSignVsRSALimit).
+//     of rsa.SignPKCS1v15 (policy: BenchmarkSignVsRSALimit), and times
+//     one RSA-2048 signature with crypto/rsa and with libcrypto (keys:
+//     BenchmarkRSASign) and one Ed25519 signature, so that the report can
+//     split the daemon's CPU per message into the signature and the rest
+//     (issue 14's targets, in their own table).
 //
 // Peak RSS per measurement is read from /proc/PID/status (VmHWM) after
 // resetting it through /proc/PID/clear_refs, so it is the peak during that
@@ -171,6 +175,9 @@ type runner struct {
 	started    time.Time
 	loadStart  string
 	rsaNs      float64
+	// One signature on this machine (runSigBench), in ns.
+	sigGoNs, sigOpenSSLNs, sigEdNs float64
+	sigOut                         string
 }
 
 // pair is one measurement point for both milters.
@@ -181,10 +188,13 @@ type pair struct {
 
 // point is one milterload run plus what the milter process used.
 type point struct {
-	Res    loadResult
-	HWMkB  int
-	CPUms  float64 // milter CPU during the run
-	CPUPer float64 // ms per message handled (warm-up included)
+	Res   loadResult
+	HWMkB int
+	// AnonKB and FileKB are the largest anonymous and file-backed
+	// resident sizes sampled during the run.
+	AnonKB, FileKB int
+	CPUms          float64 // milter CPU during the run
+	CPUPer         float64 // ms per message handled (warm-up included)
 	// Other is the average CPU (in cores) used during the run by
 	// processes other than the milter and the load generator: other
 	// people's work on a shared machine. Far above 0 means a disturbed
@@ -298,6 +308,8 @@ func (r *runner) main() error {
 	if r.o.goBench {
 		step("go test -bench SignVsRSALimit ./policy")
 		r.runGoBench(ctx)
+		step("go test -bench RSASign ./keys")
+		r.runSigBench(ctx)
 	}
 	step("done")
 	report := r.report()
@@ -641,7 +653,9 @@ func (r *runner) measureHWM(ctx context.Context, label string, p *proc, addr str
 		return nil, err
 	}
 	busy0, t0 := systemBusy(), time.Now()
+	rss := sampleRSS(p.cmd.Process.Pid)
 	res, raw, err := r.loadRaw(ctx, label, addr, args...)
+	anon, file := rss.peaks()
 	if err != nil {
 		return nil, err
 	}
@@ -654,7 +668,7 @@ func (r *runner) measureHWM(ctx context.Context, label string, p *proc, addr str
 	if err != nil {
 		return nil, err
 	}
-	pt := &point{Res: res, HWMkB: hwm, CPUms: (cpu1 - cpu0) * 1000, RawJSON: raw}
+	pt := &point{Res: res, HWMkB: hwm, AnonKB: anon, FileKB: file, CPUms: (cpu1 - cpu0) * 1000, RawJSON: raw}
 	if res.Total > 0 {
 		pt.CPUPer = pt.CPUms / float64(res.Total)
 	}
@@ -1091,6 +1105,7 @@ func (r *runner) report() string {
 	w("\n")
 
 	r.summary(&b)
+	r.issue14(&b)
 	w("## Signing, %s message, TCP (inet:127.0.0.1)\n\n", r.o.sizeLabel())
 	r.table(&b, r.sign)
 	if r.noQuickack != nil {
@@ -1111,14 +1126,14 @@ func (r *runner) report() string {
 	if r.mem != nil {
 		w("\n## Memory: 64 concurrent connections, 1 MiB messages (640 messages)\n\n")
 		w("Fresh processes; peak RSS is the process's lifetime peak (VmHWM). Target for authmilter: ≤ 20 MiB, independent of body size.\n\n")
-		w("| | peak RSS | RSS at start | msgs/s | p99 ms | CPU/msg ms | errors | other load |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+		w("| | peak RSS | RSS at start | sampled peak anonymous / file-backed | msgs/s | p99 ms | CPU/msg ms | errors | other load |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 		for _, x := range []struct {
 			name string
 			pt   *point
 			idle int
 		}{{"authmilter", r.mem.am, r.memIdle[0]}, {"OpenDKIM", r.mem.od, r.memIdle[1]}} {
-			w("| %s | %s | %s | %.1f | %.0f | %.2f | %d | %.2f |\n", x.name, mib(x.pt.HWMkB), mib(x.idle),
-				x.pt.Res.MsgsPerSec, x.pt.Res.Latency.P99, x.pt.CPUPer, x.pt.Res.Errors, x.pt.Other)
+			w("| %s | %s | %s | %s / %s | %.1f | %.0f | %.2f | %d | %.2f |\n", x.name, mib(x.pt.HWMkB), mib(x.idle),
+				mib(x.pt.AnonKB), mib(x.pt.FileKB), x.pt.Res.MsgsPerSec, x.pt.Res.Latency.P99, x.pt.CPUPer, x.pt.Res.Errors, x.pt.Other)
 		}
 	}
 	if len(r.verifyRes) > 0 {
@@ -1143,6 +1158,9 @@ func (r *runner) report() string {
 	}
 	if r.goBenchOut != "" {
 		w("\n```\n%s\n```\n", r.goBenchOut)
+	}
+	if r.sigOut != "" {
+		w("\n`go test -bench RSASign/(go|openssl)$ -count 5 ./keys` (one RSA-2048 signature; Ed25519, timed in bench/compare: %.1f µs):\n\n```\n%s\n```\n", r.sigEdNs/1e3, r.sigOut)
 	}
 	if len(r.notes) > 0 {
 		w("\n## Notes\n\n")
