@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,8 +17,8 @@ var rsaSignRE = regexp.MustCompile(`BenchmarkRSASign/(go|openssl)-\d+\s+\d+\s+([
 
 // runSigBench measures one RSA-2048 signature with crypto/rsa and with
 // libcrypto (keys: BenchmarkRSASign, serial, five runs each, the median
-// kept) and one Ed25519 signature, so that the CPU a message costs the
-// daemon can be split into the signature and the rest in the same run.
+// kept), so that the CPU a message costs the daemon can be split into the
+// signature and the rest in the same run.
 func (r *runner) runSigBench(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
 	defer cancel()
@@ -37,7 +36,6 @@ func (r *runner) runSigBench(ctx context.Context) {
 		runs[m[1]] = append(runs[m[1]], v)
 	}
 	r.sigGoNs, r.sigOpenSSLNs = median(runs["go"]), median(runs["openssl"])
-	r.sigEdNs = ed25519SignNs()
 }
 
 // median returns the middle value (0 for none).
@@ -47,22 +45,6 @@ func median(v []float64) float64 {
 	}
 	sort.Float64s(v)
 	return v[len(v)/2]
-}
-
-// ed25519SignNs times Ed25519 signatures of a 32-byte digest for half a
-// second.
-func ed25519SignNs() float64 {
-	_, priv, err := ed25519.GenerateKey(nil)
-	if err != nil {
-		return 0
-	}
-	digest := make([]byte, 32)
-	n, t0 := 0, time.Now()
-	for time.Since(t0) < 500*time.Millisecond {
-		ed25519.Sign(priv, digest)
-		n++
-	}
-	return float64(time.Since(t0).Nanoseconds()) / float64(n)
 }
 
 // rsaSignatureNs is the cost of the RSA signature the measured daemon
@@ -118,9 +100,12 @@ func (r *runner) issue14(b *strings.Builder) {
 			signer, r.sigGoNs/1e6, s, verdict(ok))
 	}
 	if len(r.signEd) > 0 && r.sigGoNs > 0 {
-		share := func(p pair) float64 { return 100 * (p.am.CPUPer - r.sigEdNs/1e6) / (r.sigGoNs / 1e6) }
+		// An Ed25519-signed message is the same protocol, header and body
+		// work with a signature of some 30 µs: its whole CPU bounds the
+		// non-crypto part from above, with no subtraction of a benchmark.
+		share := func(p pair) float64 { return 100 * p.am.CPUPer / (r.sigGoNs / 1e6) }
 		s, ok := check(r.signEd, share, func(v float64) bool { return v <= 10 })
-		w("| the same with Ed25519 (CPU per message − one Ed25519 signature, %.3f ms) | %s | %s |\n", r.sigEdNs/1e6, s, verdict(ok))
+		w("| the same, bounded from above by a whole Ed25519-signed message (its CPU, signature included, in %% of one crypto/rsa signature) | %s | %s |\n", s, verdict(ok))
 		s, ok = check(r.signEd, thr, func(v float64) bool { return v >= 5 })
 		w("| Ed25519 signing ≥ 5× OpenDKIM at every concurrency (TCP) | %s | %s |\n", s, verdict(ok))
 	}

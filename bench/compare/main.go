@@ -32,7 +32,7 @@
 //  7. Runs the Go benchmark that relates message signing to the raw cost
 //     of rsa.SignPKCS1v15 (policy: BenchmarkSignVsRSALimit), and times
 //     one RSA-2048 signature with crypto/rsa and with libcrypto (keys:
-//     BenchmarkRSASign) and one Ed25519 signature, so that the report can
+//     BenchmarkRSASign), so that the report can
 //     split the daemon's CPU per message into the signature and the rest
 //     (issue 14's targets, in their own table).
 //
@@ -176,8 +176,8 @@ type runner struct {
 	loadStart  string
 	rsaNs      float64
 	// One signature on this machine (runSigBench), in ns.
-	sigGoNs, sigOpenSSLNs, sigEdNs float64
-	sigOut                         string
+	sigGoNs, sigOpenSSLNs float64
+	sigOut                string
 }
 
 // pair is one measurement point for both milters.
@@ -1160,7 +1160,7 @@ func (r *runner) report() string {
 		w("\n```\n%s\n```\n", r.goBenchOut)
 	}
 	if r.sigOut != "" {
-		w("\n`go test -bench RSASign/(go|openssl)$ -count 5 ./keys` (one RSA-2048 signature; Ed25519, timed in bench/compare: %.1f µs):\n\n```\n%s\n```\n", r.sigEdNs/1e3, r.sigOut)
+		w("\n`go test -bench RSASign/(go|openssl)$ -count 5 ./keys` (one RSA-2048 signature):\n\n```\n%s\n```\n", r.sigOut)
 	}
 	if len(r.notes) > 0 {
 		w("\n## Notes\n\n")
