@@ -142,10 +142,7 @@ func (b *BodyHasher) Write(p []byte) (int, error) {
 			b.wsp = true
 			i++
 		default:
-			j := i + 1
-			for j < len(p) && !sp[p[j]] {
-				j++
-			}
+			j := plainRun(p, i+1, sp)
 			b.flushPending()
 			b.emitRun(p[i:j])
 			b.wrote = true
@@ -153,6 +150,33 @@ func (b *BodyHasher) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// plainRun returns where the run of bytes that canonicalization leaves as
+// they are, which goes on at p[j] after a plain byte, ends. Besides plain
+// bytes, a run takes in what is already canonical between two plain bytes
+// (both in p, so that no decision waits for the next chunk): one SP
+// (relaxed reduces WSP runs to one SP, and this one is neither part of a
+// longer run nor at a line end) and one CRLF (a line end with data after
+// it is kept, and the byte before it is plain, not WSP). In prose that is
+// every space and line end, so a body is hashed in long copies rather
+// than a word at a time.
+func plainRun(p []byte, j int, sp *[256]bool) int {
+	for {
+		for j < len(p) && !sp[p[j]] {
+			j++
+		}
+		switch {
+		case j == len(p):
+			return j
+		case p[j] == ' ' && j+1 < len(p) && !sp[p[j+1]]:
+			j += 2
+		case p[j] == '\r' && j+2 < len(p) && p[j+1] == '\n' && !sp[p[j+2]]:
+			j += 3
+		default:
+			return j
+		}
+	}
 }
 
 // Sum finishes the body and returns its hash. The hasher must not be used
