@@ -230,6 +230,11 @@ func TestSendmailMilterProtocol(t *testing.T) {
 			if sc.Offered[0] != 6 || sc.Offered[2]&smfipHdrLeadSpc == 0 {
 				t.Errorf("Sendmail offered version %d, protocol %#x; want 6 with SMFIP_HDR_LEADSPC", sc.Offered[0], sc.Offered[2])
 			}
+			// Issue 14: every SMFIP_NR_* flag authmilter asks for is offered,
+			// so a message costs one round trip.
+			if got := sc.Offered[2] & smfipNRAll; got != smfipNRAll {
+				t.Errorf("Sendmail offered SMFIP_NR_* %#x of %#x: authmilter would answer the commands of the others", got, smfipNRAll)
+			}
 			lead := ""
 			if c.spy.leadSpace {
 				lead = " "

@@ -18,6 +18,10 @@ const (
 	smfipHdrLeadSpc = 0x100000 // SMFIP_HDR_LEADSPC
 	smfipSkip       = 0x400    // SMFIP_SKIP
 	smfipNRHdr      = 0x80     // SMFIP_NR_HDR
+	// smfipNRAll are the SMFIP_NR_* flags authmilter asks for: connect,
+	// HELO, MAIL, RCPT, header, EOH and body go unanswered, one round trip
+	// per message.
+	smfipNRAll = 0x1000 | 0x2000 | 0x4000 | 0x8000 | smfipNRHdr | 0x40000 | 0x80000
 )
 
 // spyMilter is a milter that records every command an MTA sends it, byte
