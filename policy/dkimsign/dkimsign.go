@@ -1,14 +1,16 @@
 // Package dkimsign makes DKIM signatures (RFC 6376) from a header given
 // field by field and a body hash computed as the body streams by.
 //
-// go-msgauth's dkim.Signer (which authmilter still uses to verify) takes
-// the whole message through one goroutine and pipe per signature, and
+// go-msgauth's dkim.Signer (authmilter's tests still use go-msgauth as an
+// oracle) takes the whole message through one goroutine and pipe per
+// signature, and
 // canonicalizes the body byte by byte into a fresh buffer per write: at
 // 1 MiB that was 62% of the daemon's CPU and most of its garbage, and a
 // message signed with RSA and Ed25519 had its body canonicalized twice.
 // Here the body is canonicalized once per canonicalization in a fixed
 // buffer, straight into SHA-256, and every signature of the message shares
-// the hash (README, "Design choices").
+// the hash (README, "Design choices"). The verifier (policy) hashes bodies
+// and canonicalizes fields with the same code.
 package dkimsign
 
 import (
