@@ -61,24 +61,6 @@ func (r *runner) rsaSignatureNs() (float64, string) {
 // message into the signature and the rest.
 func (r *runner) issue14(b *strings.Builder) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
-	verdict := func(ok bool) string {
-		if ok {
-			return "met"
-		}
-		return "**not met**"
-	}
-	check := func(ps []pair, f func(pair) float64, ok func(float64) bool) (string, bool) {
-		var parts []string
-		all := len(ps) > 0
-		for _, p := range ps {
-			v := f(p)
-			parts = append(parts, fmt.Sprintf("%s: %.2f", p.name, v))
-			all = all && ok(v)
-		}
-		return strings.Join(parts, ", "), all
-	}
-	thr := func(p pair) float64 { return p.am.Res.MsgsPerSec / max(p.od.Res.MsgsPerSec, 1e-9) }
-	p99 := func(p pair) float64 { return p.am.Res.Latency.P99 / max(p.od.Res.Latency.P99, 1e-9) }
 	w("## Against issue 14's targets\n\n| target | measured | |\n| --- | --- | --- |\n")
 	for _, set := range []struct {
 		name string
@@ -87,15 +69,15 @@ func (r *runner) issue14(b *strings.Builder) {
 		if len(set.ps) == 0 {
 			continue
 		}
-		s, ok := check(set.ps, thr, func(v float64) bool { return v >= 2.5 })
+		s, ok := ratios(set.ps, thr, func(v float64) bool { return v >= 2.5 })
 		w("| RSA-2048 signing ≥ 2.5× OpenDKIM at every concurrency (%s, %s) | %s | %s |\n", r.o.sizeLabel(), set.name, s, verdict(ok))
-		s, ok = check(set.ps, p99, func(v float64) bool { return v <= 0.4 })
+		s, ok = ratios(set.ps, p99, func(v float64) bool { return v <= 0.4 })
 		w("| signing p99 ≤ 0.4× OpenDKIM's (%s, %s) | %s | %s |\n", r.o.sizeLabel(), set.name, s, verdict(ok))
 	}
 	sig, signer := r.rsaSignatureNs()
 	if len(r.sign) > 0 && sig > 0 && r.sigGoNs > 0 {
 		share := func(p pair) float64 { return 100 * (p.am.CPUPer - sig/1e6) / (r.sigGoNs / 1e6) }
-		s, ok := check(r.sign, share, func(v float64) bool { return v <= 10 })
+		s, ok := ratios(r.sign, share, func(v float64) bool { return v <= 10 })
 		w("| non-crypto CPU per message ≤ 10%% of one Go RSA signature (RSA-2048, TCP: CPU per message − one %s signature, in %% of crypto/rsa's %.3f ms) | %s | %s |\n",
 			signer, r.sigGoNs/1e6, s, verdict(ok))
 	}
@@ -104,13 +86,13 @@ func (r *runner) issue14(b *strings.Builder) {
 		// work with a signature of some 30 µs: its whole CPU bounds the
 		// non-crypto part from above, with no subtraction of a benchmark.
 		share := func(p pair) float64 { return 100 * p.am.CPUPer / (r.sigGoNs / 1e6) }
-		s, ok := check(r.signEd, share, func(v float64) bool { return v <= 10 })
+		s, ok := ratios(r.signEd, share, func(v float64) bool { return v <= 10 })
 		w("| the same, bounded from above by a whole Ed25519-signed message (its CPU, signature included, in %% of one crypto/rsa signature) | %s | %s |\n", s, verdict(ok))
-		s, ok = check(r.signEd, thr, func(v float64) bool { return v >= 5 })
+		s, ok = ratios(r.signEd, thr, func(v float64) bool { return v >= 5 })
 		w("| Ed25519 signing ≥ 5× OpenDKIM at every concurrency (TCP) | %s | %s |\n", s, verdict(ok))
 	}
 	if len(r.verifyRes) > 0 {
-		s, ok := check(r.verifyRes, thr, func(v float64) bool { return v >= 2.5 })
+		s, ok := ratios(r.verifyRes, thr, func(v float64) bool { return v >= 2.5 })
 		w("| verification ≥ 2.5× OpenDKIM | %s | %s |\n", s, verdict(ok))
 	}
 	if r.mem != nil {

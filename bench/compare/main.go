@@ -1183,27 +1183,33 @@ func (r *runner) report() string {
 	return b.String()
 }
 
+// verdict is a target's last column.
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "**not met**"
+}
+
+// ratios lists f of every point and says whether ok holds for all.
+func ratios(ps []pair, f func(p pair) float64, ok func(float64) bool) (string, bool) {
+	var parts []string
+	all := len(ps) > 0
+	for _, p := range ps {
+		v := f(p)
+		parts = append(parts, fmt.Sprintf("%s: %.2f", p.name, v))
+		all = all && ok(v)
+	}
+	return strings.Join(parts, ", "), all
+}
+
+// thr and p99 are authmilter's throughput and p99 latency over OpenDKIM's.
+func thr(p pair) float64 { return p.am.Res.MsgsPerSec / max(p.od.Res.MsgsPerSec, 1e-9) }
+func p99(p pair) float64 { return p.am.Res.Latency.P99 / max(p.od.Res.Latency.P99, 1e-9) }
+
 // summary checks the results against DESIGN.md's performance targets.
 func (r *runner) summary(b *strings.Builder) {
 	w := func(format string, args ...any) { fmt.Fprintf(b, format, args...) }
-	verdict := func(ok bool) string {
-		if ok {
-			return "met"
-		}
-		return "**not met**"
-	}
-	ratios := func(ps []pair, f func(p pair) float64, ok func(float64) bool) (string, bool) {
-		var parts []string
-		all := len(ps) > 0
-		for _, p := range ps {
-			v := f(p)
-			parts = append(parts, fmt.Sprintf("%s: %.2f", p.name, v))
-			all = all && ok(v)
-		}
-		return strings.Join(parts, ", "), all
-	}
-	thr := func(p pair) float64 { return p.am.Res.MsgsPerSec / max(p.od.Res.MsgsPerSec, 1e-9) }
-	p99 := func(p pair) float64 { return p.am.Res.Latency.P99 / max(p.od.Res.Latency.P99, 1e-9) }
 	cpu := func(p pair) float64 { return p.od.CPUPer / max(p.am.CPUPer, 1e-9) }
 	ge2 := func(v float64) bool { return v >= 2 }
 	le05 := func(v float64) bool { return v <= 0.5 }
