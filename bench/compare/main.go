@@ -32,9 +32,9 @@
 //  7. Runs the Go benchmark that relates message signing to the raw cost
 //     of rsa.SignPKCS1v15 (policy: BenchmarkSignVsRSALimit), and times
 //     one RSA-2048 signature with crypto/rsa and with libcrypto (keys:
-//     BenchmarkRSASign), so that the report can
-//     split the daemon's CPU per message into the signature and the rest
-//     (issue 14's targets, in their own table).
+//     BenchmarkRSASign), so that the report can split the daemon's CPU per
+//     message into the signature and the rest (issue 14's targets, in
+//     their own table).
 //
 // Peak RSS per measurement is read from /proc/PID/status (VmHWM) after
 // resetting it through /proc/PID/clear_refs, so it is the peak during that
