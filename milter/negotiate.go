@@ -43,10 +43,12 @@ import (
 //     packet closes the connection.
 //   - Every other command of a transaction (connect, HELO, MAIL, RCPT,
 //     DATA, end of header, body chunks, end of message, macros, abort: see
-//     answeredHere) is parsed as go-milter would and answered here, and
-//     the end of message's modifications are written by connModifier,
-//     without go-milter's per-packet copy and per-reply write buffer.
-//     go-milter sees option negotiation and quit.
+//     answeredHere) is parsed as go-milter would and answered here when
+//     an answer is owed (see allNoReply), and the end of message's
+//     modifications are written by connModifier, without go-milter's
+//     per-packet copy and per-reply write buffer. Body chunks are handed
+//     on in pieces from the read buffer (see body). go-milter sees option
+//     negotiation and quit.
 //
 // go-milter reads and writes from the session goroutine only, one packet at
 // a time, so the hooks run in the session goroutine between callbacks.
