@@ -177,19 +177,9 @@ func sigCanon(c string) (header, body dkimsign.Canon, okHeader, okBody bool) {
 	if !slash {
 		bs = "simple"
 	}
-	header, okHeader = canonNamed(hs)
-	body, okBody = canonNamed(bs)
+	header, okHeader = dkimsign.ParseCanon(hs)
+	body, okBody = dkimsign.ParseCanon(bs)
 	return header, body, okHeader, okBody
-}
-
-func canonNamed(name string) (dkimsign.Canon, bool) {
-	switch name {
-	case "simple":
-		return dkimsign.Simple, true
-	case "relaxed":
-		return dkimsign.Relaxed, true
-	}
-	return dkimsign.Simple, false
 }
 
 // tagListError says why parseTagList found a tag-list malformed: the first

@@ -376,18 +376,10 @@ func parseCanonicalization(s string) (header, body dkimsign.Canon, err error) {
 	if !ok {
 		b = "simple" // RFC 6376 §3.5: c=relaxed means relaxed/simple
 	}
-	parse := func(v string) (dkimsign.Canon, error) {
-		switch v {
-		case "relaxed":
-			return dkimsign.Relaxed, nil
-		case "simple":
-			return dkimsign.Simple, nil
-		}
-		return 0, fmt.Errorf("%q: want relaxed/relaxed, relaxed/simple, simple/relaxed or simple/simple", s)
+	header, okh := dkimsign.ParseCanon(h)
+	body, okb := dkimsign.ParseCanon(b)
+	if !okh || !okb {
+		return 0, 0, fmt.Errorf("%q: want relaxed/relaxed, relaxed/simple, simple/relaxed or simple/simple", s)
 	}
-	if header, err = parse(h); err != nil {
-		return
-	}
-	body, err = parse(b)
-	return
+	return header, body, nil
 }

@@ -75,18 +75,10 @@ func parseCanon(v string) (header, body dkimsign.Canon, err error) {
 	if !ok {
 		bs = "simple"
 	}
-	for _, p := range []struct {
-		s string
-		c *dkimsign.Canon
-	}{{hs, &header}, {bs, &body}} {
-		switch p.s {
-		case "simple":
-			*p.c = dkimsign.Simple
-		case "relaxed":
-			*p.c = dkimsign.Relaxed
-		default:
-			return 0, 0, fmt.Errorf("unknown canonicalization c=%.20q", v)
-		}
+	header, okh := dkimsign.ParseCanon(hs)
+	body, okb := dkimsign.ParseCanon(bs)
+	if !okh || !okb {
+		return 0, 0, fmt.Errorf("unknown canonicalization c=%.20q", v)
 	}
 	return header, body, nil
 }

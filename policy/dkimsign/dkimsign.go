@@ -45,6 +45,20 @@ func (c Canon) String() string {
 	return "simple"
 }
 
+// ParseCanon returns the canonicalization named name ("simple" or
+// "relaxed", as c= and the config write them); ok is false for any other
+// name. What an absent or half c= means differs between DKIM, ARC and the
+// config, so the callers split c= themselves.
+func ParseCanon(name string) (c Canon, ok bool) {
+	switch name {
+	case "simple":
+		return Simple, true
+	case "relaxed":
+		return Relaxed, true
+	}
+	return Simple, false
+}
+
 // BodyHasher computes the body hash (bh=) of a body written to it in
 // chunks of any size, without keeping the body.
 type BodyHasher struct {
