@@ -185,9 +185,9 @@ func parseDKIMKey(txt string) (*dkimKey, error) {
 // keyRecordError is the reason for a record keys.ParseRecord refused
 // with err, in go-msgauth's words where it had some.
 func keyRecordError(txt string, err error) *dkimKeyError {
-	tags, ok := parseTagList(txt)
-	if !ok {
-		return keyPermError("key record error: " + tagListError(txt))
+	tags, fault := parseTagList(txt)
+	if fault != "" {
+		return keyPermError("key record error: " + fault)
 	}
 	if v, ok := tags["v"]; ok && v != "DKIM1" {
 		return keyPermError("incompatible public key version")

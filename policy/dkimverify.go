@@ -83,8 +83,8 @@ func VerifyDKIM(ctx context.Context, r Resolver, header []HeaderField, body io.R
 // dkimSig is one signature being verified.
 type dkimSig struct {
 	DKIMResult
-	tags   map[string]string // best-effort parse, for reporting and our checks
-	tagsOK bool              // the tag-list is well formed
+	tags     map[string]string // best-effort parse, for reporting and our checks
+	tagFault string            // why the tag-list is malformed ("": it is not)
 	// decided is set once the result is settled; a signature decided
 	// before its key is needed costs no DNS query.
 	decided bool
@@ -142,7 +142,7 @@ func isDKIMSignature(name string) bool {
 
 func newDKIMSig(value string) *dkimSig {
 	s := &dkimSig{}
-	s.tags, s.tagsOK = parseTagList(value)
+	s.tags, s.tagFault = parseTagList(value)
 	s.Domain = s.tags["d"]
 	s.Selector = s.tags["s"]
 	s.Algorithm = s.tags["a"]
@@ -190,7 +190,7 @@ func (s *dkimSig) precheck(now time.Time) {
 // the tag-list parsed, v=1 and the required tags are there (RFC 6376
 // §6.1.1). Anything else is left to checkHeader.
 func (s *dkimSig) wellFormed() bool {
-	if !s.tagsOK || s.tags["v"] != "1" {
+	if s.tagFault != "" || s.tags["v"] != "1" {
 		return false
 	}
 	for _, tag := range []string{"a", "b", "bh", "d", "h", "s"} {
@@ -253,28 +253,30 @@ func parseDKIMTime(v string) (int64, bool) {
 
 // parseTagList parses a DKIM tag-list (RFC 6376 §3.2), a signature's or a
 // key record's, with whitespace removed from values. It always returns what
-// it could read (the first value of a duplicate tag), for reporting; ok is
-// false when the list is malformed (a part without "=", a duplicate tag),
-// which tagListError then explains.
-func parseTagList(v string) (tags map[string]string, ok bool) {
+// it could read (the first value of a duplicate tag), for reporting; fault
+// is empty for a well-formed list, or else names its first fault in the
+// words of go-msgauth, our former verifier: "malformed header params" (a
+// part without "="), "duplicate tag name".
+func parseTagList(v string) (tags map[string]string, fault string) {
 	tags = map[string]string{}
-	ok = true
 	for _, part := range strings.Split(v, ";") {
 		name, value, found := strings.Cut(part, "=")
 		if !found {
-			if strings.TrimSpace(part) != "" {
-				ok = false
+			if strings.TrimSpace(part) != "" && fault == "" {
+				fault = "malformed header params"
 			}
 			continue
 		}
 		name = strings.TrimSpace(name)
 		if _, dup := tags[name]; dup {
-			ok = false
+			if fault == "" {
+				fault = "duplicate tag name"
+			}
 			continue
 		}
 		tags[name] = stripSpace(value)
 	}
-	return tags, ok
+	return tags, fault
 }
 
 // stripSpace removes white space from a tag value as go-msgauth, our

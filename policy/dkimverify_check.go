@@ -27,8 +27,8 @@ func (s *dkimSig) checkHeader(now time.Time) {
 	decide := func(result, reason string) {
 		s.Result, s.Reason, s.decided = result, reason, true
 	}
-	if !s.tagsOK {
-		decide(DKIMPermError, "malformed signature tags: "+tagListError(s.field.Value))
+	if s.tagFault != "" {
+		decide(DKIMPermError, "malformed signature tags: "+s.tagFault)
 		return
 	}
 	if strings.TrimSpace(s.tags["v"]) != "1" {
@@ -180,27 +180,6 @@ func sigCanon(c string) (header, body dkimsign.Canon, okHeader, okBody bool) {
 	header, okHeader = dkimsign.ParseCanon(hs)
 	body, okBody = dkimsign.ParseCanon(bs)
 	return header, body, okHeader, okBody
-}
-
-// tagListError says why parseTagList found a tag-list malformed: the first
-// fault, in order.
-func tagListError(v string) string {
-	seen := map[string]bool{}
-	for _, part := range strings.Split(v, ";") {
-		name, _, found := strings.Cut(part, "=")
-		if !found {
-			if strings.TrimSpace(part) != "" {
-				return "malformed header params"
-			}
-			continue
-		}
-		name = strings.TrimSpace(name)
-		if seen[name] {
-			return "duplicate tag name"
-		}
-		seen[name] = true
-	}
-	return "malformed tag list"
 }
 
 // invalidFieldName replaces, in the header the signatures are checked

@@ -681,8 +681,8 @@ func TestRFC8463Example(t *testing.T) {
 		t.Fatalf("public key of the RFC seed = %s, want %s", got, rfc8463Pub)
 	}
 	sigField := header[0]
-	tags, ok := parseTagList(sigField.Value)
-	if !ok || tags["a"] != "ed25519-sha256" || tags["s"] != "brisbane" {
+	tags, fault := parseTagList(sigField.Value)
+	if fault != "" || tags["a"] != "ed25519-sha256" || tags["s"] != "brisbane" {
 		t.Fatalf("first field is not the RFC's Ed25519 signature: %q", sigField.Value)
 	}
 	sum := sha256.Sum256(canonBody(body, "relaxed"))
