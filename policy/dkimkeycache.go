@@ -43,13 +43,13 @@ type dkimKeyFlags struct {
 // §3.6.1).
 func parseKeyFlags(txt string) dkimKeyFlags {
 	rec, _ := parseTagList(txt)
-	return keyFlags(rec["t"])
+	return keyFlags(strings.Split(rec["t"], ":"))
 }
 
-// keyFlags reads a t= value.
-func keyFlags(t string) dkimKeyFlags {
+// keyFlags reads the flags of a t= value.
+func keyFlags(flags []string) dkimKeyFlags {
 	var f dkimKeyFlags
-	for _, flag := range strings.Split(t, ":") {
+	for _, flag := range flags {
 		switch strings.ToLower(flag) {
 		case "y":
 			f.testing = true
@@ -175,7 +175,7 @@ func parseDKIMKey(txt string) (*dkimKey, error) {
 	} else if _, ok := pub.(ed25519.PublicKey); !ok {
 		return nil, keyPermError("unsupported key algorithm")
 	}
-	k := &dkimKey{pub: pub, keyType: rec.KeyType, hashes: rec.Hashes, flags: keyFlags(strings.Join(rec.Flags, ":"))}
+	k := &dkimKey{pub: pub, keyType: rec.KeyType, hashes: rec.Hashes, flags: keyFlags(rec.Flags)}
 	if !slices.Contains(rec.Services, "*") {
 		k.services = rec.Services
 	}
