@@ -201,8 +201,8 @@ const invalidFieldName = "X-Authmilter-Invalid-Field-Name"
 // Signatures that cover such a field by its name then no longer find it,
 // or hash other bytes, and fail. These are the rules the header given to
 // go-msgauth, our former verifier, followed. One difference is deliberate:
-// h= names are matched with field names as they are (dkimsign.SelectFields,
-// as signing and ARC match them), so a field with white space before its
+// h= names are matched with field names as they are (dkimsign.HeaderHash,
+// which signing and ARC use too), so a field with white space before its
 // colon (obsolete syntax, RFC 5322 §4.5.8) is not taken for the named
 // field, as authmilter takes it nowhere else (DMARC's From, the
 // DKIM-Signature near misses); go-msgauth trimmed the name first.

@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/sha256"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -96,12 +95,7 @@ func Seal(p SealParams, header []dkimsign.Field, c *Chain, cv Status, bodyHash [
 	ams := foldTags(MessageField, []string{
 		"i=" + i, "a=" + algo, "c=relaxed/relaxed", "d=" + p.Domain, "s=" + p.Selector, "t=" + t,
 	}, p.HeaderKeys, "bh="+base64.StdEncoding.EncodeToString(bodyHash))
-	h := sha256.New()
-	for _, f := range dkimsign.SelectFields(header, p.HeaderKeys) {
-		h.Write([]byte(dkimsign.CanonicalizeField(dkimsign.Relaxed, f.Name, f.Value, true)))
-	}
-	h.Write([]byte(dkimsign.CanonicalizeField(dkimsign.Relaxed, MessageField, ams, false)))
-	b, err := sign(h.Sum(nil))
+	b, err := sign(dkimsign.HeaderHash(dkimsign.Relaxed, header, p.HeaderKeys, MessageField, ams))
 	if err != nil {
 		return nil, err
 	}

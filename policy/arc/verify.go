@@ -189,19 +189,11 @@ func verifyMessageSignature(ctx context.Context, r Resolver, header []dkimsign.F
 	return checkSignature(ctx, r, tags, SignedHeaderHash(hc, header, names, MessageField, s.Message))
 }
 
-// SignedHeaderHash is the SHA-256 of a signature's header input (RFC 6376
-// §3.7, §5.4.2), as DKIM-Signature and ARC-Message-Signature share it:
-// the fields h= names, each taking the last field of that name not taken
-// yet, canonicalized with hc and ending with CRLF, then the signature
-// field itself (sigName:sigValue) with its b= value removed and no final
-// CRLF. policy's DKIM verifier uses it too.
+// SignedHeaderHash is dkimsign.HeaderHash of a signature as received:
+// its b= value is removed first (RFC 6376 §3.7). policy's DKIM verifier
+// uses it too.
 func SignedHeaderHash(hc dkimsign.Canon, header []dkimsign.Field, names []string, sigName, sigValue string) []byte {
-	h := sha256.New()
-	for _, f := range dkimsign.SelectFields(header, names) {
-		io.WriteString(h, dkimsign.CanonicalizeField(hc, f.Name, f.Value, true))
-	}
-	io.WriteString(h, dkimsign.CanonicalizeField(hc, sigName, stripSignature(sigValue), false))
-	return h.Sum(nil)
+	return dkimsign.HeaderHash(hc, header, names, sigName, stripSignature(sigValue))
 }
 
 // verifySeal checks an ARC-Seal whose signing input hashed to digest.

@@ -300,19 +300,28 @@ func Sign(p Params, header []Field, bodyHash []byte) (string, error) {
 	}
 
 	unsigned := formatTags(algo, p, base64.StdEncoding.EncodeToString(bodyHash))
-	h := sha256.New()
-	buf := make([]byte, 0, 1024)
-	for _, f := range selectFields(header, p.HeaderKeys) {
-		buf = AppendCanonicalField(buf[:0], p.HeaderCanon, f.Name, f.Value, true)
-		h.Write(buf)
-	}
-	// RFC 6376 §3.7: the signature field itself, b= empty, no final CRLF.
-	h.Write(AppendCanonicalField(buf[:0], p.HeaderCanon, "DKIM-Signature", unsigned, false))
-	sig, err := p.Signer.Sign(rand.Reader, h.Sum(nil), hashOpt)
+	sig, err := p.Signer.Sign(rand.Reader, HeaderHash(p.HeaderCanon, header, p.HeaderKeys, "DKIM-Signature", unsigned), hashOpt)
 	if err != nil {
 		return "", fmt.Errorf("dkimsign: sign: %w", err)
 	}
 	return unsigned + foldBase64(base64.StdEncoding.EncodeToString(sig), len("b=")), nil
+}
+
+// HeaderHash is the SHA-256 of a signature's header input (RFC 6376 §3.7,
+// §5.4.2), which DKIM-Signature and ARC-Message-Signature share: the
+// fields names (h=) picks, canonicalized with hc and each ending with
+// CRLF, then the signature field itself, sigName:sigValue, with its b=
+// value already empty and no final CRLF. Signing and verifying both use
+// it.
+func HeaderHash(hc Canon, header []Field, names []string, sigName, sigValue string) []byte {
+	h := sha256.New()
+	buf := make([]byte, 0, 1024)
+	for _, f := range selectFields(header, names) {
+		buf = AppendCanonicalField(buf[:0], hc, f.Name, f.Value, true)
+		h.Write(buf)
+	}
+	h.Write(AppendCanonicalField(buf[:0], hc, sigName, sigValue, false))
+	return h.Sum(nil)
 }
 
 // selectFields picks, for each name of h=, the last field of that name not
@@ -472,13 +481,6 @@ func foldBase64(s string, start int) string {
 // (policy/arc) hashes its header fields the same way.
 func CanonicalizeField(c Canon, name, value string, crlf bool) string {
 	return canonicalizeField(c, name, value, crlf)
-}
-
-// SelectFields returns the fields that h= names, in h= order, each name
-// taking the last field of that name not taken yet (RFC 6376 §5.4.2), as
-// ARC-Message-Signature selects them too (RFC 8617 §4.1.2).
-func SelectFields(header []Field, names []string) []Field {
-	return selectFields(header, names)
 }
 
 // FoldBase64 folds a base64 value (b=) that starts at column start of a
